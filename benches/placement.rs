@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use swarm_filters::{ContainerRequest, ContainerSnapshot, ImageSnapshot, NodeSnapshot, PortBinding, Scheduler};
+use swarm_scheduler::{ContainerRequest, ContainerSnapshot, ImageSnapshot, NodeSnapshot, PortBinding, Scheduler};
 
 const NODES: usize = 1_000;
 const PER_NODE: usize = 30;
@@ -99,7 +99,7 @@ fn main() {
     println!("{:<34} {:>10} {:>10} {:>10} {:>8}  verdict", "case", "p50", "p99", "target", "nodes");
     let mut all_pass = true;
     for (label, strategy, body) in cases {
-        let scheduler = match Scheduler::new(strategy, swarm_filters::FilterKind::DEFAULT.map(|f| f.name())) {
+        let scheduler = match Scheduler::new(strategy, swarm_scheduler::FilterKind::DEFAULT.map(|f| f.name())) {
             Ok(s) => s,
             Err(e) => panic!("{e}"),
         };

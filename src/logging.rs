@@ -100,7 +100,7 @@ pub fn init(level: &str) -> Result<(), String> {
         }
     };
     let filter = tracing_subscriber::EnvFilter::new(format!(
-        "warn,swarm={filter},swarm_proxy={filter},swarm_discovery={filter},swarm_filters={filter}"
+        "warn,swarm={filter},swarm_proxy={filter},swarm_discovery={filter},swarm_scheduler={filter}"
     ));
     tracing_subscriber::fmt()
         .with_env_filter(filter)

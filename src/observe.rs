@@ -35,6 +35,10 @@ pub enum Observed<'a> {
     RescheduleFailed { id: &'a str, from: &'a str, error: &'a str },
     /// The copy left on a returning engine of a rescheduled container was removed.
     StaleRemoved { id: &'a str, node: &'a str },
+    /// Accepting a connection on a listener failed.
+    AcceptFailed { error: &'a str },
+    /// A client connection ended with an error.
+    ConnectionEnded { error: &'a str },
     /// A request was answered with an error.
     RequestFailed { method: &'a str, path: &'a str, status: u16, error: &'a str },
 }
@@ -86,6 +90,8 @@ impl Observed<'_> {
             Observed::StaleRemoved { id, node } => {
                 tracing::info!("Removed container {id} from {node}: it was rescheduled while {node} was down")
             }
+            Observed::AcceptFailed { error } => tracing::warn!("accept failed: {error}"),
+            Observed::ConnectionEnded { error } => tracing::debug!("connection ended: {error}"),
             Observed::RequestFailed { method, path, status, error } => {
                 if *status >= 500 {
                     tracing::error!(method = %method, uri = %path, status = status, "HTTP error: {error}")

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use http::{HeaderMap, Method, StatusCode};
-use swarm_filters::ContainerRequest;
+use swarm_scheduler::ContainerRequest;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::api::{place_and_create, Api};
@@ -49,7 +49,7 @@ pub async fn run(api: Arc<Api>) {
 
 fn wants_rescheduling(c: &Container) -> bool {
     c.labels
-        .get(swarm_filters::RESCHEDULE_POLICIES_LABEL)
+        .get(swarm_scheduler::RESCHEDULE_POLICIES_LABEL)
         .and_then(|l| serde_json::from_str::<Vec<String>>(l).ok())
         .is_some_and(|policies| policies.iter().any(|p| p == ON_NODE_FAILURE))
 }

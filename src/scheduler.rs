@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use serde_json::Value;
-use swarm_filters::{ContainerRequest, ContainerSnapshot, ImageSnapshot, NodeSnapshot, ScheduleError};
+use swarm_scheduler::{ContainerRequest, ContainerSnapshot, ImageSnapshot, NodeSnapshot, ScheduleError};
 
 use crate::api::ApiError;
 use crate::cli::ClusterOpts;
@@ -15,7 +15,7 @@ use crate::cluster::{Cluster, PendingReservation};
 #[derive(Debug, Clone)]
 pub struct Scheduler {
     /// Strategy, filter chain, overcommit and failure-retry weighting.
-    inner: swarm_filters::Scheduler,
+    inner: swarm_scheduler::Scheduler,
     /// `swarm.createretry`: further nodes a failed create is tried on.
     create_retry: u32,
 }
@@ -30,9 +30,9 @@ pub struct Placement<'a> {
 impl Scheduler {
     pub fn new(strategy: &str, filters: &[String], opts: ClusterOpts, failure_retry: u32) -> Result<Scheduler, String> {
         let inner = if filters.is_empty() {
-            swarm_filters::Scheduler::new(strategy, swarm_filters::FilterKind::DEFAULT.map(|f| f.name()))
+            swarm_scheduler::Scheduler::new(strategy, swarm_scheduler::FilterKind::DEFAULT.map(|f| f.name()))
         } else {
-            swarm_filters::Scheduler::new(strategy, filters)
+            swarm_scheduler::Scheduler::new(strategy, filters)
         };
         let inner = inner
             .and_then(|s| s.with_overcommit(opts.overcommit))
@@ -129,6 +129,6 @@ pub fn cpu_shares_for_engine(config: &mut Value, engine: &Engine) {
     };
     let shares = &mut config["HostConfig"]["CpuShares"];
     if let Some(n) = shares.as_i64().filter(|n| *n > 0) {
-        *shares = Value::from(swarm_filters::shares_for_cpus(n, cpus));
+        *shares = Value::from(swarm_scheduler::shares_for_cpus(n, cpus));
     }
 }

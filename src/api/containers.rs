@@ -18,7 +18,7 @@ use crate::cluster::container::Container;
 use crate::cluster::engine::{Engine, Health};
 use crate::cluster::{monitor, SWARM_ID_LABEL};
 use crate::scheduler::{cluster_has_image, cpu_shares_for_engine};
-use swarm_filters::{ContainerRequest, ContainerSnapshot};
+use swarm_scheduler::{ContainerRequest, ContainerSnapshot};
 
 /// Filters `docker ps` accepts.
 const LIST_FILTERS: [&str; 16] = [

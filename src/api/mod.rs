@@ -28,7 +28,7 @@ use crate::scheduler::Scheduler;
 pub use containers::place_and_create;
 pub use error::ApiError;
 use routes::{Handler, Matched};
-pub use server::serve;
+pub use server::{accept_all, bind, Listener};
 
 /// What every request handler can reach.
 pub struct Api {

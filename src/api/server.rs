@@ -15,28 +15,23 @@ use super::Api;
 use crate::cli::Listen;
 use crate::observe::Observed;
 
-/// Binds every listen address, then serves them until the process ends.
-/// Binding errors are returned before anything is served.
-pub async fn serve(api: Arc<Api>, addresses: &[Listen]) -> Result<(), String> {
-    let mut tasks = Vec::new();
+/// A bound listening socket.
+pub enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+/// Binds every listen address; an address that cannot be bound is an error
+/// before anything is served.
+pub async fn bind(addresses: &[Listen]) -> Result<Vec<Listener>, String> {
+    let mut listeners = Vec::new();
     for address in addresses {
         match address {
             Listen::Tcp(addr) => {
                 let listener =
                     TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on tcp://{addr}: {e}"))?;
                 Observed::Listening { proto: "tcp", addr }.emit();
-                let api = api.clone();
-                tasks.push(tokio::spawn(async move {
-                    loop {
-                        match listener.accept().await {
-                            Ok((stream, _)) => {
-                                let _ = stream.set_nodelay(true);
-                                tokio::spawn(serve_connection(api.clone(), stream));
-                            }
-                            Err(e) => tracing::warn!("accept failed: {e}"),
-                        }
-                    }
-                }));
+                listeners.push(Listener::Tcp(listener));
             }
             Listen::Unix(path) => {
                 // A socket file left by an earlier run would make bind fail.
@@ -48,24 +43,43 @@ pub async fn serve(api: Arc<Api>, addresses: &[Listen]) -> Result<(), String> {
                 }
                 let listener = UnixListener::bind(path).map_err(|e| format!("cannot listen on unix://{path}: {e}"))?;
                 Observed::Listening { proto: "unix", addr: path }.emit();
-                let api = api.clone();
-                tasks.push(tokio::spawn(async move {
-                    loop {
-                        match listener.accept().await {
-                            Ok((stream, _)) => {
-                                tokio::spawn(serve_connection(api.clone(), stream));
-                            }
-                            Err(e) => tracing::warn!("accept failed: {e}"),
-                        }
-                    }
-                }));
+                listeners.push(Listener::Unix(listener));
             }
         }
+    }
+    Ok(listeners)
+}
+
+/// Accepts connections on every listener until the process ends.
+pub async fn accept_all(api: Arc<Api>, listeners: Vec<Listener>) {
+    let mut tasks = Vec::new();
+    for listener in listeners {
+        let api = api.clone();
+        tasks.push(tokio::spawn(async move {
+            match listener {
+                Listener::Tcp(listener) => loop {
+                    match listener.accept().await {
+                        Ok((stream, _)) => {
+                            let _ = stream.set_nodelay(true);
+                            tokio::spawn(serve_connection(api.clone(), stream));
+                        }
+                        Err(e) => Observed::AcceptFailed { error: &e.to_string() }.emit(),
+                    }
+                },
+                Listener::Unix(listener) => loop {
+                    match listener.accept().await {
+                        Ok((stream, _)) => {
+                            tokio::spawn(serve_connection(api.clone(), stream));
+                        }
+                        Err(e) => Observed::AcceptFailed { error: &e.to_string() }.emit(),
+                    }
+                },
+            }
+        }));
     }
     for task in tasks {
         let _ = task.await;
     }
-    Ok(())
 }
 
 async fn serve_connection<S>(api: Arc<Api>, stream: S)
@@ -87,6 +101,6 @@ where
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     if let Err(e) = conn.await {
-        tracing::debug!("connection ended: {e}");
+        Observed::ConnectionEnded { error: &e.to_string() }.emit();
     }
 }

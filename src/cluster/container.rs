@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
-use swarm_filters::ContainerSnapshot;
+use swarm_scheduler::ContainerSnapshot;
 
 /// What the manager keeps of a container's inspect; shared between
 /// refreshes for as long as the container does not change.
@@ -34,7 +34,7 @@ impl Details {
     /// Distils an inspect answer. `engine_cpus` turns CPU shares back into CPUs.
     pub fn from_inspect(inspect: &Value, engine_cpus: i64) -> Details {
         let reschedules = inspect["Config"]["Labels"]
-            .get(swarm_filters::RESCHEDULE_POLICIES_LABEL)
+            .get(swarm_scheduler::RESCHEDULE_POLICIES_LABEL)
             .and_then(Value::as_str)
             .is_some_and(|p| p.contains("on-node-failure"));
         Details {

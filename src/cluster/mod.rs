@@ -15,7 +15,7 @@ use http::Method;
 use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
 use swarm_discovery::{Backend, Entry};
-use swarm_filters::ContainerSnapshot;
+use swarm_scheduler::ContainerSnapshot;
 
 use crate::observe::Observed;
 use container::Container;

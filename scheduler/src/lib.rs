@@ -6,7 +6,7 @@
 //! the original logged are returned as [`Placement::warnings`].
 //!
 //! ```
-//! use swarm_filters::{ContainerRequest, NodeSnapshot, Scheduler};
+//! use swarm_scheduler::{ContainerRequest, NodeSnapshot, Scheduler};
 //!
 //! let mut body = serde_json::json!({"Image": "redis", "Env": ["constraint:storage==ssd"]});
 //! let request = ContainerRequest::from_create_body(Some("cache"), &mut body).unwrap();

@@ -1,0 +1,185 @@
+//! `swarm manage`: validates the flags, wires the cluster, the scheduler,
+//! the election and the API together, and serves until a signal.
+//!
+//! [`Manager`] is the same wiring started in-process on a listener the
+//! caller bound, which is how the fast test layer runs whole managers in
+//! front of fake engines.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use swarm_leadership::Leadership;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::api::{self, Api};
+use crate::cli::{self, Cli, ClusterOpts, Command, Listen, ManageArgs};
+use crate::cluster::monitor::MonitorConfig;
+use crate::cluster::Cluster;
+use crate::{replication, reschedule, scheduler};
+
+/// What `swarm manage` was asked to do, validated.
+struct Settings {
+    listen: Vec<Listen>,
+    backend: swarm_discovery::Backend,
+    heartbeat: Duration,
+    scheduler: scheduler::Scheduler,
+    monitor: MonitorConfig,
+    cors: bool,
+    /// `Some((store, advertise))` with `--replication`.
+    replication: Option<(swarm_discovery::kv::KvConfig, String)>,
+    replication_ttl: Duration,
+}
+
+impl Settings {
+    fn from_args(args: ManageArgs) -> Result<Settings, String> {
+        let discovery = args
+            .discovery
+            .as_deref()
+            .filter(|d| !d.is_empty())
+            .ok_or("discovery required to manage a cluster. See 'swarm manage --help'.")?;
+        if args.cluster_driver != "swarm" {
+            return Err(format!("unsupported cluster driver {:?} (only \"swarm\")", args.cluster_driver));
+        }
+        if args.heartbeat < Duration::from_secs(1) {
+            return Err("--heartbeat should be at least one second".into());
+        }
+        if args.refresh_min.is_zero() {
+            return Err("min refresh interval should be a positive number".into());
+        }
+        if args.refresh_max < args.refresh_min {
+            return Err("max refresh interval cannot be less than min refresh interval".into());
+        }
+        if args.failure_retry == 0 {
+            return Err("invalid failure retry count".into());
+        }
+        let listen: Vec<Listen> = args.hosts.iter().map(|h| Listen::parse(h)).collect::<Result<_, _>>()?;
+        let opts = ClusterOpts::parse(&args.cluster_opts)?;
+        let scheduler = scheduler::Scheduler::new(&args.strategy, &args.filters, opts, args.failure_retry)?;
+        let backend =
+            swarm_discovery::Backend::parse_with_options(discovery, &args.discovery_opts).map_err(|e| e.to_string())?;
+        let replication = if args.replication {
+            let swarm_discovery::Backend::Kv(kv) = &backend else {
+                return Err("Leader election is only supported with consul, etcd and zookeeper discovery.".into());
+            };
+            let advertise =
+                args.advertise.as_deref().ok_or("--advertise address must be provided when using --leader-election")?;
+            let advertise = cli::parse_advertise(advertise)?;
+            if args.replication_ttl < Duration::from_millis(500) {
+                return Err("--replication-ttl should be at least 500ms".into());
+            }
+            Some((kv.clone(), advertise))
+        } else {
+            None
+        };
+        Ok(Settings {
+            listen,
+            backend,
+            heartbeat: args.heartbeat,
+            scheduler,
+            monitor: MonitorConfig {
+                refresh_min: args.refresh_min,
+                refresh_max: args.refresh_max,
+                failure_retry: args.failure_retry,
+            },
+            cors: args.cors,
+            replication,
+            replication_ttl: args.replication_ttl,
+        })
+    }
+}
+
+/// A running manager: the cluster following discovery, rescheduling, and
+/// the API on its listeners. Dropping it stops all of it.
+pub struct Manager {
+    /// Where the API answers (the first listener, for in-process use).
+    addr: Option<SocketAddr>,
+    /// The tasks the manager runs; aborted on drop.
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Manager {
+    /// Starts a manager in-process from the flags of `swarm manage` (without
+    /// `-H`: it serves on `listener`). With `leadership`, it is one of a
+    /// replicated set whose election the caller runs (for example on an
+    /// in-memory lock store).
+    pub async fn start(
+        args: &[&str],
+        listener: tokio::net::TcpListener,
+        leadership: Option<Arc<Leadership>>,
+    ) -> Result<Manager, String> {
+        let cli = Cli::try_parse_from(["swarm", "manage"].into_iter().chain(args.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        let Some(Command::Manage(args)) = cli.command else {
+            return Err("not a manage command line".into());
+        };
+        let settings = Settings::from_args(args)?;
+        let addr = listener.local_addr().ok();
+        let (api, mut tasks) = wire(&settings, leadership);
+        tasks.push(tokio::spawn(api::accept_all(api, vec![api::Listener::Tcp(listener)])));
+        Ok(Manager { addr, tasks })
+    }
+
+    /// The address the API answers on.
+    pub fn addr(&self) -> Option<SocketAddr> {
+        self.addr
+    }
+}
+
+impl Drop for Manager {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Builds the cluster and the API, and starts discovery and rescheduling.
+fn wire(settings: &Settings, leadership: Option<Arc<Leadership>>) -> (Arc<Api>, Vec<JoinHandle<()>>) {
+    let cluster = Cluster::new(settings.monitor);
+    let discovery = tokio::spawn(cluster.clone().run_discovery(settings.backend.clone(), settings.heartbeat));
+    let api = Arc::new(Api {
+        cluster,
+        scheduler: settings.scheduler.clone(),
+        cors: settings.cors,
+        leadership,
+        // Long enough for the TTL path of a failover, plus an election.
+        failover_wait: settings.replication_ttl + Duration::from_secs(2),
+        primaries: parking_lot::Mutex::new(HashMap::new()),
+    });
+    let rescheduling = tokio::spawn(reschedule::run(api.clone()));
+    (api, vec![discovery, rescheduling])
+}
+
+/// `swarm manage` as a command: serves until SIGINT or SIGTERM.
+pub(crate) async fn run(args: ManageArgs) -> Result<(), String> {
+    let settings = Settings::from_args(args)?;
+    let (stop_election, stop_rx) = watch::channel(false);
+    let (leadership, election) = match &settings.replication {
+        Some((kv, advertise)) => {
+            let (leadership, task) = replication::start(kv, advertise, settings.replication_ttl, stop_rx);
+            (Some(leadership), Some(task))
+        }
+        None => (None, None),
+    };
+    let (api, _tasks) = wire(&settings, leadership);
+    let listeners = api::bind(&settings.listen).await?;
+    tokio::select! {
+        _ = api::accept_all(api, listeners) => {}
+        _ = crate::shutdown_signal() => {}
+    }
+    // A primary gives the lock up before exiting, so a replica takes over at once.
+    stop_election.send_replace(true);
+    if let Some(election) = election {
+        let _ = tokio::time::timeout(Duration::from_secs(2), election).await;
+    }
+    for l in &settings.listen {
+        if let Listen::Unix(path) = l {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+    Ok(())
+}
