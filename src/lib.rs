@@ -14,7 +14,6 @@ pub mod manage;
 mod observe;
 mod replication;
 mod reschedule;
-mod scheduler;
 
 use std::process::ExitCode;
 

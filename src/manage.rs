@@ -18,15 +18,15 @@ use tokio::task::JoinHandle;
 use crate::api::{self, Api};
 use crate::cli::{self, Cli, ClusterOpts, Command, Listen, ManageArgs};
 use crate::cluster::monitor::MonitorConfig;
-use crate::cluster::Cluster;
-use crate::{replication, reschedule, scheduler};
+use crate::cluster::{Cluster, PlacementPolicy};
+use crate::{replication, reschedule};
 
 /// What `swarm manage` was asked to do, validated.
 struct Settings {
     listen: Vec<Listen>,
     backend: swarm_discovery::Backend,
     heartbeat: Duration,
-    scheduler: scheduler::Scheduler,
+    policy: PlacementPolicy,
     monitor: MonitorConfig,
     cors: bool,
     /// `Some((store, advertise))` with `--replication`.
@@ -58,7 +58,7 @@ impl Settings {
         }
         let listen: Vec<Listen> = args.hosts.iter().map(|h| Listen::parse(h)).collect::<Result<_, _>>()?;
         let opts = ClusterOpts::parse(&args.cluster_opts)?;
-        let scheduler = scheduler::Scheduler::new(&args.strategy, &args.filters, opts, args.failure_retry)?;
+        let policy = PlacementPolicy::new(&args.strategy, &args.filters, opts, args.failure_retry)?;
         let backend =
             swarm_discovery::Backend::parse_with_options(discovery, &args.discovery_opts).map_err(|e| e.to_string())?;
         let replication = if args.replication {
@@ -79,7 +79,7 @@ impl Settings {
             listen,
             backend,
             heartbeat: args.heartbeat,
-            scheduler,
+            policy,
             monitor: MonitorConfig {
                 refresh_min: args.refresh_min,
                 refresh_max: args.refresh_max,
@@ -139,18 +139,17 @@ impl Drop for Manager {
 
 /// Builds the cluster and the API, and starts discovery and rescheduling.
 fn wire(settings: &Settings, leadership: Option<Arc<Leadership>>) -> (Arc<Api>, Vec<JoinHandle<()>>) {
-    let cluster = Cluster::new(settings.monitor);
+    let cluster = Cluster::new(settings.monitor, settings.policy.clone());
     let discovery = tokio::spawn(cluster.clone().run_discovery(settings.backend.clone(), settings.heartbeat));
+    let rescheduling = tokio::spawn(reschedule::run(cluster.clone(), leadership.clone()));
     let api = Arc::new(Api {
         cluster,
-        scheduler: settings.scheduler.clone(),
         cors: settings.cors,
         leadership,
         // Long enough for the TTL path of a failover, plus an election.
         failover_wait: settings.replication_ttl + Duration::from_secs(2),
         primaries: parking_lot::Mutex::new(HashMap::new()),
     });
-    let rescheduling = tokio::spawn(reschedule::run(api.clone()));
     (api, vec![discovery, rescheduling])
 }
 

@@ -35,6 +35,14 @@ pub enum Observed<'a> {
     RescheduleFailed { id: &'a str, from: &'a str, error: &'a str },
     /// The copy left on a returning engine of a rescheduled container was removed.
     StaleRemoved { id: &'a str, node: &'a str },
+    /// The scheduler noted something about a decision (e.g. a soft rule dropped).
+    PlacementWarning { warning: &'a str },
+    /// A create failed on one node and is tried on the next (`swarm.createretry`).
+    CreateRetried { failed_on: &'a str, next: &'a str },
+    /// A cluster-wide network could not be copied to an engine.
+    NetworkCopyFailed { network: &'a str, addr: &'a str, error: &'a str },
+    /// The stale copy of a rescheduled container could not be removed.
+    StaleRemovalFailed { id: &'a str, node: &'a str, error: &'a str },
     /// Accepting a connection on a listener failed.
     AcceptFailed { error: &'a str },
     /// A client connection ended with an error.
@@ -89,6 +97,16 @@ impl Observed<'_> {
             }
             Observed::StaleRemoved { id, node } => {
                 tracing::info!("Removed container {id} from {node}: it was rescheduled while {node} was down")
+            }
+            Observed::PlacementWarning { warning } => tracing::warn!("{warning}"),
+            Observed::CreateRetried { failed_on, next } => {
+                tracing::warn!("Failed to create container on {failed_on}, retrying on {next}")
+            }
+            Observed::NetworkCopyFailed { network, addr, error } => {
+                tracing::warn!("Cannot create network {network} on {addr}: {error}")
+            }
+            Observed::StaleRemovalFailed { id, node, error } => {
+                tracing::warn!("Cannot remove rescheduled container {id} from {node}: {error}")
             }
             Observed::AcceptFailed { error } => tracing::warn!("accept failed: {error}"),
             Observed::ConnectionEnded { error } => tracing::debug!("connection ended: {error}"),

@@ -5,45 +5,37 @@
 
 use std::sync::Arc;
 
-use http::{HeaderMap, Method, StatusCode};
-use swarm_scheduler::ContainerRequest;
+use http::{Method, StatusCode};
+use swarm_leadership::Leadership;
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::api::{place_and_create, Api};
 use crate::cluster::container::Container;
-use crate::cluster::engine::Engine;
-use crate::cluster::{monitor, SWARM_ID_LABEL};
+use crate::cluster::engine::{error_message, Engine};
+use crate::cluster::{monitor, Cluster, CreateRequest, EngineSignal, SWARM_ID_LABEL};
 use crate::observe::Observed;
 
 /// The policy that asks for rescheduling.
 const ON_NODE_FAILURE: &str = "on-node-failure";
 
-/// Follows the cluster's own events for as long as the manager runs.
-pub async fn run(api: Arc<Api>) {
-    let mut events = api.cluster.shared.events.subscribe();
+/// Follows the cluster's engine signals for as long as the manager runs.
+/// Only the primary acts (`leadership` `None`: not replicated); replicas
+/// keep their state warm and wait.
+pub async fn run(cluster: Arc<Cluster>, leadership: Option<Arc<Leadership>>) {
+    let mut signals = cluster.context.signals.subscribe();
     loop {
-        let event = match events.recv().await {
-            Ok(event) => event,
+        let signal = match signals.recv().await {
+            Ok(signal) => signal,
             Err(RecvError::Lagged(_)) => continue,
             Err(RecvError::Closed) => return,
         };
-        // Only the primary acts; replicas keep their state warm and wait.
-        if event.value["Type"] != "swarm" || !api.is_primary() {
+        if !leadership.as_ref().is_none_or(|l| l.is_primary()) {
             continue;
         }
-        let Some(engine) = event.value["node"]["Addr"].as_str().and_then(|a| api.cluster.engine(a)) else {
-            continue;
+        let cluster = cluster.clone();
+        match signal {
+            EngineSignal::Lost(engine) => tokio::spawn(async move { reschedule_from(&cluster, &engine).await }),
+            EngineSignal::Back(engine) => tokio::spawn(async move { remove_stale(&cluster, &engine).await }),
         };
-        let api = api.clone();
-        match event.value["Action"].as_str() {
-            Some("engine_disconnect") => {
-                tokio::spawn(async move { reschedule_from(&api, &engine).await });
-            }
-            Some("engine_reconnect" | "engine_connect") => {
-                tokio::spawn(async move { remove_stale(&api, &engine).await });
-            }
-            _ => {}
-        }
     }
 }
 
@@ -54,84 +46,71 @@ fn wants_rescheduling(c: &Container) -> bool {
         .is_some_and(|policies| policies.iter().any(|p| p == ON_NODE_FAILURE))
 }
 
-/// Recreates the lost engine's rescheduled containers elsewhere.
-async fn reschedule_from(api: &Api, engine: &Arc<Engine>) {
+/// Recreates the lost engine's rescheduled containers elsewhere. Each lost
+/// copy is forgotten first, so that its name is free for the new one, and
+/// put back if the new one cannot be made (the next loss tries again).
+async fn reschedule_from(cluster: &Cluster, engine: &Arc<Engine>) {
     let from = engine.name();
-    let lost: Vec<Arc<Container>> =
-        engine.state.read().containers.values().filter(|c| wants_rescheduling(c)).cloned().collect();
-    for old in lost {
-        match recreate(api, &old).await {
-            Ok((to, new_id)) => {
-                // The lost copy no longer holds its name: the new one does.
-                engine.state.write().containers.remove(&old.id);
-                Observed::Rescheduled { id: &old.id, from: &from, to: &to, new_id: &new_id }.emit()
+    for old in engine.containers_where(wants_rescheduling) {
+        monitor::forget_container(engine, &old.id).await;
+        match recreate(cluster, &old).await {
+            Ok((to, new_id)) => Observed::Rescheduled { id: &old.id, from: &from, to: &to, new_id: &new_id }.emit(),
+            Err(error) => {
+                engine.lock_containers().await.upsert(old.clone());
+                Observed::RescheduleFailed { id: &old.id, from: &from, error: &error }.emit()
             }
-            Err(error) => Observed::RescheduleFailed { id: &old.id, from: &from, error: &error }.emit(),
         }
     }
 }
 
 /// Creates a copy of `old` on another node (and starts it if `old` was
 /// running); returns the new node's name and the new container's ID.
-async fn recreate(api: &Api, old: &Container) -> Result<(String, String), String> {
-    let mut config = old.details.recreate.clone().ok_or("the container was never inspected")?;
-    let request = ContainerRequest::from_create_body(Some(&old.name), &mut config).map_err(|e| e.to_string())?;
+async fn recreate(cluster: &Cluster, old: &Container) -> Result<(String, String), String> {
+    let config = old.details.recreate.clone().ok_or("the container was never inspected")?;
     let path = format!(
         "/containers/create?name={}",
         url::form_urlencoded::byte_serialize(old.name.as_bytes()).collect::<String>()
     );
-    let (engine, answer) =
-        place_and_create(api, request, &config, &HeaderMap::new(), &path).await.map_err(|e| e.to_string())?;
-    if answer.status != StatusCode::CREATED {
-        return Err(crate::cluster::engine::error_message(&answer.body));
-    }
-    let new_id = answer.json()["Id"].as_str().unwrap_or_default().to_string();
-    if matches!(old.state.as_str(), "running" | "paused" | "restarting") {
-        let (status, body) = engine
-            .client
-            .call(Method::POST, &format!("/containers/{new_id}/start"), None)
-            .await
-            .map_err(|e| e.to_string())?;
+    let request = CreateRequest { name: Some(old.name.clone()), config, path };
+    let created = cluster.create_container(request).await.map_err(|e| e.to_string())?;
+    if old.is_running() {
+        let start = format!("/containers/{}/start", created.id);
+        let (status, body) = created.engine.client.call(Method::POST, &start, None).await.map_err(|e| e.to_string())?;
         if !status.is_success() {
-            return Err(crate::cluster::engine::error_message(&body));
+            return Err(error_message(&body));
         }
-        let _ = monitor::refresh_container(&engine, &new_id).await;
+        let _ = monitor::refresh_container(&created.engine, &created.id).await;
     }
-    Ok((engine.name(), new_id))
+    Ok((created.engine.name(), created.id))
 }
 
 /// Removes from a returning engine the containers that were rescheduled
 /// elsewhere while it was away (same swarm ID on another engine).
-async fn remove_stale(api: &Api, engine: &Arc<Engine>) {
+async fn remove_stale(cluster: &Cluster, engine: &Arc<Engine>) {
     let node = engine.name();
     let here: Vec<(String, String)> = engine
-        .state
-        .read()
-        .containers
-        .values()
-        .filter(|c| wants_rescheduling(c))
+        .containers_where(wants_rescheduling)
+        .iter()
         .filter_map(|c| c.labels.get(SWARM_ID_LABEL).map(|s| (c.id.clone(), s.clone())))
         .collect();
     for (id, swarm_id) in here {
-        let elsewhere = api
-            .cluster
+        let elsewhere = cluster
             .engines()
             .iter()
             .filter(|e| e.addr != engine.addr)
-            .any(|e| e.state.read().containers.values().any(|c| c.labels.get(SWARM_ID_LABEL) == Some(&swarm_id)));
+            .any(|e| !e.containers_where(|c| c.labels.get(SWARM_ID_LABEL) == Some(&swarm_id)).is_empty());
         if !elsewhere {
             continue;
         }
-        match engine.client.call(Method::DELETE, &format!("/containers/{id}?force=1"), None).await {
+        let error = match engine.client.call(Method::DELETE, &format!("/containers/{id}?force=1"), None).await {
             Ok((status, _)) if status.is_success() || status == StatusCode::NOT_FOUND => {
-                engine.state.write().containers.remove(&id);
+                monitor::forget_container(engine, &id).await;
                 Observed::StaleRemoved { id: &id, node: &node }.emit();
+                continue;
             }
-            Ok((_, body)) => tracing::warn!(
-                "Cannot remove rescheduled container {id} from {node}: {}",
-                crate::cluster::engine::error_message(&body)
-            ),
-            Err(e) => tracing::warn!("Cannot remove rescheduled container {id} from {node}: {e}"),
-        }
+            Ok((_, body)) => error_message(&body),
+            Err(e) => e.to_string(),
+        };
+        Observed::StaleRemovalFailed { id: &id, node: &node, error: &error }.emit();
     }
 }

@@ -53,13 +53,13 @@ pub async fn forward(
     path_and_query: Option<&str>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let client_upgrade = req.extensions_mut().remove::<OnUpgrade>();
-    relay(upstream, req, path_and_query, client_upgrade).await.map_err(|(e, _)| e)
+    forward_with_upgrade(upstream, req, path_and_query, client_upgrade).await.map_err(|(e, _)| e)
 }
 
 /// [`forward`] with the client's upgrade handle passed separately. When no
 /// connection could be made, the handle comes back with the error, so the
 /// same client request can be relayed to another upstream.
-pub async fn relay(
+pub async fn forward_with_upgrade(
     upstream: &Upstream,
     mut req: Request<ProxyBody>,
     path_and_query: Option<&str>,

@@ -14,6 +14,6 @@ mod upstream;
 
 pub use body::{empty, full, BoxError, ProxyBody};
 pub use error::ProxyError;
-pub use forward::{forward, is_upgrade_request, relay, strip_hop_headers};
+pub use forward::{forward, forward_with_upgrade, is_upgrade_request, strip_hop_headers};
 pub use hyper::upgrade::OnUpgrade;
 pub use upstream::Upstream;

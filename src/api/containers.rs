@@ -4,21 +4,20 @@
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use http::{Method, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
-use rand::Rng;
 use serde_json::{json, Value};
 use swarm_proxy::ProxyBody;
 
-use super::util::{
-    forward_to, json_bytes, parse_filters, parse_json, query_bool, query_get, query_set, read_body, replay, Answer, Ctx,
-};
-use super::{Api, ApiError};
+use super::forward::forward_to;
+use super::reply::json_bytes;
+use super::request::{parse_filters, parse_json, query_bool, query_get, query_set, read_body};
+use super::{ApiError, Ctx};
 use crate::cluster::container::Container;
 use crate::cluster::engine::{Engine, Health};
-use crate::cluster::{monitor, SWARM_ID_LABEL};
-use crate::scheduler::{cluster_has_image, cpu_shares_for_engine};
-use swarm_scheduler::{ContainerRequest, ContainerSnapshot};
+use crate::cluster::monitor::{self, Kind};
+use crate::cluster::CreateRequest;
+use swarm_scheduler::ContainerRequest;
 
 /// Filters `docker ps` accepts.
 const LIST_FILTERS: [&str; 16] = [
@@ -66,14 +65,9 @@ pub fn list(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<ProxyBody
         if engine.health() == Health::Pending {
             continue;
         }
-        // Read before the state lock: a second read lock on the same engine
-        // could wait behind a queued writer while holding the first.
         let node = engine.name();
-        let state = engine.state.read();
-        for c in state.containers.values() {
-            if (all || is_running(c)) && matcher.matches(&node, c) {
-                entries.push((engine.clone(), c.clone()));
-            }
+        for c in engine.containers_where(|c| (all || c.is_running()) && matcher.matches(&node, c)) {
+            entries.push((engine.clone(), c));
         }
     }
     entries.sort_by(|a, b| b.1.created.cmp(&a.1.created).then_with(|| a.1.id.cmp(&b.1.id)));
@@ -104,11 +98,6 @@ pub fn list(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<ProxyBody
     }
     out.extend_from_slice(b"]");
     Ok(json_bytes(StatusCode::OK, out.freeze()))
-}
-
-/// Docker lists paused and restarting containers as running ones.
-fn is_running(c: &Container) -> bool {
-    matches!(c.state.as_str(), "running" | "paused" | "restarting")
 }
 
 /// The `docker ps --filter` conditions, compiled once per request.
@@ -177,138 +166,66 @@ fn port_matches(c: &Container, filter: &str, published: bool) -> bool {
     })
 }
 
-/// Resolves the route's name to a container, or 404.
-fn resolve(ctx: &Ctx<'_>, name: &str) -> Result<(Arc<Engine>, Arc<Container>), ApiError> {
-    ctx.cluster().find_container(name).ok_or_else(|| ApiError::no_such_container(name))
+/// The container a route names, on its engine, and the path that reaches
+/// it there (the name replaced by the full ID).
+struct Target {
+    engine: Arc<Engine>,
+    container: Arc<Container>,
+    path: String,
 }
 
-/// `POST /containers/create`: schedules the container, then creates it on the chosen engine.
-///
-/// The name is reserved cluster-wide and the container counts as present on
-/// its node from the decision until the engine has answered. A create that
-/// fails because the chosen node lacks an image another node has is placed
-/// again with an `image==` affinity, as the original did; other failures are
-/// retried on the next ranked node up to `swarm.createretry` times.
+impl Target {
+    /// Resolves `name` (ID, name, `node/name`, ID prefix) or answers 404.
+    fn resolve(ctx: &Ctx<'_>, name: &str, query: Option<&str>) -> Result<Target, ApiError> {
+        let (engine, container) =
+            ctx.cluster().find_container(name).ok_or_else(|| ApiError::no_such_container(name))?;
+        let path = ctx.with_name(&container.id, query);
+        Ok(Target { engine, container, path })
+    }
+
+    /// Resolves the route's own name.
+    fn of_route(ctx: &Ctx<'_>, req: &Request<ProxyBody>) -> Result<Target, ApiError> {
+        Target::resolve(ctx, &ctx.route.name, req.uri().query())
+    }
+
+    /// Relays the request to the container's engine, streaming.
+    async fn forward(&self, req: Request<ProxyBody>) -> Result<Response<ProxyBody>, ApiError> {
+        forward_to(&self.engine, req, &self.path).await
+    }
+
+    /// Updates the cache after a successful change, so the next read sees it.
+    async fn refresh(&self) {
+        // A failed refresh is caught up by the next one; the change stands.
+        let _ = monitor::refresh_container(&self.engine, &self.container.id).await;
+    }
+}
+
+/// `POST /containers/create`: the cluster schedules and creates it.
 pub async fn create(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<ProxyBody>, ApiError> {
     let query = req.uri().query().map(str::to_string);
-    let name = query_get(query.as_deref(), "name").filter(|n| !n.is_empty());
-    let (parts, body) = read_body(req).await?;
-    let mut config = parse_json(&body)?;
-    if !config.is_object() {
-        return Err(ApiError::BadRequest("invalid JSON in request body: expected an object".into()));
-    }
-    let cluster = ctx.cluster();
-    let _name = match &name {
-        Some(n) => Some(cluster.reserve_name(n).map_err(|holder| name_conflict(n, &holder))?),
-        None => None,
-    };
-    let request = ContainerRequest::from_create_body(name.as_deref(), &mut config)
-        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    request.validate_reschedule_policies().map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    if !config["Labels"].is_object() {
-        config["Labels"] = json!({});
-    }
-    config["Labels"][SWARM_ID_LABEL] = Value::String(random_id());
+    let name = query_get(query.as_deref(), "name");
+    let (_, body) = read_body(req).await?;
+    let config = parse_json(&body)?;
     let path = ctx.path("/containers/create", query.as_deref());
-    let (_, answer) = place_and_create(ctx.api, request, &config, &parts.headers, &path).await?;
-    Ok(answer.into_response())
-}
-
-/// Places a container and creates it: retries with an `image==` affinity
-/// when the chosen node lacks an image another node has, then on the next
-/// ranked nodes up to `swarm.createretry` times. The container counts as
-/// present on its node from the decision until the engine has answered, and
-/// a created container is in the cache before this returns.
-pub async fn place_and_create(
-    api: &Api,
-    mut request: ContainerRequest,
-    config: &Value,
-    headers: &http::HeaderMap,
-    path: &str,
-) -> CreateAnswer {
-    let (cluster, scheduler) = (&api.cluster, &api.scheduler);
-    let mut placement = scheduler.place(cluster, &request)?;
-    let mut answer = create_on(&placement.ranked[0], config, headers, path).await;
-    if is_missing_image(&answer) && !request.has_node_constraint() && cluster_has_image(cluster, &request.image) {
-        request.add_affinity(&format!("image=={}", request.image)).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-        placement = scheduler.place(cluster, &request)?;
-        answer = create_on(&placement.ranked[0], config, headers, path).await;
-    }
-    let mut next = 1;
-    while next <= scheduler.create_retry() as usize && next < placement.ranked.len() && is_retryable(&answer) {
-        let engine = &placement.ranked[next];
-        tracing::warn!(
-            "Failed to create container on {}, retrying on {}",
-            placement.ranked[next - 1].name(),
-            engine.name()
-        );
-        placement.reservation =
-            Some(cluster.reserve_pending(&engine.addr, ContainerSnapshot::pending_from_request(&request)));
-        answer = create_on(engine, config, headers, path).await;
-        next += 1;
-    }
-    let (engine, answer) = answer?;
-    if answer.status == StatusCode::CREATED {
-        if let Some(id) = answer.json()["Id"].as_str() {
-            // The name must resolve as soon as the client gets the ID.
-            let _ = monitor::refresh_container(&engine, id).await;
-        }
-    }
-    drop(placement);
-    Ok((engine, answer))
-}
-
-pub type CreateAnswer = Result<(Arc<Engine>, Answer), ApiError>;
-
-async fn create_on(engine: &Arc<Engine>, config: &Value, headers: &http::HeaderMap, path: &str) -> CreateAnswer {
-    let mut config = config.clone();
-    cpu_shares_for_engine(&mut config, engine);
-    let body = Bytes::from(serde_json::to_vec(&config).map_err(|e| ApiError::Internal(e.to_string()))?);
-    let answer = replay(engine, &Method::POST, headers, path, body).await?;
-    Ok((engine.clone(), answer))
-}
-
-fn is_missing_image(answer: &CreateAnswer) -> bool {
-    matches!(answer, Ok((_, a)) if a.status == StatusCode::NOT_FOUND
-        && crate::cluster::engine::error_message(&a.body).contains("No such image"))
-}
-
-fn is_retryable(answer: &CreateAnswer) -> bool {
-    match answer {
-        Ok((_, a)) => a.status.is_server_error(),
-        Err(ApiError::Engine { source, .. }) => source.is_connect(),
-        Err(_) => false,
-    }
-}
-
-fn name_conflict(name: &str, holder: &str) -> ApiError {
-    let name = name.trim_start_matches('/');
-    ApiError::Conflict(format!(
-        "Conflict. The container name \"/{name}\" is already in use by container \"{holder}\". \
-         You have to remove (or rename) that container to be able to reuse that name."
-    ))
-}
-
-pub fn random_id() -> String {
-    let mut rng = rand::thread_rng();
-    (0..32).map(|_| format!("{:02x}", rng.gen::<u8>())).collect()
+    let created = ctx.cluster().create_container(CreateRequest { name, config, path }).await?;
+    Ok(json_bytes(StatusCode::CREATED, created.answer))
 }
 
 /// `GET /containers/{name}/json`: the engine's inspect plus a `Node` object.
 pub async fn inspect(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<ProxyBody>, ApiError> {
-    let (engine, container) = resolve(ctx, &ctx.m.name)?;
-    let path = ctx.with_name(&container.id, req.uri().query());
-    let resp = forward_to(&engine, req, &path).await?;
+    let target = Target::of_route(ctx, &req)?;
+    let resp = target.forward(req).await?;
     if resp.status() != StatusCode::OK {
         return Ok(resp);
     }
+    let engine = &target.engine;
     let (mut parts, body) = resp.into_parts();
     let body = body
         .collect()
         .await
         .map_err(|e| ApiError::Internal(format!("{} ({}): {e}", engine.name(), engine.addr)))?
         .to_bytes();
-    let node = node_json(&engine);
+    let node = node_json(engine);
     let patched = insert_field(&body, "Node", &node).unwrap_or(body);
     parts.headers.remove(http::header::CONTENT_LENGTH);
     Ok(Response::from_parts(parts, swarm_proxy::full(patched)))
@@ -344,56 +261,55 @@ fn insert_field(object: &[u8], key: &str, value: &Value) -> Option<Bytes> {
 
 /// Relays a container route to the container's engine.
 pub async fn forward(ctx: &Ctx<'_>, req: Request<ProxyBody>, refresh: bool) -> Result<Response<ProxyBody>, ApiError> {
-    let (engine, container) = resolve(ctx, &ctx.m.name)?;
-    let path = ctx.with_name(&container.id, req.uri().query());
-    let resp = forward_to(&engine, req, &path).await?;
+    let target = Target::of_route(ctx, &req)?;
+    let resp = target.forward(req).await?;
     if refresh && resp.status().is_success() {
-        let _ = monitor::refresh_container(&engine, &container.id).await;
+        target.refresh().await;
     }
     Ok(resp)
 }
 
 /// `DELETE /containers/{name}`.
 pub async fn remove(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<ProxyBody>, ApiError> {
-    let (engine, container) = resolve(ctx, &ctx.m.name)?;
-    let path = ctx.with_name(&container.id, req.uri().query());
-    let resp = forward_to(&engine, req, &path).await?;
+    let target = Target::of_route(ctx, &req)?;
+    let resp = target.forward(req).await?;
     if resp.status().is_success() {
-        engine.state.write().containers.remove(&container.id);
+        monitor::forget_container(&target.engine, &target.container.id).await;
     }
     Ok(resp)
 }
 
 /// `POST /containers/{name}/rename`: the new name must be free cluster-wide.
 pub async fn rename(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<ProxyBody>, ApiError> {
-    let (engine, container) = resolve(ctx, &ctx.m.name)?;
+    let target = Target::of_route(ctx, &req)?;
     let new_name = query_get(req.uri().query(), "name").unwrap_or_default();
-    let _reservation = ctx.cluster().reserve_name(&new_name).map_err(|holder| name_conflict(&new_name, &holder))?;
-    let path = ctx.with_name(&container.id, req.uri().query());
-    let resp = forward_to(&engine, req, &path).await?;
+    let _reservation = ctx.cluster().reserve_name(&new_name)?;
+    let resp = target.forward(req).await?;
     if resp.status().is_success() {
-        let _ = monitor::refresh_container(&engine, &container.id).await;
+        target.refresh().await;
     }
     Ok(resp)
 }
 
 /// `POST /containers/{name}/exec`: remembers which engine owns the exec.
 pub async fn exec_create(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<ProxyBody>, ApiError> {
-    let (engine, container) = resolve(ctx, &ctx.m.name)?;
-    let path = ctx.with_name(&container.id, req.uri().query());
-    let (parts, body) = read_body(req).await?;
-    let answer = replay(&engine, &parts.method, &parts.headers, &path, body).await?;
-    if answer.status == StatusCode::CREATED {
-        if let Some(id) = answer.json()["Id"].as_str() {
-            ctx.cluster().record_exec(id, &engine.addr);
-        }
+    let target = Target::of_route(ctx, &req)?;
+    let resp = target.forward(req).await?;
+    if resp.status() != StatusCode::CREATED {
+        return Ok(resp);
     }
-    Ok(answer.into_response())
+    let (mut parts, body) = resp.into_parts();
+    let body = body.collect().await.map_err(|e| ApiError::Internal(e.to_string()))?.to_bytes();
+    if let Some(id) = serde_json::from_slice::<Value>(&body).ok().and_then(|v| v["Id"].as_str().map(str::to_string)) {
+        ctx.cluster().record_exec(&id, &target.engine.addr);
+    }
+    parts.headers.remove(http::header::CONTENT_LENGTH);
+    Ok(Response::from_parts(parts, swarm_proxy::full(body)))
 }
 
 /// `/exec/{id}/...`: relayed to the engine that owns the exec instance.
 pub async fn exec(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<ProxyBody>, ApiError> {
-    let id = ctx.m.name.clone();
+    let id = ctx.route.name.clone();
     let engine = match ctx.cluster().exec_owner(&id) {
         Some(engine) => engine,
         None => {
@@ -407,7 +323,7 @@ pub async fn exec(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<Pro
 /// Asks every engine for an exec the manager did not create (e.g. before a restart).
 async fn find_exec_owner(ctx: &Ctx<'_>, id: &str) -> Option<Arc<Engine>> {
     for engine in ctx.cluster().healthy_engines() {
-        if engine.get_json(&format!("/exec/{id}/json")).await.is_ok() {
+        if engine.get_bytes(&format!("/exec/{id}/json")).await.is_ok() {
             ctx.cluster().record_exec(id, &engine.addr);
             return Some(engine);
         }
@@ -419,12 +335,12 @@ async fn find_exec_owner(ctx: &Ctx<'_>, id: &str) -> Option<Arc<Engine>> {
 pub async fn commit(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<ProxyBody>, ApiError> {
     let query = req.uri().query().map(str::to_string);
     let name = query_get(query.as_deref(), "container").unwrap_or_default();
-    let (engine, container) = resolve(ctx, &name)?;
-    let query = query_set(query.as_deref(), "container", &container.id);
-    let path = ctx.path("/commit", Some(&query));
-    let resp = forward_to(&engine, req, &path).await?;
+    let mut target = Target::resolve(ctx, &name, None)?;
+    let query = query_set(query.as_deref(), "container", &target.container.id);
+    target.path = ctx.path("/commit", Some(&query));
+    let resp = target.forward(req).await?;
     if resp.status().is_success() {
-        let _ = monitor::refresh_kind(&engine, "image").await;
+        let _ = monitor::refresh_kind(&target.engine, Kind::Images).await;
     }
     Ok(resp)
 }
@@ -448,14 +364,13 @@ pub async fn build(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<Pr
             } else {
                 Ok(())
             };
-            add.map_err(|e| ApiError::BadRequest(e.to_string()))?;
+            add?;
         }
     }
-    let placement = ctx.api.scheduler.place(ctx.cluster(), &request)?;
-    let engine = placement.ranked[0].clone();
+    let engine = ctx.cluster().place(&request)?.ranked[0].clone();
     let path = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_default();
     let resp = forward_to(&engine, req, &path).await?;
-    let _ = monitor::refresh_kind(&engine, "image").await;
+    let _ = monitor::refresh_kind(&engine, Kind::Images).await;
     Ok(resp)
 }
 
@@ -472,14 +387,5 @@ mod tests {
         let empty = insert_field(b"{}\n", "Node", &json!(1)).unwrap();
         assert_eq!(&empty[..], b"{\"Node\":1}\n");
         assert!(insert_field(b"not json", "Node", &json!(1)).is_none());
-    }
-
-    #[test]
-    fn conflict_message_matches_docker() {
-        let e = name_conflict("web", "abc");
-        assert_eq!(e.status(), StatusCode::CONFLICT);
-        assert!(e
-            .to_string()
-            .starts_with("Conflict. The container name \"/web\" is already in use by container \"abc\"."));
     }
 }

@@ -1,13 +1,17 @@
 //! API errors, and the one place they become HTTP answers.
 
-use http::{header, Response, StatusCode};
-use swarm_proxy::{full, ProxyBody, ProxyError};
+use http::{Response, StatusCode};
+use swarm_proxy::{ProxyBody, ProxyError};
+use swarm_scheduler::{ExprError, ScheduleError};
 use thiserror::Error;
 
+use super::reply::json_error;
 use crate::cluster::engine::EngineError;
+use crate::cluster::{CreateError, NameInUse};
 
 /// Everything a request can fail with. [`ApiError::status`] is the single
-/// mapping from error to HTTP status.
+/// mapping from error to HTTP status, and the `From` impls below the single
+/// mapping from the domain's errors.
 #[derive(Debug, Error)]
 pub enum ApiError {
     #[error("{0}")]
@@ -27,6 +31,12 @@ pub enum ApiError {
         #[source]
         source: ProxyError,
     },
+    /// An engine's own refusal, answered with the engine's status.
+    #[error("{message}")]
+    Refused { status: StatusCode, message: String },
+    /// A replica cannot reach a primary.
+    #[error("{0}")]
+    NoPrimary(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -37,6 +47,8 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Refused { status, .. } => *status,
+            ApiError::NoPrimary(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::NoNode(_) | ApiError::Engine { .. } | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -58,27 +70,47 @@ impl ApiError {
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> ApiError {
         match e {
-            EngineError::Status { status, message, .. } if status == StatusCode::NOT_FOUND => {
-                ApiError::NotFound(message)
-            }
-            EngineError::Status { status, message, .. } if status == StatusCode::CONFLICT => {
-                ApiError::Conflict(message)
-            }
-            EngineError::Status { status, message, .. } if status == StatusCode::BAD_REQUEST => {
-                ApiError::BadRequest(message)
+            EngineError::Status { status, message, .. }
+                if [StatusCode::NOT_FOUND, StatusCode::CONFLICT, StatusCode::BAD_REQUEST].contains(&status) =>
+            {
+                ApiError::Refused { status, message }
             }
             other => ApiError::Internal(other.to_string()),
         }
     }
 }
 
-/// A `{"message": ...}` answer with `status`.
-pub fn json_error(status: StatusCode, message: &str) -> Response<ProxyBody> {
-    let body = serde_json::json!({ "message": message }).to_string();
-    let mut resp = Response::new(full(body));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
-    resp
+impl From<NameInUse> for ApiError {
+    fn from(e: NameInUse) -> ApiError {
+        ApiError::Conflict(e.to_string())
+    }
+}
+
+impl From<ExprError> for ApiError {
+    fn from(e: ExprError) -> ApiError {
+        ApiError::BadRequest(e.to_string())
+    }
+}
+
+impl From<ScheduleError> for ApiError {
+    fn from(e: ScheduleError) -> ApiError {
+        ApiError::NoNode(e.to_string())
+    }
+}
+
+impl From<CreateError> for ApiError {
+    fn from(e: CreateError) -> ApiError {
+        match e {
+            CreateError::NotAnObject | CreateError::Expression(_) | CreateError::ReschedulePolicy(_) => {
+                ApiError::BadRequest(e.to_string())
+            }
+            CreateError::NameInUse(e) => e.into(),
+            CreateError::Unschedulable(e) => e.into(),
+            CreateError::Unreachable { node, addr, source } => ApiError::Engine { node, addr, source },
+            CreateError::Refused { status, message } => ApiError::Refused { status, message },
+            CreateError::Encode(_) => ApiError::Internal(e.to_string()),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -90,6 +122,9 @@ mod tests {
         assert_eq!(ApiError::no_such_container("x").status(), StatusCode::NOT_FOUND);
         assert_eq!(ApiError::Conflict("c".into()).status(), StatusCode::CONFLICT);
         assert_eq!(ApiError::BadRequest("b".into()).status(), StatusCode::BAD_REQUEST);
+        assert_eq!(ApiError::NoPrimary("p".into()).status(), StatusCode::SERVICE_UNAVAILABLE);
+        let refused = ApiError::Refused { status: StatusCode::NOT_FOUND, message: "No such image: x".into() };
+        assert_eq!(refused.status(), StatusCode::NOT_FOUND);
         let down = ApiError::engine(
             "node-02",
             "10.0.0.2:2375",
@@ -97,5 +132,18 @@ mod tests {
         );
         assert_eq!(down.status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert!(down.to_string().starts_with("node-02 (10.0.0.2:2375): "), "{down}");
+    }
+
+    #[test]
+    fn maps_create_errors() {
+        let conflict: ApiError = CreateError::NameInUse(NameInUse { name: "web".into(), holder: "abc".into() }).into();
+        assert_eq!(conflict.status(), StatusCode::CONFLICT);
+        assert!(conflict
+            .to_string()
+            .starts_with("Conflict. The container name \"/web\" is already in use by container \"abc\"."));
+        let refused: ApiError =
+            CreateError::Refused { status: StatusCode::BAD_REQUEST, message: "invalid mount".into() }.into();
+        assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(ApiError::from(CreateError::NotAnObject).status(), StatusCode::BAD_REQUEST);
     }
 }

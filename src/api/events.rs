@@ -14,8 +14,8 @@ use serde_json::Value;
 use swarm_proxy::{BoxError, ProxyBody};
 use tokio::sync::{broadcast, mpsc};
 
-use super::util::{parse_filters, query_get, Ctx};
-use super::ApiError;
+use super::request::{parse_filters, query_get};
+use super::{ApiError, Ctx};
 use crate::cluster::events::{ClusterEvent, NodeTag};
 use crate::cluster::Cluster;
 
@@ -96,7 +96,7 @@ pub async fn events(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<P
     let filter = EventFilter(filters);
     let cluster = ctx.cluster().clone();
     // Subscribe before reading history so nothing falls between the two.
-    let live = cluster.shared.events.subscribe();
+    let live = cluster.context.events.subscribe();
     let (tx, rx) = mpsc::channel::<Bytes>(256);
     tokio::spawn(stream_events(cluster, live, tx, since, until, filter));
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
@@ -164,7 +164,7 @@ async fn history(cluster: &Cluster, since: i64, until: i64) -> Vec<Arc<ClusterEv
     let path = format!("/events?since={}&until={}", fmt(since), fmt(until));
     let engines = cluster.healthy_engines();
     let answers = join_all(engines.iter().map(|e| e.client.call(Method::GET, &path, None))).await;
-    let mut events: Vec<Arc<ClusterEvent>> = cluster.shared.events.swarm_history(since, until);
+    let mut events: Vec<Arc<ClusterEvent>> = cluster.context.events.swarm_history(since, until);
     for (engine, answer) in engines.iter().zip(answers) {
         let (Ok((status, body)), Some(info)) = (answer, engine.info()) else {
             continue;

@@ -13,16 +13,18 @@ use serde_json::{json, Value};
 use swarm_proxy::{BoxError, ProxyBody};
 use tokio::sync::mpsc;
 
-use super::util::{forward_to, healthy, json_response, query_get, read_body, replay, Ctx};
-use super::ApiError;
+use super::forward::{forward_to, healthy, replay};
+use super::reply::json_response;
+use super::request::{query_get, read_body};
+use super::{ApiError, Ctx};
 use crate::cluster::engine::Engine;
-use crate::cluster::monitor;
+use crate::cluster::monitor::{self, Kind};
 
 /// `GET /images/json`: every engine's answer to the same query, de-duplicated by ID.
 pub async fn list(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<ProxyBody>, ApiError> {
     let engines = healthy(ctx.cluster())?;
     let path = ctx.path("/images/json", req.uri().query());
-    let answers = join_all(engines.iter().map(|e| e.get_json(&path))).await;
+    let answers = join_all(engines.iter().map(|e| e.get_json::<Value>(&path))).await;
     let mut merged: Vec<Value> = Vec::new();
     let mut by_id: HashMap<String, usize> = HashMap::new();
     for answer in answers {
@@ -116,7 +118,7 @@ pub async fn create(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<P
             };
             let _ = tx.send(message(&node, &status)).await;
             if outcome.is_ok() {
-                let _ = monitor::refresh_kind(&engine, "image").await;
+                let _ = monitor::refresh_kind(&engine, Kind::Images).await;
             }
             outcome.err().map(|e| format!("{node}: {e}"))
         }));
@@ -174,7 +176,7 @@ pub async fn load(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<Pro
     for (engine, answer) in engines.iter().zip(answers) {
         match answer {
             Ok(a) if a.status.is_success() => {
-                let _ = monitor::refresh_kind(engine, "image").await;
+                let _ = monitor::refresh_kind(engine, Kind::Images).await;
                 first.get_or_insert(a);
             }
             Ok(a) => errors.push(format!("{}: {}", engine.name(), crate::cluster::engine::error_message(&a.body))),
@@ -206,7 +208,7 @@ pub async fn first_with(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Respon
         }
         last = Some(resp);
     }
-    last.ok_or_else(|| ApiError::NotFound(format!("No such image: {}", ctx.m.name)))
+    last.ok_or_else(|| ApiError::NotFound(format!("No such image: {}", ctx.route.name)))
 }
 
 /// Sends the request to every healthy engine; answers from engines without
@@ -214,13 +216,13 @@ pub async fn first_with(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Respon
 async fn on_every_engine_with(
     ctx: &Ctx<'_>,
     req: Request<ProxyBody>,
-) -> Result<(Vec<(Arc<Engine>, super::util::Answer)>, Option<super::util::Answer>), ApiError> {
+) -> Result<(Vec<(Arc<Engine>, super::forward::Answer)>, Option<super::forward::Answer>), ApiError> {
     let engines = healthy(ctx.cluster())?;
     let pq = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_default();
     let (parts, body) = read_body(req).await?;
     let answers = join_all(engines.iter().map(|e| replay(e, &parts.method, &parts.headers, &pq, body.clone()))).await;
     let mut ok = Vec::new();
-    let mut failure: Option<super::util::Answer> = None;
+    let mut failure: Option<super::forward::Answer> = None;
     for (engine, answer) in engines.into_iter().zip(answers) {
         let answer = answer?;
         if answer.status.is_success() {
@@ -236,12 +238,12 @@ async fn on_every_engine_with(
 pub async fn tag(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<ProxyBody>, ApiError> {
     let (ok, failure) = on_every_engine_with(ctx, req).await?;
     for (engine, _) in &ok {
-        let _ = monitor::refresh_kind(engine, "image").await;
+        let _ = monitor::refresh_kind(engine, Kind::Images).await;
     }
     match (ok.into_iter().next(), failure) {
         (Some((_, answer)), _) => Ok(answer.into_response()),
         (None, Some(failure)) => Ok(failure.into_response()),
-        (None, None) => Err(ApiError::NotFound(format!("No such image: {}", ctx.m.name))),
+        (None, None) => Err(ApiError::NotFound(format!("No such image: {}", ctx.route.name))),
     }
 }
 
@@ -251,12 +253,12 @@ pub async fn remove(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<P
     if ok.is_empty() {
         return match failure {
             Some(f) => Ok(f.into_response()),
-            None => Err(ApiError::NotFound(format!("No such image: {}", ctx.m.name))),
+            None => Err(ApiError::NotFound(format!("No such image: {}", ctx.route.name))),
         };
     }
     let mut merged = Vec::new();
     for (engine, answer) in ok {
-        let _ = monitor::refresh_kind(&engine, "image").await;
+        let _ = monitor::refresh_kind(&engine, Kind::Images).await;
         if let Value::Array(items) = answer.json() {
             for item in items {
                 if !merged.contains(&item) {

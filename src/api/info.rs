@@ -7,8 +7,9 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use serde_json::{json, Value};
 use swarm_proxy::{full, ProxyBody};
 
-use super::util::{healthy, json_response, Ctx};
-use super::ApiError;
+use super::forward::healthy;
+use super::reply::json_response;
+use super::{ApiError, Ctx};
 use crate::cluster::compare_versions;
 use crate::cluster::engine::{Engine, Health};
 
@@ -65,48 +66,59 @@ pub fn version(ctx: &Ctx<'_>) -> Result<Response<ProxyBody>, ApiError> {
     ))
 }
 
-/// Container counts of one engine: (total, running, paused, stopped).
-fn counts(engine: &Engine) -> (usize, usize, usize, usize) {
-    let state = engine.state.read();
-    let total = state.containers.len();
-    let running = state.containers.values().filter(|c| c.state == "running").count();
-    let paused = state.containers.values().filter(|c| c.state == "paused").count();
-    (total, running, paused, total - running - paused)
+/// One engine's containers as `docker info` counts them.
+struct Usage {
+    total: usize,
+    running: usize,
+    paused: usize,
+    reserved_cpus: i64,
+    reserved_memory: i64,
+}
+
+impl Usage {
+    fn of(engine: &Engine) -> Usage {
+        let containers = engine.containers();
+        Usage {
+            total: containers.len(),
+            running: containers.iter().filter(|c| c.state == "running").count(),
+            paused: containers.iter().filter(|c| c.state == "paused").count(),
+            reserved_cpus: containers.iter().map(|c| c.snapshot.reserved_cpus).sum(),
+            reserved_memory: containers.iter().map(|c| c.snapshot.reserved_memory).sum(),
+        }
+    }
+
+    fn stopped(&self) -> usize {
+        self.total - self.running - self.paused
+    }
 }
 
 /// `GET /info`: totals over the cluster, and per node the status lines the
 /// CLI prints from `SystemStatus`.
 pub fn info(ctx: &Ctx<'_>) -> Result<Response<ProxyBody>, ApiError> {
     let engines = ctx.cluster().engines();
-    let scheduler = &ctx.api.scheduler;
+    let policy = &ctx.cluster().policy;
     let mut status: Vec<[String; 2]> = ctx.api.role_status();
     status.extend([
-        ["Strategy".into(), scheduler.strategy_name()],
-        ["Filters".into(), scheduler.filter_names()],
+        ["Strategy".into(), policy.strategy_name()],
+        ["Filters".into(), policy.filter_names()],
         ["Nodes".into(), engines.len().to_string()],
     ]);
     let (mut containers, mut running, mut paused, mut stopped) = (0, 0, 0, 0);
     let (mut cpus, mut memory) = (0i64, 0i64);
     let mut images = HashSet::new();
     for engine in &engines {
-        let (total, r, p, s) = counts(engine);
-        let state = engine.state.read();
+        let usage = Usage::of(engine);
+        let (total, r, p, s) = (usage.total, usage.running, usage.paused, usage.stopped());
+        let (reserved_cpus, reserved_memory) = (usage.reserved_cpus, usage.reserved_memory);
+        let state = engine.status();
         let info = state.info.clone();
         if state.health != Health::Pending {
             containers += total;
             running += r;
             paused += p;
             stopped += s;
-            for image in state.images.iter() {
-                if let Some(id) = image["Id"].as_str() {
-                    images.insert(id.to_string());
-                }
-            }
+            images.extend(engine.images().iter().map(|i| i.id.clone()));
         }
-        let (reserved_cpus, reserved_memory) = state
-            .containers
-            .values()
-            .fold((0i64, 0i64), |(c, m), k| (c + k.snapshot.reserved_cpus, m + k.snapshot.reserved_memory));
         let name = info.as_ref().map(|i| i.name.clone()).unwrap_or_else(|| "(unknown)".into());
         let (total_cpus, total_memory) = info.as_ref().map(|i| (i.cpus, i.memory)).unwrap_or((0, 0));
         if state.health == Health::Healthy {
@@ -137,7 +149,7 @@ pub fn info(ctx: &Ctx<'_>) -> Result<Response<ProxyBody>, ApiError> {
         node("UpdatedAt", updated);
         node("ServerVersion", info.as_ref().map(|i| i.server_version.clone()).unwrap_or_default());
     }
-    let overcommit = 1.0 + scheduler.overcommit();
+    let overcommit = 1.0 + policy.overcommit();
     let hostname =
         std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
     let arch = std::env::consts::ARCH;
@@ -216,7 +228,7 @@ fn four_significant(v: f64) -> String {
 pub async fn system_df(ctx: &Ctx<'_>) -> Result<Response<ProxyBody>, ApiError> {
     let engines = healthy(ctx.cluster())?;
     let path = ctx.path("/system/df", None);
-    let answers = join_all(engines.iter().map(|e| e.get_json(&path))).await;
+    let answers = join_all(engines.iter().map(|e| e.get_json::<Value>(&path))).await;
     let mut layers = 0i64;
     let (mut images, mut containers, mut volumes, mut cache) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut seen = HashSet::new();

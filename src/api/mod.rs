@@ -1,15 +1,28 @@
 //! The Docker API as the manager serves it.
+//!
+//! A request goes through these phases, each in one place:
+//! 1. **gate** ([`Api::handle`]): a replica relays everything but the few
+//!    routes it answers itself to the primary (`to_primary.rs`);
+//! 2. **route** (`routes.rs`): method and path to a [`Handler`], once;
+//! 3. **resolve** the target: a container, image, network or volume to the
+//!    engine(s) that hold it, or a cluster-level answer (the handler modules);
+//! 4. **forward or answer** (`forward.rs`, `reply.rs`);
+//! 5. **observe** ([`Api::answer_here`]): failures become Docker-style JSON
+//!    (`error.rs`, the one place errors get their status) and a log line;
+//!    every answer gets the manager's headers.
 
 mod containers;
 mod error;
 mod events;
+mod forward;
 mod images;
 mod info;
 mod networks;
-mod relay;
+mod reply;
+mod request;
 pub mod routes;
 mod server;
-mod util;
+mod to_primary;
 mod volumes;
 
 use std::collections::HashMap;
@@ -24,8 +37,6 @@ use swarm_proxy::{ProxyBody, Upstream};
 
 use crate::cluster::Cluster;
 use crate::observe::Observed;
-use crate::scheduler::Scheduler;
-pub use containers::place_and_create;
 pub use error::ApiError;
 use routes::{Handler, Matched};
 pub use server::{accept_all, bind, Listener};
@@ -33,7 +44,6 @@ pub use server::{accept_all, bind, Listener};
 /// What every request handler can reach.
 pub struct Api {
     pub cluster: Arc<Cluster>,
-    pub scheduler: Scheduler,
     /// Add CORS headers (`--api-enable-cors`).
     pub cors: bool,
     /// With `--replication`: who is primary. `None`: this manager is alone
@@ -41,24 +51,54 @@ pub struct Api {
     pub leadership: Option<Arc<Leadership>>,
     /// How long a replica's request waits for a primary during a failover.
     pub failover_wait: Duration,
-    /// Pooled clients to primary managers, by address.
+    /// Pooled clients to primary managers, by address; an entry is made on
+    /// the first request relayed to that address and kept.
     pub primaries: parking_lot::Mutex<HashMap<String, Upstream>>,
 }
 
+/// One routed request, as handlers see it.
+pub struct Ctx<'a> {
+    pub api: &'a Arc<Api>,
+    pub route: &'a Matched,
+}
+
+impl Ctx<'_> {
+    pub fn cluster(&self) -> &Arc<Cluster> {
+        &self.api.cluster
+    }
+
+    /// The request path with the route's name replaced by `name` (e.g. an ID),
+    /// keeping the client's version prefix and query.
+    pub fn with_name(&self, name: &str, query: Option<&str>) -> String {
+        self.path(&format!("{}{}{}", self.route.prefix, name, self.route.suffix), query)
+    }
+
+    /// `rest` under the client's version prefix, with `query`.
+    pub fn path(&self, rest: &str, query: Option<&str>) -> String {
+        match query {
+            Some(q) if !q.is_empty() => format!("{}{}?{}", self.route.version, rest, q),
+            _ => format!("{}{}", self.route.version, rest),
+        }
+    }
+}
+
 impl Api {
-    /// Answers one request; errors become Docker-style JSON answers here.
     /// Answers one request. Boxed as `Send` here, where the compiler can see
     /// the concrete lifetimes, so the connection task can be spawned.
     pub fn handle(
         self: Arc<Self>,
         req: Request<ProxyBody>,
     ) -> Pin<Box<dyn Future<Output = Response<ProxyBody>> + Send>> {
-        Box::pin(async move { self.respond(req).await })
-    }
-
-    /// True when this manager may act on its own (primary, or not replicated).
-    pub fn is_primary(&self) -> bool {
-        self.leadership.as_ref().is_none_or(|l| l.is_primary())
+        Box::pin(async move {
+            let route = routes::route(req.method(), req.uri().path());
+            if let Some(leadership) = &self.leadership {
+                let answered_here = matches!(route.as_ref().map(|r| r.handler), Some(Handler::Ping | Handler::Info));
+                if !answered_here && !leadership.is_primary() {
+                    return to_primary::relay(&self, leadership, req, route).await;
+                }
+            }
+            self.answer_here(req, route).await
+        })
     }
 
     /// The role pairs that open `docker info`'s status.
@@ -77,49 +117,36 @@ impl Api {
         if let Some(upstream) = primaries.get(addr) {
             return Ok(upstream.clone());
         }
-        let upstream = relay::primary_client(addr)?;
+        let upstream = to_primary::primary_client(addr)?;
         primaries.insert(addr.to_string(), upstream.clone());
         Ok(upstream)
     }
 
-    async fn respond(self: &Arc<Self>, req: Request<ProxyBody>) -> Response<ProxyBody> {
-        if let Some(leadership) = &self.leadership {
-            if !leadership.is_primary() && !relay::answered_by_replica(req.method(), req.uri().path()) {
-                return relay::relay(self, leadership, req).await;
-            }
-        }
-        self.clone().serve(req).await
-    }
-
-    /// Answers a request on this manager.
-    async fn serve(self: Arc<Self>, req: Request<ProxyBody>) -> Response<ProxyBody> {
+    /// Answers a request on this manager: dispatches the route, turns a
+    /// failure into its Docker-style answer, and adds the manager's headers.
+    async fn answer_here(self: Arc<Self>, req: Request<ProxyBody>, route: Option<Matched>) -> Response<ProxyBody> {
         let method = req.method().clone();
-        let path = req.uri().path().to_string();
         let mut resp = if method == Method::OPTIONS && self.cors {
             let mut resp = Response::new(swarm_proxy::empty());
             *resp.status_mut() = StatusCode::OK;
             resp
         } else {
-            match routes::route(&method, &path) {
-                Some(matched) => {
-                    let matched = Matched { version: "", ..matched };
-                    let version = routes::split_version(&path).0.to_string();
-                    match self.dispatch(req, matched, &version).await {
-                        Ok(resp) => resp,
-                        Err(e) => {
-                            Observed::RequestFailed {
-                                method: method.as_str(),
-                                path: &path,
-                                status: e.status().as_u16(),
-                                error: &e.to_string(),
-                            }
-                            .emit();
-                            e.into_response()
-                        }
-                    }
+            let path = req.uri().path().to_string();
+            let result = match &route {
+                Some(route) => self.dispatch(req, route).await,
+                None => Err(ApiError::NotFound("page not found".into())),
+            };
+            result.unwrap_or_else(|e| {
+                let error = e.to_string();
+                Observed::RequestFailed {
+                    method: method.as_str(),
+                    path: &path,
+                    status: e.status().as_u16(),
+                    error: &error,
                 }
-                None => error::json_error(StatusCode::NOT_FOUND, "page not found"),
-            }
+                .emit();
+                e.into_response()
+            })
         };
         let headers = resp.headers_mut();
         if !headers.contains_key("api-version") {
@@ -146,18 +173,17 @@ impl Api {
     async fn dispatch(
         self: &Arc<Self>,
         req: Request<ProxyBody>,
-        m: Matched<'_>,
-        version: &str,
+        route: &Matched,
     ) -> Result<Response<ProxyBody>, ApiError> {
-        let ctx = util::Ctx { api: self, version, m: &m };
-        match m.handler {
+        let ctx = Ctx { api: self, route };
+        match route.handler {
             Handler::Ping => info::ping(&ctx, req),
             Handler::Version => info::version(&ctx),
             Handler::Info => info::info(&ctx),
             Handler::SystemDf => info::system_df(&ctx).await,
             Handler::Events => events::events(&ctx, req).await,
-            Handler::AnyEngine => util::to_any_engine(&ctx, req).await,
-            Handler::Prune => util::to_every_engine(&ctx, req).await,
+            Handler::AnyEngine => forward::to_any_engine(&ctx, req).await,
+            Handler::Prune => forward::to_every_engine(&ctx, req).await,
             Handler::ContainersList => containers::list(&ctx, req),
             Handler::ContainerCreate => containers::create(&ctx, req).await,
             Handler::ContainerInspect => containers::inspect(&ctx, req).await,

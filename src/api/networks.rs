@@ -13,10 +13,12 @@ use http::{Method, Request, Response, StatusCode};
 use serde_json::{json, Value};
 use swarm_proxy::ProxyBody;
 
-use super::util::{forward_to, healthy, json_response, parse_filters, parse_json, query_get, read_body, replay, Ctx};
-use super::ApiError;
-use crate::cluster::engine::Engine;
-use crate::cluster::monitor;
+use super::forward::{forward_to, healthy, replay};
+use super::reply::json_response;
+use super::request::{parse_filters, parse_json, query_get, read_body};
+use super::{ApiError, Ctx};
+use crate::cluster::engine::{Engine, NetworkRecord};
+use crate::cluster::monitor::{self, Kind};
 
 /// Drivers whose networks span hosts; passed through unchanged.
 const MULTI_HOST_DRIVERS: [&str; 1] = ["overlay"];
@@ -43,13 +45,13 @@ const BUILTIN_NETWORKS: [&str; 3] = ["bridge", "host", "none"];
 /// manager), so it resolves and lists as one network and engines that join
 /// later get it; one that no healthy engine has any more is forgotten.
 fn sync_cluster_networks(ctx: &Ctx<'_>) {
-    let per_engine: Vec<Arc<Vec<Value>>> =
-        ctx.cluster().healthy_engines().iter().map(|e| e.state.read().networks.clone()).collect();
+    let per_engine: Vec<Arc<Vec<NetworkRecord>>> =
+        ctx.cluster().healthy_engines().iter().map(|e| e.networks()).collect();
     if per_engine.is_empty() {
         return;
     }
     let seen = local_networks(&per_engine);
-    let mut cluster_wide = ctx.cluster().shared.cluster_networks.lock();
+    let mut cluster_wide = ctx.cluster().context.cluster_networks.lock();
     cluster_wide.retain(|name, _| seen.contains_key(name));
     if per_engine.len() < 2 {
         return;
@@ -64,30 +66,27 @@ fn sync_cluster_networks(ctx: &Ctx<'_>) {
 /// The local, non-builtin networks in some engine's list (one list per
 /// engine): name → (a create request for it made from its first copy,
 /// whether every engine has it with the same driver).
-fn local_networks(per_engine: &[Arc<Vec<Value>>]) -> BTreeMap<String, (Value, bool)> {
+fn local_networks(per_engine: &[Arc<Vec<NetworkRecord>>]) -> BTreeMap<String, (Value, bool)> {
     // name → (create body, engines holding it, one driver so far)
     let mut seen: BTreeMap<String, (Value, usize, bool)> = BTreeMap::new();
     for networks in per_engine {
         let mut on_this_engine = std::collections::HashSet::new();
         for n in networks.iter() {
-            let name = n["Name"].as_str().unwrap_or_default();
-            if name.is_empty()
-                || BUILTIN_NETWORKS.contains(&name)
-                || n["Scope"].as_str() != Some("local")
-                || !on_this_engine.insert(name)
+            let name = n.name.as_str();
+            if name.is_empty() || BUILTIN_NETWORKS.contains(&name) || n.scope != "local" || !on_this_engine.insert(name)
             {
                 continue;
             }
             let entry = seen.entry(name.to_string()).or_insert_with(|| {
                 let body = json!({
-                    "Name": name, "Driver": n["Driver"], "Labels": n["Labels"],
-                    "Options": n["Options"], "Internal": n["Internal"],
-                    "EnableIPv6": n["EnableIPv6"], "Attachable": n["Attachable"],
+                    "Name": name, "Driver": n.driver, "Labels": n.labels,
+                    "Options": n.options, "Internal": n.internal,
+                    "EnableIPv6": n.enable_ipv6, "Attachable": n.attachable,
                 });
                 (body, 0, true)
             });
             entry.1 += 1;
-            entry.2 &= entry.0["Driver"] == n["Driver"];
+            entry.2 &= entry.0["Driver"] == n.driver.as_str();
         }
     }
     seen.into_iter()
@@ -100,18 +99,12 @@ fn local_networks(per_engine: &[Arc<Vec<Value>>]) -> BTreeMap<String, (Value, bo
 fn resolve(ctx: &Ctx<'_>, key: &str) -> Result<Target, ApiError> {
     sync_cluster_networks(ctx);
     let cluster = ctx.cluster();
-    if cluster.shared.cluster_networks.lock().contains_key(key) {
+    if cluster.context.cluster_networks.lock().contains_key(key) {
         return Ok(Target::ClusterWide(key.to_string()));
     }
     if let Some((node, name)) = key.split_once('/') {
         if let Some(engine) = cluster.engine(node) {
-            let found = engine
-                .state
-                .read()
-                .networks
-                .iter()
-                .find(|n| n["Name"].as_str() == Some(name) || n["Id"].as_str() == Some(name))
-                .and_then(|n| n["Id"].as_str().map(str::to_string));
+            let found = engine.networks().iter().find(|n| n.name == name || n.id == name).map(|n| n.id.clone());
             if let Some(id) = found {
                 return Ok(Target::OnNode(engine, id));
             }
@@ -120,12 +113,11 @@ fn resolve(ctx: &Ctx<'_>, key: &str) -> Result<Target, ApiError> {
     let mut by_name = Vec::new();
     let mut by_id = Vec::new();
     for engine in cluster.engines() {
-        for n in engine.state.read().networks.iter() {
-            let id = n["Id"].as_str().unwrap_or_default();
-            if n["Name"].as_str() == Some(key) {
-                by_name.push((engine.clone(), id.to_string()));
-            } else if id == key || (key.len() >= 3 && id.starts_with(key)) {
-                by_id.push((engine.clone(), id.to_string()));
+        for n in engine.networks().iter() {
+            if n.name == key {
+                by_name.push((engine.clone(), n.id.clone()));
+            } else if n.id == key || (key.len() >= 3 && n.id.starts_with(key)) {
+                by_id.push((engine.clone(), n.id.clone()));
             }
         }
     }
@@ -147,14 +139,16 @@ fn resolve(ctx: &Ctx<'_>, key: &str) -> Result<Target, ApiError> {
 pub fn list(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<ProxyBody>, ApiError> {
     let filters = parse_filters(query_get(req.uri().query(), "filters").as_deref())?;
     sync_cluster_networks(ctx);
-    let cluster_wide = ctx.cluster().shared.cluster_networks.lock().clone();
+    let cluster_wide = ctx.cluster().context.cluster_networks.lock().clone();
     let mut shown = std::collections::HashSet::new();
     let mut out = Vec::new();
     for engine in ctx.cluster().engines() {
         let node = engine.name();
-        for n in engine.state.read().networks.iter() {
-            let name = n["Name"].as_str().unwrap_or_default();
-            let mut n = n.clone();
+        for record in engine.networks().iter() {
+            let name = record.name.as_str();
+            let Ok(mut n) = serde_json::from_str::<Value>(record.raw.get()) else {
+                continue;
+            };
             if cluster_wide.contains_key(name) {
                 if !shown.insert(name.to_string()) {
                     continue;
@@ -194,7 +188,7 @@ fn matches_filters(n: &Value, filters: &std::collections::BTreeMap<String, Vec<S
 
 /// `GET /networks/{name}`.
 pub async fn inspect(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<ProxyBody>, ApiError> {
-    let (engine, id) = match resolve(ctx, &ctx.m.name)? {
+    let (engine, id) = match resolve(ctx, &ctx.route.name)? {
         Target::OnNode(engine, id) => (engine, id),
         Target::ClusterWide(name) => first_with_network(ctx, &name)?,
     };
@@ -204,13 +198,7 @@ pub async fn inspect(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<
 
 fn first_with_network(ctx: &Ctx<'_>, name: &str) -> Result<(Arc<Engine>, String), ApiError> {
     for engine in ctx.cluster().healthy_engines() {
-        let id = engine
-            .state
-            .read()
-            .networks
-            .iter()
-            .find(|n| n["Name"].as_str() == Some(name))
-            .and_then(|n| n["Id"].as_str().map(str::to_string));
+        let id = engine.networks().iter().find(|n| n.name == name).map(|n| n.id.clone());
         if let Some(id) = id {
             return Ok((engine, id));
         }
@@ -235,7 +223,7 @@ pub async fn create(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<P
         config["Name"] = Value::String(local.to_string());
         let body = Bytes::from(serde_json::to_vec(&config).unwrap_or_default());
         let answer = replay(&engine, &parts.method, &parts.headers, &path, body).await?;
-        let _ = monitor::refresh_kind(&engine, "network").await;
+        let _ = monitor::refresh_kind(&engine, Kind::Networks).await;
         return Ok(answer.into_response());
     }
     let engines = healthy(cluster)?;
@@ -243,8 +231,8 @@ pub async fn create(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<P
         let answer = replay(&engines[0], &parts.method, &parts.headers, &path, body).await?;
         return Ok(answer.into_response());
     }
-    let exists = cluster.shared.cluster_networks.lock().contains_key(&name)
-        || engines.iter().any(|e| e.state.read().networks.iter().any(|n| n["Name"].as_str() == Some(name.as_str())));
+    let exists = cluster.context.cluster_networks.lock().contains_key(&name)
+        || engines.iter().any(|e| e.networks().iter().any(|n| n.name == name));
     if exists {
         return Err(ApiError::Conflict(format!("network with name {name} already exists")));
     }
@@ -279,9 +267,9 @@ pub async fn create(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<P
             Err(e) => Err(e),
         };
     }
-    cluster.shared.cluster_networks.lock().insert(name, config);
+    cluster.context.cluster_networks.lock().insert(name, config);
     for (engine, _) in &created {
-        let _ = monitor::refresh_kind(engine, "network").await;
+        let _ = monitor::refresh_kind(engine, Kind::Networks).await;
     }
     let first = created.into_iter().next().map(|(_, a)| a.json()).unwrap_or(Value::Null);
     Ok(json_response(StatusCode::CREATED, &json!({"Id": first["Id"], "Warning": first["Warning"]})))
@@ -289,11 +277,11 @@ pub async fn create(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<P
 
 /// `DELETE /networks/{name}`.
 pub async fn remove(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<ProxyBody>, ApiError> {
-    match resolve(ctx, &ctx.m.name)? {
+    match resolve(ctx, &ctx.route.name)? {
         Target::OnNode(engine, id) => {
             let path = ctx.with_name(&id, req.uri().query());
             let resp = forward_to(&engine, req, &path).await?;
-            let _ = monitor::refresh_kind(&engine, "network").await;
+            let _ = monitor::refresh_kind(&engine, Kind::Networks).await;
             Ok(resp)
         }
         Target::ClusterWide(name) => {
@@ -301,13 +289,7 @@ pub async fn remove(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<P
             let holders: Vec<(Arc<Engine>, String)> = engines
                 .into_iter()
                 .filter_map(|e| {
-                    let id = e
-                        .state
-                        .read()
-                        .networks
-                        .iter()
-                        .find(|n| n["Name"].as_str() == Some(name.as_str()))
-                        .and_then(|n| n["Id"].as_str().map(str::to_string));
+                    let id = e.networks().iter().find(|n| n.name == name).map(|n| n.id.clone());
                     id.map(|id| (e, id))
                 })
                 .collect();
@@ -324,12 +306,12 @@ pub async fn remove(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<P
                     }
                     Err(e) => errors.push(format!("{}: {e}", engine.name())),
                 }
-                let _ = monitor::refresh_kind(engine, "network").await;
+                let _ = monitor::refresh_kind(engine, Kind::Networks).await;
             }
             if !errors.is_empty() {
                 return Err(ApiError::Conflict(errors.join("; ")));
             }
-            ctx.cluster().shared.cluster_networks.lock().remove(&name);
+            ctx.cluster().context.cluster_networks.lock().remove(&name);
             Ok(Response::builder()
                 .status(StatusCode::NO_CONTENT)
                 .body(swarm_proxy::empty())
@@ -347,13 +329,13 @@ pub async fn connect(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<
     let container_ref = config["Container"].as_str().unwrap_or_default().to_string();
     let (engine, container) =
         ctx.cluster().find_container(&container_ref).ok_or_else(|| ApiError::no_such_container(&container_ref))?;
-    let network = match resolve(ctx, &ctx.m.name)? {
+    let network = match resolve(ctx, &ctx.route.name)? {
         Target::ClusterWide(name) => name,
         Target::OnNode(owner, id) if owner.addr == engine.addr => id,
         Target::OnNode(owner, _) => {
             return Err(ApiError::BadRequest(format!(
                 "network {} is on node {}, but container {} is on node {}",
-                ctx.m.name,
+                ctx.route.name,
                 owner.name(),
                 container_ref,
                 engine.name()
@@ -365,7 +347,7 @@ pub async fn connect(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<
     let path = ctx.with_name(&network, query.as_deref());
     let answer = replay(&engine, &parts.method, &parts.headers, &path, body).await?;
     let _ = monitor::refresh_container(&engine, &container.id).await;
-    let _ = monitor::refresh_kind(&engine, "network").await;
+    let _ = monitor::refresh_kind(&engine, Kind::Networks).await;
     Ok(answer.into_response())
 }
 
@@ -387,7 +369,8 @@ mod tests {
     #[test]
     fn finds_networks_every_engine_has() {
         let net = |name: &str, driver: &str, scope: &str| json!({"Name": name, "Driver": driver, "Scope": scope, "Labels": {"l": "v"}});
-        let engine = |nets: Vec<Value>| Arc::new(nets);
+        let engine =
+            |nets: Vec<Value>| Arc::new(NetworkRecord::list_from(&serde_json::to_vec(&nets).unwrap()).unwrap());
         let seen = local_networks(&[
             engine(vec![
                 net("bridge", "bridge", "local"),

@@ -139,10 +139,10 @@ static ROUTES: &[Route] = &[
 
 /// A request path split into what routing and forwarding need.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Matched<'a> {
+pub struct Matched {
     pub handler: Handler,
-    /// `/v1.41` or empty.
-    pub version: &'a str,
+    /// `/v1.41` or empty: forwarded requests keep the client's version.
+    pub version: String,
     /// The route's fixed prefix (e.g. `/containers/`).
     pub prefix: &'static str,
     /// The name between prefix and suffix, percent-decoded; empty for exact routes.
@@ -152,13 +152,19 @@ pub struct Matched<'a> {
 }
 
 /// Finds the route for `method` and `path` (path without query).
-pub fn route<'a>(method: &Method, path: &'a str) -> Option<Matched<'a>> {
+pub fn route(method: &Method, path: &str) -> Option<Matched> {
     let (version, rest) = split_version(path);
     let rest = if rest.len() > 1 { rest.trim_end_matches('/') } else { rest };
     for r in ROUTES.iter().filter(|r| r.method == *method) {
         match r.suffix {
             None if rest == r.prefix => {
-                return Some(Matched { handler: r.handler, version, prefix: r.prefix, name: String::new(), suffix: "" })
+                return Some(Matched {
+                    handler: r.handler,
+                    version: version.to_string(),
+                    prefix: r.prefix,
+                    name: String::new(),
+                    suffix: "",
+                })
             }
             Some(suffix) => {
                 let Some(tail) = rest.strip_prefix(r.prefix) else {
@@ -171,7 +177,13 @@ pub fn route<'a>(method: &Method, path: &'a str) -> Option<Matched<'a>> {
                     continue;
                 }
                 let name = percent_encoding::percent_decode_str(name).decode_utf8_lossy().into_owned();
-                return Some(Matched { handler: r.handler, version, prefix: r.prefix, name, suffix });
+                return Some(Matched {
+                    handler: r.handler,
+                    version: version.to_string(),
+                    prefix: r.prefix,
+                    name,
+                    suffix,
+                });
             }
             None => {}
         }
@@ -180,7 +192,7 @@ pub fn route<'a>(method: &Method, path: &'a str) -> Option<Matched<'a>> {
 }
 
 /// Splits a leading `/vX.Y` off the path.
-pub fn split_version(path: &str) -> (&str, &str) {
+fn split_version(path: &str) -> (&str, &str) {
     if let Some(rest) = path.strip_prefix("/v") {
         let end = rest.find('/').unwrap_or(rest.len());
         let version = &rest[..end];
@@ -198,7 +210,7 @@ mod tests {
     #[test]
     fn routes_exact_and_named_paths() {
         let m = route(&Method::GET, "/v1.41/containers/json").unwrap();
-        assert_eq!((m.handler, m.version), (Handler::ContainersList, "/v1.41"));
+        assert_eq!((m.handler, m.version.as_str()), (Handler::ContainersList, "/v1.41"));
         let m = route(&Method::GET, "/containers/node-01/web/json").unwrap();
         assert_eq!((m.handler, m.name.as_str()), (Handler::ContainerInspect, "node-01/web"));
         let m = route(&Method::POST, "/v1.41/images/10.250.1.1:5000/busybox/push").unwrap();

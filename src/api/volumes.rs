@@ -9,10 +9,12 @@ use http::{Request, Response, StatusCode};
 use serde_json::{json, Value};
 use swarm_proxy::ProxyBody;
 
-use super::util::{forward_to, healthy, json_response, parse_json, read_body, replay, Ctx};
-use super::ApiError;
+use super::forward::{forward_to, healthy, replay};
+use super::reply::json_response;
+use super::request::{parse_json, read_body};
+use super::{ApiError, Ctx};
 use crate::cluster::engine::Engine;
-use crate::cluster::monitor;
+use crate::cluster::monitor::{self, Kind};
 
 fn volume_not_found(name: &str) -> ApiError {
     ApiError::NotFound(format!("get {name}: no such volume"))
@@ -28,7 +30,7 @@ fn on_node(ctx: &Ctx<'_>, key: &str) -> Option<(Arc<Engine>, String)> {
 pub async fn list(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<ProxyBody>, ApiError> {
     let engines = healthy(ctx.cluster())?;
     let path = ctx.path("/volumes", req.uri().query());
-    let answers = join_all(engines.iter().map(|e| e.get_json(&path))).await;
+    let answers = join_all(engines.iter().map(|e| e.get_json::<Value>(&path))).await;
     let mut volumes = Vec::new();
     for (engine, answer) in engines.iter().zip(answers) {
         let node = engine.name();
@@ -68,7 +70,7 @@ pub async fn create(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<P
         if !answer.status.is_success() {
             return Ok(answer.into_response());
         }
-        let _ = monitor::refresh_kind(engine, "volume").await;
+        let _ = monitor::refresh_kind(engine, Kind::Volumes).await;
         first.get_or_insert(answer);
     }
     first.map(|a| a.into_response()).ok_or_else(|| ApiError::NoNode("No healthy node available in the cluster".into()))
@@ -76,16 +78,12 @@ pub async fn create(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<P
 
 /// `GET /volumes/{name}`: `node/name`, or the first engine that has it.
 pub async fn inspect(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<ProxyBody>, ApiError> {
-    if let Some((engine, local)) = on_node(ctx, &ctx.m.name) {
+    if let Some((engine, local)) = on_node(ctx, &ctx.route.name) {
         let path = ctx.with_name(&local, req.uri().query());
         return forward_to(&engine, req, &path).await;
     }
-    let name = ctx.m.name.clone();
-    let holder = ctx
-        .cluster()
-        .healthy_engines()
-        .into_iter()
-        .find(|e| e.state.read().volumes.iter().any(|v| v["Name"].as_str() == Some(name.as_str())));
+    let name = ctx.route.name.clone();
+    let holder = ctx.cluster().healthy_engines().into_iter().find(|e| e.volumes().iter().any(|v| v.name == name));
     let engine = holder.ok_or_else(|| volume_not_found(&name))?;
     let path = ctx.with_name(&name, req.uri().query());
     forward_to(&engine, req, &path).await
@@ -93,19 +91,15 @@ pub async fn inspect(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<
 
 /// `DELETE /volumes/{name}`: `node/name`, or every engine that has it.
 pub async fn remove(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<ProxyBody>, ApiError> {
-    if let Some((engine, local)) = on_node(ctx, &ctx.m.name) {
+    if let Some((engine, local)) = on_node(ctx, &ctx.route.name) {
         let path = ctx.with_name(&local, req.uri().query());
         let resp = forward_to(&engine, req, &path).await?;
-        let _ = monitor::refresh_kind(&engine, "volume").await;
+        let _ = monitor::refresh_kind(&engine, Kind::Volumes).await;
         return Ok(resp);
     }
-    let name = ctx.m.name.clone();
-    let holders: Vec<Arc<Engine>> = ctx
-        .cluster()
-        .healthy_engines()
-        .into_iter()
-        .filter(|e| e.state.read().volumes.iter().any(|v| v["Name"].as_str() == Some(name.as_str())))
-        .collect();
+    let name = ctx.route.name.clone();
+    let holders: Vec<Arc<Engine>> =
+        ctx.cluster().healthy_engines().into_iter().filter(|e| e.volumes().iter().any(|v| v.name == name)).collect();
     if holders.is_empty() {
         return Err(volume_not_found(&name));
     }
@@ -115,7 +109,7 @@ pub async fn remove(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<P
     let mut last = None;
     for (engine, answer) in holders.iter().zip(answers) {
         let answer = answer?;
-        let _ = monitor::refresh_kind(engine, "volume").await;
+        let _ = monitor::refresh_kind(engine, Kind::Volumes).await;
         if !answer.status.is_success() {
             return Ok(answer.into_response());
         }

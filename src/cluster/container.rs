@@ -194,6 +194,11 @@ impl Container {
         Some(container)
     }
 
+    /// Docker lists paused and restarting containers as running ones.
+    pub fn is_running(&self) -> bool {
+        matches!(self.state.as_str(), "running" | "paused" | "restarting")
+    }
+
     /// The list entry with `Status` replaced (for `Host Down`).
     pub fn rendered_with_status(&self, status: &str) -> Bytes {
         match serde_json::from_slice::<Value>(&self.rendered) {

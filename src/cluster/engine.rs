@@ -6,8 +6,12 @@ use std::time::SystemTime;
 
 use http::{Method, StatusCode};
 use parking_lot::RwLock;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 use swarm_proxy::{ProxyError, Upstream};
+use swarm_scheduler::{ImageSnapshot, NodeSnapshot};
 use thiserror::Error;
 use tokio::sync::Notify;
 
@@ -107,26 +111,129 @@ impl EngineInfo {
     }
 }
 
-/// Everything the manager knows about an engine right now.
+/// An engine's network, with the fields the manager reads.
+#[derive(Debug, Clone, Deserialize)]
+pub struct NetworkRecord {
+    #[serde(rename = "Id", default)]
+    pub id: String,
+    #[serde(rename = "Name", default)]
+    pub name: String,
+    #[serde(rename = "Driver", default)]
+    pub driver: String,
+    /// `local` for per-engine networks, `swarm` or `global` otherwise.
+    #[serde(rename = "Scope", default)]
+    pub scope: String,
+    #[serde(rename = "Labels", default, deserialize_with = "null_as_default")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(rename = "Options", default, deserialize_with = "null_as_default")]
+    pub options: BTreeMap<String, String>,
+    #[serde(rename = "Internal", default)]
+    pub internal: bool,
+    #[serde(rename = "EnableIPv6", default)]
+    pub enable_ipv6: bool,
+    #[serde(rename = "Attachable", default)]
+    pub attachable: bool,
+    /// The engine's own JSON for the network, relayed by `docker network ls`
+    /// with only the name changed.
+    #[serde(skip, default = "empty_raw")]
+    pub raw: Arc<RawValue>,
+}
+
+impl NetworkRecord {
+    /// Decodes an engine's `/networks` answer.
+    pub fn list_from(body: &[u8]) -> Result<Vec<NetworkRecord>, serde_json::Error> {
+        let raws: Vec<Box<RawValue>> = serde_json::from_slice(body)?;
+        raws.into_iter()
+            .map(|raw| {
+                let mut record: NetworkRecord = serde_json::from_str(raw.get())?;
+                record.raw = Arc::from(raw);
+                Ok(record)
+            })
+            .collect()
+    }
+}
+
+/// An engine's volume, with the fields the manager reads.
+#[derive(Debug, Clone, Deserialize)]
+pub struct VolumeRecord {
+    #[serde(rename = "Name", default)]
+    pub name: String,
+}
+
+impl VolumeRecord {
+    /// Decodes an engine's `/volumes` answer.
+    pub fn list_from(body: &[u8]) -> Result<Vec<VolumeRecord>, serde_json::Error> {
+        #[derive(Deserialize)]
+        struct VolumeList {
+            #[serde(rename = "Volumes", default, deserialize_with = "null_as_default")]
+            volumes: Vec<VolumeRecord>,
+        }
+        Ok(serde_json::from_slice::<VolumeList>(body)?.volumes)
+    }
+}
+
+/// Decodes an engine's `/images/json` answer into what scheduling and
+/// `docker info` read.
+pub fn images_from(body: &[u8]) -> Result<Vec<ImageSnapshot>, serde_json::Error> {
+    #[derive(Deserialize)]
+    struct ImageSummary {
+        #[serde(rename = "Id", default)]
+        id: String,
+        #[serde(rename = "RepoTags", default, deserialize_with = "null_as_default")]
+        repo_tags: Vec<String>,
+        #[serde(rename = "RepoDigests", default, deserialize_with = "null_as_default")]
+        repo_digests: Vec<String>,
+    }
+    let summaries: Vec<ImageSummary> = serde_json::from_slice(body)?;
+    Ok(summaries
+        .into_iter()
+        .map(|i| ImageSnapshot { id: i.id, repo_tags: i.repo_tags, repo_digests: i.repo_digests })
+        .collect())
+}
+
+/// Docker writes `null` for empty lists and maps.
+fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+}
+
+/// Placeholder until the record's own JSON is attached (`null`).
+fn empty_raw() -> Arc<RawValue> {
+    Arc::from(Box::<RawValue>::default())
+}
+
+/// Everything the manager knows about an engine right now. Written only by
+/// the methods below, which keep each change whole (health with its
+/// failure count, a refresh with its time).
 #[derive(Debug)]
-pub struct EngineState {
-    pub health: Health,
+struct EngineState {
+    health: Health,
     /// Failed refreshes in a row; reset by a successful one.
-    pub failures: u32,
+    failures: u32,
     /// The last failure, shown as `└ Error` in `docker info`.
-    pub last_error: Option<String>,
+    last_error: Option<String>,
     /// When the state was last refreshed successfully.
-    pub updated_at: SystemTime,
+    updated_at: SystemTime,
     /// Known once validated; `None` while Pending.
+    info: Option<Arc<EngineInfo>>,
+    /// Containers by full ID. Written only through a [`RefreshGuard`].
+    containers: HashMap<String, Arc<Container>>,
+    images: Arc<Vec<ImageSnapshot>>,
+    networks: Arc<Vec<NetworkRecord>>,
+    volumes: Arc<Vec<VolumeRecord>>,
+}
+
+/// A consistent copy of an engine's health and identity.
+#[derive(Debug, Clone)]
+pub struct EngineStatus {
+    pub health: Health,
+    pub last_error: Option<String>,
+    pub updated_at: SystemTime,
+    /// `None` while Pending.
     pub info: Option<Arc<EngineInfo>>,
-    /// Containers by full ID.
-    pub containers: HashMap<String, Arc<Container>>,
-    /// The engine's `/images/json`.
-    pub images: Arc<Vec<Value>>,
-    /// The engine's `/networks`.
-    pub networks: Arc<Vec<Value>>,
-    /// The engine's `/volumes` list.
-    pub volumes: Arc<Vec<Value>>,
 }
 
 /// One engine of the cluster. Shared by the API and the engine's own tasks.
@@ -138,14 +245,36 @@ pub struct Engine {
     pub ip: String,
     /// Pooled HTTP client to the engine.
     pub client: Upstream,
-    /// Mutable state; locked only for short, non-blocking sections.
-    pub state: RwLock<EngineState>,
+    /// Mutable state; locked only for short, non-blocking sections, and
+    /// never twice in one expression (parking_lot's fair lock would deadlock
+    /// behind a queued writer).
+    state: RwLock<EngineState>,
     /// Wakes the refresh loop for an immediate refresh.
     pub wake: Notify,
-    /// Held by every container refresh from its engine call to its cache
-    /// write, so refreshes land in the order they read: an older answer can
-    /// never overwrite a newer one.
-    pub refresh_lock: tokio::sync::Mutex<()>,
+    /// Held by every change to the container cache, from the engine call
+    /// that learned it to the cache write, so changes land in the order
+    /// they were learned: an older answer never overwrites a newer one.
+    refresh_lock: tokio::sync::Mutex<()>,
+}
+
+/// The right to change an engine's container cache; see [`Engine::lock_containers`].
+pub struct RefreshGuard<'a> {
+    engine: &'a Engine,
+    _ordered: tokio::sync::MutexGuard<'a, ()>,
+}
+
+impl RefreshGuard<'_> {
+    pub fn replace_all(&self, containers: HashMap<String, Arc<Container>>) {
+        self.engine.state.write().containers = containers;
+    }
+
+    pub fn upsert(&self, container: Arc<Container>) {
+        self.engine.state.write().containers.insert(container.id.clone(), container);
+    }
+
+    pub fn remove(&self, id: &str) {
+        self.engine.state.write().containers.remove(id);
+    }
 }
 
 impl Engine {
@@ -192,8 +321,132 @@ impl Engine {
         self.health() == Health::Healthy
     }
 
-    /// GETs `path` and decodes the JSON answer; non-2xx answers are errors.
-    pub async fn get_json(&self, path: &str) -> Result<Value, EngineError> {
+    pub fn status(&self) -> EngineStatus {
+        let state = self.state.read();
+        EngineStatus {
+            health: state.health,
+            last_error: state.last_error.clone(),
+            updated_at: state.updated_at,
+            info: state.info.clone(),
+        }
+    }
+
+    /// The cached containers, in no particular order.
+    pub fn containers(&self) -> Vec<Arc<Container>> {
+        self.state.read().containers.values().cloned().collect()
+    }
+
+    /// The cached containers that `keep` selects.
+    pub fn containers_where(&self, keep: impl Fn(&Container) -> bool) -> Vec<Arc<Container>> {
+        self.state.read().containers.values().filter(|c| keep(c)).cloned().collect()
+    }
+
+    pub fn images(&self) -> Arc<Vec<ImageSnapshot>> {
+        self.state.read().images.clone()
+    }
+
+    pub fn networks(&self) -> Arc<Vec<NetworkRecord>> {
+        self.state.read().networks.clone()
+    }
+
+    pub fn volumes(&self) -> Arc<Vec<VolumeRecord>> {
+        self.state.read().volumes.clone()
+    }
+
+    /// The scheduler's view of this engine; `None` while Pending.
+    pub fn node_snapshot(&self) -> Option<NodeSnapshot> {
+        let state = self.state.read();
+        let info = state.info.as_ref().filter(|_| state.health != Health::Pending)?;
+        let mut node = NodeSnapshot::new(&info.id, &info.name, &self.addr);
+        node.labels = info.labels.clone();
+        node.total_cpus = info.cpus;
+        node.total_memory = info.memory;
+        node.healthy = state.health == Health::Healthy;
+        node.failure_count = state.failures;
+        node.containers = state.containers.values().map(|c| c.snapshot.clone()).collect();
+        node.images = state.images.as_ref().clone();
+        Some(node)
+    }
+
+    /// Takes the right to change the container cache, waiting for the
+    /// change in progress to land first.
+    pub async fn lock_containers(&self) -> RefreshGuard<'_> {
+        RefreshGuard { engine: self, _ordered: self.refresh_lock.lock().await }
+    }
+
+    /// Validation succeeded: the engine is Healthy with this identity.
+    pub(super) fn validated(&self, info: Arc<EngineInfo>) {
+        let mut state = self.state.write();
+        state.info = Some(info);
+        state.health = Health::Healthy;
+        state.failures = 0;
+        state.last_error = None;
+        state.updated_at = SystemTime::now();
+    }
+
+    /// Validation failed; the engine stays Pending.
+    pub(super) fn validation_failed(&self, error: String) {
+        self.state.write().last_error = Some(error);
+    }
+
+    pub(super) fn set_info(&self, info: Arc<EngineInfo>) {
+        self.state.write().info = Some(info);
+    }
+
+    /// A refresh succeeded. Returns the failed refreshes before it when the
+    /// engine was Unhealthy (it is Healthy again).
+    pub(super) fn refresh_succeeded(&self) -> Option<u32> {
+        let mut state = self.state.write();
+        let revived = (state.health == Health::Unhealthy).then_some(state.failures);
+        state.health = Health::Healthy;
+        state.failures = 0;
+        state.last_error = None;
+        state.updated_at = SystemTime::now();
+        revived
+    }
+
+    /// A refresh failed. Returns the failure count when this failure made a
+    /// Healthy engine Unhealthy (after `failure_retry` in a row).
+    pub(super) fn refresh_failed(&self, error: String, failure_retry: u32) -> Option<u32> {
+        let mut state = self.state.write();
+        state.failures += 1;
+        state.last_error = Some(error);
+        if state.health == Health::Healthy && state.failures >= failure_retry {
+            state.health = Health::Unhealthy;
+            Some(state.failures)
+        } else {
+            None
+        }
+    }
+
+    /// True while the last refreshes failed.
+    pub(super) fn is_failing(&self) -> bool {
+        self.state.read().failures > 0
+    }
+
+    /// Discovery no longer lists the engine.
+    pub(super) fn disconnected(&self) {
+        self.state.write().health = Health::Disconnected;
+    }
+
+    pub(super) fn set_images(&self, images: Vec<ImageSnapshot>) {
+        self.state.write().images = Arc::new(images);
+    }
+
+    pub(super) fn set_networks(&self, networks: Vec<NetworkRecord>) {
+        self.state.write().networks = Arc::new(networks);
+    }
+
+    pub(super) fn set_volumes(&self, volumes: Vec<VolumeRecord>) {
+        self.state.write().volumes = Arc::new(volumes);
+    }
+
+    pub(super) fn touch(&self) {
+        self.state.write().updated_at = SystemTime::now();
+    }
+
+    /// GETs `path`; non-2xx answers are errors.
+    pub async fn get_bytes(&self, path: &str) -> Result<bytes::Bytes, EngineError> {
         let (status, body) = self.client.call(Method::GET, path, None).await?;
         if !status.is_success() {
             return Err(EngineError::Status {
@@ -203,11 +456,18 @@ impl Engine {
                 message: error_message(&body),
             });
         }
-        serde_json::from_slice(&body).map_err(|e| EngineError::Decode {
-            addr: self.addr.clone(),
-            path: path.to_string(),
-            reason: e.to_string(),
-        })
+        Ok(body)
+    }
+
+    /// GETs `path` and decodes the JSON answer; non-2xx answers are errors.
+    pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, EngineError> {
+        let body = self.get_bytes(path).await?;
+        serde_json::from_slice(&body).map_err(|e| self.decode_error(path, e))
+    }
+
+    /// The error for an answer to `path` that does not decode.
+    pub fn decode_error(&self, path: &str, e: serde_json::Error) -> EngineError {
+        EngineError::Decode { addr: self.addr.clone(), path: path.to_string(), reason: e.to_string() }
     }
 
     /// Asks the engine who it is (`/info`, `/version`).

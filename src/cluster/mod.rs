@@ -1,9 +1,15 @@
-//! The cluster: the set of engines discovery reports, and lookups across them.
+//! The cluster: the domain's front door. It holds the engines discovery
+//! reports and their state, places and creates containers
+//! ([`Cluster::create_container`]), resolves names, and tells rescheduling
+//! when engines are lost and come back ([`EngineSignal`]). The HTTP layer
+//! (`src/api`) calls into it and never the other way round.
 
 pub mod container;
+mod create;
 pub mod engine;
 pub mod events;
 pub mod monitor;
+mod placement;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,51 +21,84 @@ use http::Method;
 use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
 use swarm_discovery::{Backend, Entry};
-use swarm_scheduler::ContainerSnapshot;
+use swarm_scheduler::{ContainerSnapshot, ScheduleError};
+use thiserror::Error;
+use tokio::sync::broadcast;
 
 use crate::observe::Observed;
 use container::Container;
-use engine::{Engine, Health};
+pub use create::{CreateError, CreateRequest};
+use engine::Engine;
 use events::{EventBus, NodeTag};
 use monitor::MonitorConfig;
+pub use placement::PlacementPolicy;
 
 /// API version reported when no engine is known yet.
 pub const DEFAULT_API_VERSION: &str = "1.41";
+/// How many engine signals rescheduling may lag behind before it misses some.
+const SIGNAL_CAPACITY: usize = 256;
 
-/// State shared between the cluster and its engines' tasks.
+/// A change in an engine's availability that the cluster itself acts on.
+/// Internal: clients see the matching `engine_*` events on the event bus.
+#[derive(Debug, Clone)]
+pub enum EngineSignal {
+    /// The engine was flagged Unhealthy.
+    Lost(Arc<Engine>),
+    /// The engine was validated, or answers again after being Unhealthy.
+    Back(Arc<Engine>),
+}
+
+/// What an engine's monitor task needs from the cluster.
 #[derive(Debug)]
-pub struct Shared {
-    pub monitor: MonitorConfig,
+pub struct MonitorContext {
+    pub config: MonitorConfig,
+    /// Events for `docker events`.
     pub events: EventBus,
+    /// Engine availability for the cluster's own reactions.
+    pub signals: broadcast::Sender<EngineSignal>,
     /// Networks created on every engine (name → create request body); engines
     /// that join later get them too.
     pub cluster_networks: Mutex<BTreeMap<String, Value>>,
 }
 
-impl Shared {
+impl MonitorContext {
+    /// Tells the cluster's own tasks; nobody listening is fine.
+    pub fn signal(&self, signal: EngineSignal) {
+        let _ = self.signals.send(signal);
+    }
+
     /// Creates the cluster-wide networks this engine does not have yet.
     pub async fn create_cluster_networks(&self, engine: &Engine) {
         let wanted: Vec<(String, Value)> =
             self.cluster_networks.lock().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         for (name, body) in wanted {
-            let present = engine.state.read().networks.iter().any(|n| n["Name"].as_str() == Some(name.as_str()));
-            if present {
+            if engine.networks().iter().any(|n| n.name == name) {
                 continue;
             }
             let body = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
-            match engine.client.call(Method::POST, "/networks/create", Some(body)).await {
+            let error = match engine.client.call(Method::POST, "/networks/create", Some(body)).await {
                 Ok((status, _)) if status.is_success() => {
-                    let _ = monitor::refresh_kind(engine, "network").await;
+                    let _ = monitor::refresh_kind(engine, monitor::Kind::Networks).await;
+                    continue;
                 }
-                Ok((_, answer)) => tracing::warn!(
-                    "Cannot create network {name} on {}: {}",
-                    engine.addr,
-                    engine::error_message(&answer)
-                ),
-                Err(e) => tracing::warn!("Cannot create network {name} on {}: {e}", engine.addr),
-            }
+                Ok((_, answer)) => engine::error_message(&answer),
+                Err(e) => e.to_string(),
+            };
+            Observed::NetworkCopyFailed { network: &name, addr: &engine.addr, error: &error }.emit();
         }
     }
+}
+
+/// A container name is taken somewhere in the cluster.
+#[derive(Debug, Error)]
+#[error(
+    "Conflict. The container name \"/{name}\" is already in use by container \"{holder}\". You have to remove (or rename) that container to be able to reuse that name."
+)]
+pub struct NameInUse {
+    /// The name, without its leading `/`.
+    pub name: String,
+    /// The ID of the container holding it, or `(being created)`.
+    pub holder: String,
 }
 
 /// An engine together with the task that monitors it.
@@ -70,7 +109,9 @@ struct Member {
 
 /// All engines of the cluster.
 pub struct Cluster {
-    pub shared: Arc<Shared>,
+    pub context: Arc<MonitorContext>,
+    /// How containers are placed.
+    pub policy: PlacementPolicy,
     /// Engines by address, as discovery lists them.
     members: RwLock<BTreeMap<String, Member>>,
     /// Container names being created right now; a name is in here from the
@@ -112,13 +153,15 @@ impl Drop for NameReservation<'_> {
 }
 
 impl Cluster {
-    pub fn new(monitor: MonitorConfig) -> Arc<Cluster> {
+    pub fn new(monitor: MonitorConfig, policy: PlacementPolicy) -> Arc<Cluster> {
         Arc::new(Cluster {
-            shared: Arc::new(Shared {
-                monitor,
+            context: Arc::new(MonitorContext {
+                config: monitor,
                 events: EventBus::default(),
+                signals: broadcast::channel(SIGNAL_CAPACITY).0,
                 cluster_networks: Mutex::new(BTreeMap::new()),
             }),
+            policy,
             members: RwLock::new(BTreeMap::new()),
             names_in_flight: Mutex::new(HashSet::new()),
             exec_owners: Mutex::new(HashMap::new()),
@@ -156,12 +199,11 @@ impl Cluster {
         for addr in gone {
             if let Some(member) = members.remove(&addr) {
                 member.task.abort();
-                let mut state = member.engine.state.write();
-                state.health = Health::Disconnected;
-                if let Some(info) = &state.info {
+                member.engine.disconnected();
+                if let Some(info) = member.engine.info() {
                     Observed::EngineRemoved { name: &info.name, addr: &addr }.emit();
-                    let tag = NodeTag::new(info, &addr, &member.engine.ip);
-                    self.shared.events.publish(tag.swarm_event("engine_disconnect"));
+                    let tag = NodeTag::new(&info, &addr, &member.engine.ip);
+                    self.context.events.publish(tag.swarm_event("engine_disconnect"));
                 }
             }
         }
@@ -172,7 +214,7 @@ impl Cluster {
             match Engine::new(&addr) {
                 Ok(engine) => {
                     let engine = Arc::new(engine);
-                    let task = tokio::spawn(monitor::run(engine.clone(), self.shared.clone()));
+                    let task = tokio::spawn(monitor::run(engine.clone(), self.context.clone()));
                     members.insert(addr, Member { engine, task });
                 }
                 Err(e) => Observed::EngineValidationFailed { addr: &addr, error: &e.to_string() }.emit(),
@@ -208,12 +250,7 @@ impl Cluster {
             return None;
         }
         let engines = self.engines();
-        let all = || {
-            engines.iter().flat_map(|e| {
-                let containers: Vec<Arc<Container>> = e.state.read().containers.values().cloned().collect();
-                containers.into_iter().map(move |c| (e.clone(), c))
-            })
-        };
+        let all = || engines.iter().flat_map(|e| e.containers().into_iter().map(move |c| (e.clone(), c)));
         if let Some(found) = all().find(|(_, c)| c.id == key) {
             return Some(found);
         }
@@ -236,36 +273,30 @@ impl Cluster {
         }
     }
 
-    /// Reserves `name` for a container being created, failing with the
-    /// holder's ID when the name is taken anywhere in the cluster.
-    pub fn reserve_name(&self, name: &str) -> Result<NameReservation<'_>, String> {
+    /// Reserves `name` for a container being created or renamed, failing
+    /// when the name is taken anywhere in the cluster.
+    pub fn reserve_name(&self, name: &str) -> Result<NameReservation<'_>, NameInUse> {
         let bare = name.strip_prefix('/').unwrap_or(name).to_string();
-        if let Some((_, c)) = self.find_by_name(&bare) {
-            return Err(c.id.clone());
+        let holder = self.engines().into_iter().find_map(|e| e.containers_where(|c| c.name == bare).pop());
+        if let Some(holder) = holder {
+            return Err(NameInUse { name: bare, holder: holder.id.clone() });
         }
         if !self.names_in_flight.lock().insert(bare.clone()) {
-            return Err("(being created)".into());
+            return Err(NameInUse { name: bare, holder: "(being created)".into() });
         }
         Ok(NameReservation { cluster: self, name: bare })
-    }
-
-    fn find_by_name(&self, name: &str) -> Option<(Arc<Engine>, Arc<Container>)> {
-        self.engines().into_iter().find_map(|e| {
-            let found = e.state.read().containers.values().find(|c| c.name == name).cloned();
-            found.map(|c| (e.clone(), c))
-        })
     }
 
     /// Runs a scheduling decision with the pending creates locked, so that
     /// deciding and reserving are one step. `decide` sees the pending
     /// containers by engine address and returns the chosen engine's address
     /// and the container to reserve there.
-    pub fn with_pending<T>(
+    fn with_pending<T>(
         &self,
         decide: impl FnOnce(
             &[(u64, String, ContainerSnapshot)],
-        ) -> Result<(T, Option<(String, ContainerSnapshot)>), crate::api::ApiError>,
-    ) -> Result<(T, Option<PendingReservation<'_>>), crate::api::ApiError> {
+        ) -> Result<(T, Option<(String, ContainerSnapshot)>), ScheduleError>,
+    ) -> Result<(T, Option<PendingReservation<'_>>), ScheduleError> {
         let mut pending = self.pending.lock();
         let (result, reserve) = decide(&pending)?;
         let reservation = reserve.map(|(addr, snapshot)| {
@@ -277,7 +308,7 @@ impl Cluster {
     }
 
     /// Reserves `snapshot` on `addr` outside a decision (a retry on the next node).
-    pub fn reserve_pending(&self, addr: &str, snapshot: ContainerSnapshot) -> PendingReservation<'_> {
+    fn reserve_pending(&self, addr: &str, snapshot: ContainerSnapshot) -> PendingReservation<'_> {
         let number = self.next_pending.fetch_add(1, Ordering::Relaxed);
         self.pending.lock().push((number, addr.to_string(), snapshot));
         PendingReservation { cluster: self, number }

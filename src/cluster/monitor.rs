@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use futures_util::{stream, StreamExt};
@@ -13,9 +13,9 @@ use rand::Rng;
 use serde_json::{Map, Value};
 
 use super::container::{names_of, Container, Details};
-use super::engine::{Engine, EngineError, EngineInfo, Health};
+use super::engine::{images_from, Engine, EngineError, EngineInfo, NetworkRecord, VolumeRecord};
 use super::events::NodeTag;
-use super::Shared;
+use super::{EngineSignal, MonitorContext};
 use crate::observe::Observed;
 
 /// Inspects run at most this many at a time during a refresh.
@@ -43,21 +43,21 @@ impl MonitorConfig {
 
 /// Runs an engine for as long as discovery lists it: validates it, then
 /// refreshes it and follows its events. Cancelled by aborting the task.
-pub async fn run(engine: Arc<Engine>, shared: Arc<Shared>) {
-    let info = validate(&engine, &shared).await;
+pub async fn run(engine: Arc<Engine>, context: Arc<MonitorContext>) {
+    let info = validate(&engine, &context).await;
     let tag = NodeTag::new(&info, &engine.addr, &engine.ip);
     if let Err(e) = refresh_all(&engine, &info).await {
-        note_failure(&engine, &shared, &tag, &e);
+        note_failure(&engine, &context, &tag, &e);
     }
     Observed::EngineRegistered { name: &info.name, addr: &engine.addr }.emit();
-    shared.events.publish(tag.swarm_event("engine_connect"));
-    shared.create_cluster_networks(&engine).await;
+    context.events.publish(tag.swarm_event("engine_connect"));
+    context.signal(EngineSignal::Back(engine.clone()));
+    context.create_cluster_networks(&engine).await;
 
-    let events = tokio::spawn(follow_events(engine.clone(), shared.clone(), tag.clone()));
+    let events = tokio::spawn(follow_events(engine.clone(), context.clone(), tag.clone()));
     let _abort_events = AbortOnDrop(events);
     loop {
-        let failing = engine.state.read().failures > 0;
-        let wait = if failing { shared.monitor.refresh_min } else { shared.monitor.random_interval() };
+        let wait = if engine.is_failing() { context.config.refresh_min } else { context.config.random_interval() };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = engine.wake.notified() => {}
@@ -65,14 +65,14 @@ pub async fn run(engine: Arc<Engine>, shared: Arc<Shared>) {
         let result = match engine.fetch_info().await {
             Ok(fresh) => {
                 let fresh = Arc::new(fresh);
-                engine.state.write().info = Some(fresh.clone());
+                engine.set_info(fresh.clone());
                 refresh_all(&engine, &fresh).await
             }
             Err(e) => Err(e),
         };
         match result {
-            Ok(()) => note_success(&engine, &shared, &tag),
-            Err(e) => note_failure(&engine, &shared, &tag, &e),
+            Ok(()) => note_success(&engine, &context, &tag),
+            Err(e) => note_failure(&engine, &context, &tag, &e),
         }
     }
 }
@@ -87,19 +87,14 @@ impl Drop for AbortOnDrop {
 }
 
 /// Retries validation until the address proves to be a Docker engine.
-async fn validate(engine: &Engine, shared: &Shared) -> Arc<EngineInfo> {
+async fn validate(engine: &Engine, context: &MonitorContext) -> Arc<EngineInfo> {
     let mut wait = Duration::from_millis(500);
     let mut last_error = String::new();
     loop {
         match engine.fetch_info().await {
             Ok(info) => {
                 let info = Arc::new(info);
-                let mut state = engine.state.write();
-                state.info = Some(info.clone());
-                state.health = Health::Healthy;
-                state.failures = 0;
-                state.last_error = None;
-                state.updated_at = SystemTime::now();
+                engine.validated(info.clone());
                 return info;
             }
             Err(e) => {
@@ -107,7 +102,7 @@ async fn validate(engine: &Engine, shared: &Shared) -> Arc<EngineInfo> {
                 if error != last_error {
                     Observed::EngineValidationFailed { addr: &engine.addr, error: &error }.emit();
                 }
-                engine.state.write().last_error = Some(error.clone());
+                engine.validation_failed(error.clone());
                 last_error = error;
             }
         }
@@ -115,44 +110,26 @@ async fn validate(engine: &Engine, shared: &Shared) -> Arc<EngineInfo> {
             _ = tokio::time::sleep(wait) => {}
             _ = engine.wake.notified() => {}
         }
-        wait = (wait * 2).min(shared.monitor.refresh_max.max(Duration::from_secs(1)));
+        wait = (wait * 2).min(context.config.refresh_max.max(Duration::from_secs(1)));
     }
 }
 
-fn note_success(engine: &Engine, shared: &Shared, tag: &NodeTag) {
-    let revived = {
-        let mut state = engine.state.write();
-        let was = (state.health, state.failures);
-        state.health = Health::Healthy;
-        state.failures = 0;
-        state.last_error = None;
-        state.updated_at = SystemTime::now();
-        was
-    };
-    if revived.0 == Health::Unhealthy {
-        Observed::EngineRevived { name: &tag.name, id: &tag.id, retries: revived.1 }.emit();
-        shared.events.publish(tag.swarm_event("engine_reconnect"));
+fn note_success(engine: &Arc<Engine>, context: &MonitorContext, tag: &NodeTag) {
+    if let Some(retries) = engine.refresh_succeeded() {
+        Observed::EngineRevived { name: &tag.name, id: &tag.id, retries }.emit();
+        context.events.publish(tag.swarm_event("engine_reconnect"));
+        context.signal(EngineSignal::Back(engine.clone()));
         engine.wake.notify_one();
     }
 }
 
-fn note_failure(engine: &Engine, shared: &Shared, tag: &NodeTag, error: &EngineError) {
+fn note_failure(engine: &Arc<Engine>, context: &MonitorContext, tag: &NodeTag, error: &EngineError) {
     let error = error.to_string();
     Observed::EngineRefreshFailed { name: &tag.name, error: &error }.emit();
-    let flagged = {
-        let mut state = engine.state.write();
-        state.failures += 1;
-        state.last_error = Some(error);
-        if state.health == Health::Healthy && state.failures >= shared.monitor.failure_retry {
-            state.health = Health::Unhealthy;
-            Some(state.failures)
-        } else {
-            None
-        }
-    };
-    if let Some(failures) = flagged {
+    if let Some(failures) = engine.refresh_failed(error, context.config.failure_retry) {
         Observed::EngineUnhealthy { name: &tag.name, id: &tag.id, failures }.emit();
-        shared.events.publish(tag.swarm_event("engine_disconnect"));
+        context.events.publish(tag.swarm_event("engine_disconnect"));
+        context.signal(EngineSignal::Lost(engine.clone()));
     }
 }
 
@@ -160,16 +137,76 @@ fn note_failure(engine: &Engine, shared: &Shared, tag: &NodeTag, error: &EngineE
 pub async fn refresh_all(engine: &Engine, info: &EngineInfo) -> Result<(), EngineError> {
     let (containers, images, networks, volumes) = tokio::join!(
         refresh_containers(engine, info),
-        engine.get_json("/images/json"),
-        engine.get_json("/networks"),
-        engine.get_json("/volumes"),
+        fetch(engine, Kind::Images),
+        fetch(engine, Kind::Networks),
+        fetch(engine, Kind::Volumes),
     );
     containers?;
-    let mut state = engine.state.write();
-    state.images = Arc::new(into_array(images?));
-    state.networks = Arc::new(into_array(networks?));
-    state.volumes = Arc::new(into_array(volumes?["Volumes"].take()));
-    state.updated_at = SystemTime::now();
+    for fetched in [images?, networks?, volumes?] {
+        fetched.store(engine);
+    }
+    engine.touch();
+    Ok(())
+}
+
+/// The engine objects the manager caches besides containers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Images,
+    Networks,
+    Volumes,
+}
+
+impl Kind {
+    /// The kind an engine event of `Type` `event_type` is about.
+    fn of_event(event_type: &str) -> Option<Kind> {
+        match event_type {
+            "image" => Some(Kind::Images),
+            "network" => Some(Kind::Networks),
+            "volume" => Some(Kind::Volumes),
+            _ => None,
+        }
+    }
+
+    fn path(self) -> &'static str {
+        match self {
+            Kind::Images => "/images/json",
+            Kind::Networks => "/networks",
+            Kind::Volumes => "/volumes",
+        }
+    }
+}
+
+/// One kind's list, decoded.
+enum Fetched {
+    Images(Vec<swarm_scheduler::ImageSnapshot>),
+    Networks(Vec<NetworkRecord>),
+    Volumes(Vec<VolumeRecord>),
+}
+
+impl Fetched {
+    fn store(self, engine: &Engine) {
+        match self {
+            Fetched::Images(images) => engine.set_images(images),
+            Fetched::Networks(networks) => engine.set_networks(networks),
+            Fetched::Volumes(volumes) => engine.set_volumes(volumes),
+        }
+    }
+}
+
+async fn fetch(engine: &Engine, kind: Kind) -> Result<Fetched, EngineError> {
+    let body = engine.get_bytes(kind.path()).await?;
+    let decoded = match kind {
+        Kind::Images => images_from(&body).map(Fetched::Images),
+        Kind::Networks => NetworkRecord::list_from(&body).map(Fetched::Networks),
+        Kind::Volumes => VolumeRecord::list_from(&body).map(Fetched::Volumes),
+    };
+    decoded.map_err(|e| engine.decode_error(kind.path(), e))
+}
+
+/// Refreshes only images, networks or volumes.
+pub async fn refresh_kind(engine: &Engine, kind: Kind) -> Result<(), EngineError> {
+    fetch(engine, kind).await?.store(engine);
     Ok(())
 }
 
@@ -183,9 +220,9 @@ fn into_array(value: Value) -> Vec<Value> {
 /// Re-lists all containers; inspects only the new ones and those whose
 /// state or names changed, and keeps the others' inspect.
 pub async fn refresh_containers(engine: &Engine, info: &EngineInfo) -> Result<(), EngineError> {
-    let _ordered = engine.refresh_lock.lock().await;
+    let cache = engine.lock_containers().await;
     let listed = into_array(engine.get_json("/containers/json?all=1").await?);
-    let known: HashMap<String, Arc<Container>> = engine.state.read().containers.clone();
+    let known: HashMap<String, Arc<Container>> = engine.containers().into_iter().map(|c| (c.id.clone(), c)).collect();
     let mut to_inspect = Vec::new();
     let mut fresh = HashMap::with_capacity(listed.len());
     for entry in listed {
@@ -220,7 +257,7 @@ pub async fn refresh_containers(engine: &Engine, info: &EngineInfo) -> Result<()
             fresh.insert(id, Arc::new(c));
         }
     }
-    engine.state.write().containers = fresh;
+    cache.replace_all(fresh);
     Ok(())
 }
 
@@ -232,7 +269,7 @@ fn unchanged(old: &Container, summary: &Map<String, Value>) -> bool {
 
 /// Refreshes one container after an event about it (or drops it if gone).
 pub async fn refresh_container(engine: &Engine, id: &str) -> Result<Option<Arc<Container>>, EngineError> {
-    let _ordered = engine.refresh_lock.lock().await;
+    let cache = engine.lock_containers().await;
     let Some(info) = engine.info() else {
         return Ok(None);
     };
@@ -246,7 +283,7 @@ pub async fn refresh_container(engine: &Engine, id: &str) -> Result<Option<Arc<C
         _ => None,
     });
     let Some(summary) = summary else {
-        engine.state.write().containers.remove(id);
+        cache.remove(id);
         return Ok(None);
     };
     let inspect = engine.get_json(&format!("/containers/{id}/json")).await?;
@@ -254,7 +291,7 @@ pub async fn refresh_container(engine: &Engine, id: &str) -> Result<Option<Arc<C
         Container::from_summary(summary, Arc::new(Details::from_inspect(&inspect, info.cpus)), &info.name, &engine.ip)
             .map(Arc::new);
     if let Some(c) = &container {
-        engine.state.write().containers.insert(c.id.clone(), c.clone());
+        cache.upsert(c.clone());
     }
     Ok(container)
 }
@@ -263,11 +300,11 @@ pub async fn refresh_container(engine: &Engine, id: &str) -> Result<Option<Arc<C
 /// the node, and refreshes what each event changed. Reopens the stream with
 /// backoff when it ends, and asks for a full refresh each time, since events
 /// may have been missed meanwhile.
-async fn follow_events(engine: Arc<Engine>, shared: Arc<Shared>, tag: NodeTag) {
+async fn follow_events(engine: Arc<Engine>, context: Arc<MonitorContext>, tag: NodeTag) {
     let mut retry = EVENTS_RETRY_START;
     loop {
         let opened = std::time::Instant::now();
-        let (was_open, error) = match stream_events(&engine, &shared, &tag).await {
+        let (was_open, error) = match stream_events(&engine, &context, &tag).await {
             Ok(()) => (true, "stream closed by the engine".to_string()),
             Err((was_open, e)) => (was_open, e.to_string()),
         };
@@ -280,13 +317,17 @@ async fn follow_events(engine: Arc<Engine>, shared: Arc<Shared>, tag: NodeTag) {
             engine.wake.notify_one();
         }
         tokio::time::sleep(retry).await;
-        retry = (retry * 2).min(shared.monitor.refresh_min.max(EVENTS_RETRY_START));
+        retry = (retry * 2).min(context.config.refresh_min.max(EVENTS_RETRY_START));
     }
 }
 
 /// Reads the events stream until it ends. The error says whether the stream
 /// had been opened before it failed.
-async fn stream_events(engine: &Arc<Engine>, shared: &Arc<Shared>, tag: &NodeTag) -> Result<(), (bool, EngineError)> {
+async fn stream_events(
+    engine: &Arc<Engine>,
+    context: &MonitorContext,
+    tag: &NodeTag,
+) -> Result<(), (bool, EngineError)> {
     let req = Request::builder().method(Method::GET).uri("/events").body(swarm_proxy::empty()).map_err(|e| {
         let reason = e.to_string();
         (false, EngineError::Decode { addr: engine.addr.clone(), path: "/events".into(), reason })
@@ -320,7 +361,7 @@ async fn stream_events(engine: &Arc<Engine>, shared: &Arc<Shared>, tag: &NodeTag
             let line = buffer.split_to(newline + 1);
             if let Ok(event) = serde_json::from_slice::<Value>(&line[..newline]) {
                 react(engine, &event);
-                shared.events.publish(tag.tag(event));
+                context.events.publish(tag.tag(event));
             }
         }
     }
@@ -335,7 +376,8 @@ fn react(engine: &Arc<Engine>, event: &Value) {
     match kind {
         "container" => {
             if action == "destroy" {
-                engine.state.write().containers.remove(actor);
+                let (engine, id) = (engine.clone(), actor.to_string());
+                tokio::spawn(async move { forget_container(&engine, &id).await });
                 return;
             }
             const CHANGES: [&str; 12] = [
@@ -361,37 +403,24 @@ fn react(engine: &Arc<Engine>, event: &Value) {
                 let _ = refresh_container(&engine, &id).await;
             });
         }
-        "image" | "network" | "volume" => {
+        _ => {
+            let Some(kind) = Kind::of_event(kind) else {
+                return;
+            };
             let engine = engine.clone();
-            let kind = kind.to_string();
             let container = event["Actor"]["Attributes"]["container"].as_str().map(str::to_string);
             tokio::spawn(async move {
-                let _ = refresh_kind(&engine, &kind).await;
+                let _ = refresh_kind(&engine, kind).await;
                 if let Some(id) = container {
                     let _ = refresh_container(&engine, &id).await;
                 }
             });
         }
-        _ => {}
     }
 }
 
-/// Refreshes only images, networks or volumes.
-pub async fn refresh_kind(engine: &Engine, kind: &str) -> Result<(), EngineError> {
-    match kind {
-        "image" => {
-            let images = into_array(engine.get_json("/images/json").await?);
-            engine.state.write().images = Arc::new(images);
-        }
-        "network" => {
-            let networks = into_array(engine.get_json("/networks").await?);
-            engine.state.write().networks = Arc::new(networks);
-        }
-        "volume" => {
-            let volumes = into_array(engine.get_json("/volumes").await?["Volumes"].take());
-            engine.state.write().volumes = Arc::new(volumes);
-        }
-        _ => {}
-    }
-    Ok(())
+/// Drops a container the engine no longer has (removed through the
+/// manager, destroyed, or rescheduled away), in order with refreshes.
+pub async fn forget_container(engine: &Engine, id: &str) {
+    engine.lock_containers().await.remove(id);
 }

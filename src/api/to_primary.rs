@@ -10,15 +10,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{header, Method, Request, Response, StatusCode};
+use http::{header, Request, Response};
 use swarm_leadership::{Leadership, Role};
 use swarm_proxy::{OnUpgrade, ProxyBody, ProxyError, Upstream};
 use tokio::time::Instant;
 
-use super::error::json_error;
-use super::routes::{self, Handler};
-use super::util::read_body;
-use super::Api;
+use super::request::read_body;
+use super::routes::Matched;
+use super::{Api, ApiError};
 
 /// Bodies up to this size are buffered so the request can be sent again
 /// after a refused connection; larger ones are streamed once.
@@ -26,13 +25,8 @@ const REPLAYABLE_BODY: u64 = 1 << 20;
 /// Connecting to the primary may take this long before it counts as unreachable.
 pub const PRIMARY_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// True for the requests a replica answers itself.
-pub fn answered_by_replica(method: &Method, path: &str) -> bool {
-    matches!(routes::route(method, path).map(|m| m.handler), Some(Handler::Ping | Handler::Info))
-}
-
 fn unavailable(message: String) -> Response<ProxyBody> {
-    json_error(StatusCode::SERVICE_UNAVAILABLE, &message)
+    ApiError::NoPrimary(message).into_response()
 }
 
 /// Whether the body can be read into memory before relaying.
@@ -44,8 +38,14 @@ fn replayable(req: &Request<ProxyBody>) -> bool {
     }
 }
 
-/// Relays `req` to the primary (or serves it, if this manager becomes primary meanwhile).
-pub async fn relay(api: &Arc<Api>, leadership: &Leadership, mut req: Request<ProxyBody>) -> Response<ProxyBody> {
+/// Relays `req` to the primary (or answers it here, with its `route`, if
+/// this manager becomes primary meanwhile).
+pub async fn relay(
+    api: &Arc<Api>,
+    leadership: &Leadership,
+    mut req: Request<ProxyBody>,
+    route: Option<Matched>,
+) -> Response<ProxyBody> {
     let deadline = Instant::now() + api.failover_wait;
     let mut upgrade = req.extensions_mut().remove::<OnUpgrade>();
     let mut once = None;
@@ -72,7 +72,7 @@ pub async fn relay(api: &Arc<Api>, leadership: &Leadership, mut req: Request<Pro
                 if let Some(upgrade) = upgrade.take() {
                     attempt.extensions_mut().insert(upgrade);
                 }
-                return api.clone().serve(attempt).await;
+                return api.clone().answer_here(attempt, route).await;
             }
             Some(Role::Replica { primary: Some(primary) }) => primary,
             _ => {
@@ -87,7 +87,7 @@ pub async fn relay(api: &Arc<Api>, leadership: &Leadership, mut req: Request<Pro
             Err(e) => return unavailable(format!("Unable to reach primary cluster manager {primary}: {e}")),
         };
         let sent = tokio::select! {
-            sent = swarm_proxy::relay(&upstream, attempt, None, upgrade.take()) => sent,
+            sent = swarm_proxy::forward_with_upgrade(&upstream, attempt, None, upgrade.take()) => sent,
             // A primary cut off from the network never answers; once another
             // manager is primary, stop waiting for it.
             _ = leadership.wait_for_primary(Some(&primary), Duration::from_secs(3600)) => {

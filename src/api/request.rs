@@ -1,0 +1,113 @@
+//! Reading the client's request: query parameters, bodies, JSON, filters.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::Request;
+use http_body_util::BodyExt;
+use serde_json::Value;
+use swarm_proxy::ProxyBody;
+
+use super::ApiError;
+
+/// Largest request body the manager buffers (image loads and imports are
+/// copied to every engine, so they are held in memory once).
+const MAX_BUFFERED_BODY: usize = 4 << 30;
+
+/// Decoded query pairs, in order.
+pub fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
+    url::form_urlencoded::parse(query.unwrap_or("").as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect()
+}
+
+/// The first value of `key` in the query.
+pub fn query_get(query: Option<&str>, key: &str) -> Option<String> {
+    query_pairs(query).into_iter().find(|(k, _)| k == key).map(|(_, v)| v)
+}
+
+/// Rebuilds a query with `key` set to `value` (replacing any earlier value).
+pub fn query_set(query: Option<&str>, key: &str, value: &str) -> String {
+    let mut out = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in query_pairs(query) {
+        if k != key {
+            out.append_pair(&k, &v);
+        }
+    }
+    out.append_pair(key, value);
+    out.finish()
+}
+
+/// True for `1`, `true`, `True`.
+pub fn query_bool(query: Option<&str>, key: &str) -> bool {
+    matches!(query_get(query, key).as_deref(), Some("1" | "true" | "True"))
+}
+
+/// Reads the whole body of `req`.
+pub async fn read_body(req: Request<ProxyBody>) -> Result<(Parts, Bytes), ApiError> {
+    let (parts, mut body) = req.into_parts();
+    let mut bytes = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ApiError::BadRequest(format!("cannot read request body: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            if bytes.len() + data.len() > MAX_BUFFERED_BODY {
+                return Err(ApiError::BadRequest(format!("request body larger than {} MiB", MAX_BUFFERED_BODY >> 20)));
+            }
+            bytes.extend_from_slice(&data);
+        }
+    }
+    Ok((parts, bytes.freeze()))
+}
+
+/// Parses a JSON body; an empty body is `{}`.
+pub fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Value::Object(Default::default()));
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("invalid JSON in request body: {e}")))
+}
+
+/// Parses Docker's `filters` query parameter, in either of its two forms:
+/// `{"key":["v1","v2"]}` or `{"key":{"v1":true}}`.
+pub fn parse_filters(raw: Option<&str>) -> Result<BTreeMap<String, Vec<String>>, ApiError> {
+    let mut filters = BTreeMap::new();
+    let Some(raw) = raw.filter(|r| !r.trim().is_empty()) else {
+        return Ok(filters);
+    };
+    let value: Value = serde_json::from_str(raw).map_err(|e| ApiError::BadRequest(format!("invalid filter: {e}")))?;
+    let Value::Object(obj) = value else {
+        return Err(ApiError::BadRequest("invalid filter: expected a JSON object".into()));
+    };
+    for (key, values) in obj {
+        let list = match values {
+            Value::Array(items) => items.into_iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
+            Value::Object(map) => {
+                map.into_iter().filter(|(_, on)| on.as_bool().unwrap_or(false)).map(|(k, _)| k).collect()
+            }
+            _ => return Err(ApiError::BadRequest(format!("invalid filter: bad value for {key:?}"))),
+        };
+        filters.insert(key, list);
+    }
+    Ok(filters)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_both_filter_forms() {
+        let a = parse_filters(Some(r#"{"label":["a=b"],"status":{"running":true}}"#)).unwrap();
+        assert_eq!(a["label"], ["a=b"]);
+        assert_eq!(a["status"], ["running"]);
+        assert!(parse_filters(Some("{nope")).is_err());
+        assert!(parse_filters(Some("[1]")).is_err());
+        assert!(parse_filters(None).unwrap().is_empty());
+    }
+
+    #[test]
+    fn edits_queries() {
+        assert_eq!(query_set(Some("container=web&a=1"), "container", "abc"), "a=1&container=abc");
+        assert!(query_bool(Some("all=1"), "all"));
+        assert!(!query_bool(Some("all=0"), "all"));
+    }
+}

@@ -1,0 +1,187 @@
+//! Creating a container: the one entry for the API, rescheduling and
+//! anything else that creates, in the spirit of the original's
+//! `cluster.CreateContainer`.
+//!
+//! The name is reserved cluster-wide and the container counts as present on
+//! its node from the scheduling decision until the engine has answered. A
+//! create that fails because the chosen node lacks an image another node has
+//! is placed again with an `image==` affinity; other failures are retried on
+//! the next ranked node up to `swarm.createretry` times. A created container
+//! is in the cache before [`Cluster::create_container`] returns, so its name
+//! resolves as soon as the client has its ID.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use rand::Rng;
+use serde_json::Value;
+use swarm_proxy::ProxyError;
+use swarm_scheduler::{ContainerRequest, ContainerSnapshot, ExprError, RescheduleError, ScheduleError};
+use thiserror::Error;
+
+use super::engine::{error_message, Engine};
+use super::placement::cpu_shares_for_engine;
+use super::{monitor, Cluster, NameInUse, SWARM_ID_LABEL};
+use crate::observe::Observed;
+
+/// A container to create, as the client asked for it.
+#[derive(Debug, Clone)]
+pub struct CreateRequest {
+    /// `--name`, if any (with or without the leading `/`).
+    pub name: Option<String>,
+    /// Docker's create body; scheduling expressions in its environment are
+    /// moved into labels before it reaches an engine.
+    pub config: Value,
+    /// What the engines are sent: the client's version prefix,
+    /// `/containers/create`, and its query.
+    pub path: String,
+}
+
+/// A container the engine created.
+#[derive(Debug)]
+pub struct Created {
+    pub engine: Arc<Engine>,
+    pub id: String,
+    /// The engine's answer (`{"Id": …, "Warnings": …}`), relayed to the client.
+    pub answer: Bytes,
+}
+
+/// Why a create failed.
+#[derive(Debug, Error)]
+pub enum CreateError {
+    #[error("invalid JSON in request body: expected an object")]
+    NotAnObject,
+    #[error(transparent)]
+    NameInUse(#[from] NameInUse),
+    #[error(transparent)]
+    Expression(#[from] ExprError),
+    #[error(transparent)]
+    ReschedulePolicy(#[from] RescheduleError),
+    #[error(transparent)]
+    Unschedulable(#[from] ScheduleError),
+    /// The chosen engine could not be reached.
+    #[error("{node} ({addr}): {source}")]
+    Unreachable {
+        node: String,
+        addr: String,
+        #[source]
+        source: ProxyError,
+    },
+    /// The engine refused the create; its status and message are the answer.
+    #[error("{message}")]
+    Refused { status: StatusCode, message: String },
+    #[error("cannot encode the create request: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+/// One engine's answer to a create.
+type Attempt = Result<(Arc<Engine>, StatusCode, Bytes), CreateError>;
+
+impl Cluster {
+    /// Schedules and creates a container; see the module documentation.
+    pub async fn create_container(&self, request: CreateRequest) -> Result<Created, CreateError> {
+        let CreateRequest { name, mut config, path } = request;
+        if !config.is_object() {
+            return Err(CreateError::NotAnObject);
+        }
+        let name = name.filter(|n| !n.is_empty());
+        let _name = match &name {
+            Some(n) => Some(self.reserve_name(n)?),
+            None => None,
+        };
+        let mut spec = ContainerRequest::from_create_body(name.as_deref(), &mut config)?;
+        spec.validate_reschedule_policies()?;
+        set_swarm_id(&mut config);
+
+        let mut placement = self.place(&spec)?;
+        let mut attempt = create_on(&placement.ranked[0], &config, &path).await;
+        if is_missing_image(&attempt) && !spec.has_node_constraint() && self.has_image(&spec.image) {
+            spec.add_affinity(&format!("image=={}", spec.image))?;
+            placement = self.place(&spec)?;
+            attempt = create_on(&placement.ranked[0], &config, &path).await;
+        }
+        let mut next = 1;
+        while next <= self.policy.create_retry() as usize && next < placement.ranked.len() && is_retryable(&attempt) {
+            let engine = &placement.ranked[next];
+            Observed::CreateRetried { failed_on: &placement.ranked[next - 1].name(), next: &engine.name() }.emit();
+            placement.reservation =
+                Some(self.reserve_pending(&engine.addr, ContainerSnapshot::pending_from_request(&spec)));
+            attempt = create_on(engine, &config, &path).await;
+            next += 1;
+        }
+        let (engine, status, answer) = attempt?;
+        if status != StatusCode::CREATED {
+            return Err(CreateError::Refused { status, message: error_message(&answer) });
+        }
+        let id = serde_json::from_slice::<Value>(&answer)
+            .ok()
+            .and_then(|v| v.get("Id").and_then(Value::as_str).map(str::to_string))
+            .unwrap_or_default();
+        // A failed refresh is caught up by the next one; the create stands.
+        let _ = monitor::refresh_container(&engine, &id).await;
+        Ok(Created { engine, id, answer })
+    }
+}
+
+/// Labels the container with a new swarm ID unless it has one (a
+/// rescheduled container keeps its own, which is how its stale copy is
+/// recognised later).
+fn set_swarm_id(config: &mut Value) {
+    let Some(object) = config.as_object_mut() else {
+        return;
+    };
+    let labels = object.entry("Labels").or_insert_with(|| Value::Object(Default::default()));
+    if !labels.is_object() {
+        *labels = Value::Object(Default::default());
+    }
+    if let Some(labels) = labels.as_object_mut() {
+        labels.entry(SWARM_ID_LABEL).or_insert_with(|| Value::String(random_id()));
+    }
+}
+
+/// A new 256-bit ID in hex, like Docker's.
+pub fn random_id() -> String {
+    let mut rng = rand::thread_rng();
+    (0..32).map(|_| format!("{:02x}", rng.gen::<u8>())).collect()
+}
+
+async fn create_on(engine: &Arc<Engine>, config: &Value, path: &str) -> Attempt {
+    let mut config = config.clone();
+    cpu_shares_for_engine(&mut config, engine);
+    let body = Bytes::from(serde_json::to_vec(&config)?);
+    let (status, answer) = engine
+        .client
+        .call(Method::POST, path, Some(body))
+        .await
+        .map_err(|source| CreateError::Unreachable { node: engine.name(), addr: engine.addr.clone(), source })?;
+    Ok((engine.clone(), status, answer))
+}
+
+fn is_missing_image(attempt: &Attempt) -> bool {
+    matches!(attempt, Ok((_, status, answer)) if *status == StatusCode::NOT_FOUND
+        && error_message(answer).contains("No such image"))
+}
+
+fn is_retryable(attempt: &Attempt) -> bool {
+    match attempt {
+        Ok((_, status, _)) => status.is_server_error(),
+        Err(CreateError::Unreachable { source, .. }) => source.is_connect(),
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_an_existing_swarm_id() {
+        let mut fresh = serde_json::json!({"Image": "busybox", "Labels": null});
+        set_swarm_id(&mut fresh);
+        assert_eq!(fresh["Labels"][SWARM_ID_LABEL].as_str().map(str::len), Some(64));
+        let mut kept = serde_json::json!({"Labels": {SWARM_ID_LABEL: "old"}});
+        set_swarm_id(&mut kept);
+        assert_eq!(kept["Labels"][SWARM_ID_LABEL], "old");
+    }
+}
