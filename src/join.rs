@@ -7,6 +7,7 @@ use swarm_discovery::kv::{join_key, Store};
 use swarm_discovery::Backend;
 
 use crate::cli::{parse_advertise, JoinArgs, ListArgs};
+use crate::observe::Observed;
 
 /// How long connecting to the store may take at start-up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -39,12 +40,7 @@ pub async fn join(args: JoinArgs) -> Result<(), String> {
     }
     let store = Store::connect(&config, CONNECT_TIMEOUT).await.map_err(|e| e.to_string())?;
     let key = join_key(&config.nodes_dir(), &advertise);
-    tracing::info!(
-        addr = %advertise,
-        discovery = %url,
-        "Registering on the discovery service every {}...",
-        crate::duration::format(args.heartbeat)
-    );
+    Observed::JoinRegistering { addr: &advertise, discovery: url, heartbeat: args.heartbeat }.emit();
     let mut registration = store.register(&key, advertise.as_bytes(), args.ttl).await.map_err(|e| e.to_string())?;
     let mut ticker = tokio::time::interval(args.heartbeat);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -55,7 +51,7 @@ pub async fn join(args: JoinArgs) -> Result<(), String> {
         tokio::select! {
             _ = ticker.tick() => {
                 if let Err(e) = registration.refresh().await {
-                    tracing::error!(addr = %advertise, "Failed to refresh the registration: {e}");
+                    Observed::JoinRefreshFailed { addr: &advertise, error: &e.to_string() }.emit();
                 }
             }
             _ = &mut shutdown => {

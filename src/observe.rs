@@ -43,6 +43,10 @@ pub enum Observed<'a> {
     NetworkCopyFailed { network: &'a str, addr: &'a str, error: &'a str },
     /// The stale copy of a rescheduled container could not be removed.
     StaleRemovalFailed { id: &'a str, node: &'a str, error: &'a str },
+    /// `swarm join` registers the engine every heartbeat.
+    JoinRegistering { addr: &'a str, discovery: &'a str, heartbeat: Duration },
+    /// One refresh of a `swarm join` registration failed.
+    JoinRefreshFailed { addr: &'a str, error: &'a str },
     /// Accepting a connection on a listener failed.
     AcceptFailed { error: &'a str },
     /// A client connection ended with an error.
@@ -107,6 +111,15 @@ impl Observed<'_> {
             }
             Observed::StaleRemovalFailed { id, node, error } => {
                 tracing::warn!("Cannot remove rescheduled container {id} from {node}: {error}")
+            }
+            Observed::JoinRegistering { addr, discovery, heartbeat } => tracing::info!(
+                addr = %addr,
+                discovery = %discovery,
+                "Registering on the discovery service every {}...",
+                crate::duration::format(*heartbeat)
+            ),
+            Observed::JoinRefreshFailed { addr, error } => {
+                tracing::error!(addr = %addr, "Failed to refresh the registration: {error}")
             }
             Observed::AcceptFailed { error } => tracing::warn!("accept failed: {error}"),
             Observed::ConnectionEnded { error } => tracing::debug!("connection ended: {error}"),
