@@ -6,6 +6,8 @@
 
 use std::time::Duration;
 
+use swarm_leadership::{ElectionEvent, LossReason};
+
 /// One observable fact about the manager.
 #[derive(Debug)]
 pub enum Observed<'a> {
@@ -41,6 +43,8 @@ pub enum Observed<'a> {
     ConnectionEnded { error: &'a str },
     /// A request was answered with an error.
     RequestFailed { method: &'a str, path: &'a str, status: u16, error: &'a str },
+    /// The primary election (`--replication`) did something.
+    Election(&'a ElectionEvent),
 }
 
 impl Observed<'_> {
@@ -99,6 +103,34 @@ impl Observed<'_> {
                     tracing::debug!(method = %method, uri = %path, status = status, "HTTP error: {error}")
                 }
             }
+            Observed::Election(event) => election(event),
         }
+    }
+}
+
+/// The election's lines, in the original's words where it had them.
+fn election(event: &ElectionEvent) {
+    match event {
+        // The original reports "not elected" when a candidate starts.
+        ElectionEvent::Started => tracing::info!("Leader Election: Cluster leadership lost"),
+        ElectionEvent::Acquired => tracing::info!("Leader Election: Cluster leadership acquired"),
+        ElectionEvent::Lost { reason } => {
+            let reason = match reason {
+                LossReason::NotRenewedInTime => "the lock could not be renewed in time",
+                LossReason::LockGone(why) => why,
+            };
+            tracing::info!(reason = %reason, "Leader Election: Cluster leadership lost")
+        }
+        ElectionEvent::Released => tracing::info!("Leader Election: Cluster leadership released"),
+        ElectionEvent::ReleaseFailed { error } => tracing::warn!("Leader Election: cannot release the lock: {error}"),
+        ElectionEvent::RenewalFailed { error } => tracing::warn!("Leader Election: renewal failed: {error}"),
+        ElectionEvent::NewLeader { primary } => tracing::info!("New leader elected: {primary}"),
+        ElectionEvent::DeadPrimaryLockEnded { primary } => {
+            tracing::info!("Leader Election: primary {primary} refuses connections; ended its lock")
+        }
+        ElectionEvent::DeadPrimaryLockNotEnded { primary, error } => {
+            tracing::warn!("Leader Election: cannot end the lock of {primary}: {error}")
+        }
+        ElectionEvent::StoreFailed { error } => tracing::error!("Leader Election: store error: {error}"),
     }
 }
