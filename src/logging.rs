@@ -521,24 +521,39 @@ mod tests {
 
     #[test]
     fn events_are_recorded_with_their_fields() {
-        let written_bytes = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
-        let sink = written_bytes.clone();
-        let logger = Logger { layout: Layout::KeyValue, started: Instant::now() };
-        let subscriber =
-            tracing_subscriber::fmt().with_writer(move || SharedBuffer(sink.clone())).event_format(logger).finish();
-        tracing::subscriber::with_default(subscriber, || {
+        let written = capture::lines(|| {
             tracing::info!(addr = %"127.0.0.1:4000", proto = "tcp", count = 3u64, "Listening for HTTP");
         });
-        let written = String::from_utf8(written_bytes.lock().expect("not poisoned").clone()).expect("UTF-8");
         assert!(written.starts_with("time=\""), "{written}");
         assert!(
             written.ends_with(" level=info msg=\"Listening for HTTP\" addr=\"127.0.0.1:4000\" count=3 proto=tcp\n"),
             "{written}"
         );
     }
+}
+
+/// Lines written in tests, for checking their wording.
+#[cfg(test)]
+pub(crate) mod capture {
+    use std::sync::{Arc, Mutex};
+    use std::time::Instant;
+
+    use super::{Layout, Logger};
+
+    /// The lines `emit` writes, in the file form, whatever the global logger.
+    pub(crate) fn lines(emit: impl FnOnce()) -> String {
+        let written = Arc::new(Mutex::new(Vec::<u8>::new()));
+        let sink = written.clone();
+        let logger = Logger { layout: Layout::KeyValue, started: Instant::now() };
+        let subscriber =
+            tracing_subscriber::fmt().with_writer(move || SharedBuffer(sink.clone())).event_format(logger).finish();
+        tracing::subscriber::with_default(subscriber, emit);
+        let bytes = written.lock().map(|b| b.clone()).unwrap_or_default();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
 
     /// A writer into a buffer the test reads afterwards.
-    struct SharedBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    struct SharedBuffer(Arc<Mutex<Vec<u8>>>);
 
     impl std::io::Write for SharedBuffer {
         fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
