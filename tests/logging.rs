@@ -1,60 +1,30 @@
-//! The real `swarm` binary's log lines when stderr is a file, as log
-//! shippers and operators' watchers read them. Needs no root, no engines.
+//! The real `swarm` binary's log lines when stderr is a file or a pipe, as
+//! log shippers and operators' watchers read them. Needs no root, no engines.
 
-use std::fs::File;
-use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+mod support;
+
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// A free TCP port on 127.0.0.1 (bound, then released).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("no free loopback port")
-}
-
-/// A `swarm` process with stdout and stderr to `log`, killed when dropped.
-struct Swarm {
-    child: Child,
-}
-
-impl Swarm {
-    fn start(args: &[&str], log: &Path) -> Swarm {
-        let file = File::create(log).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_swarm"))
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().expect("log file"))
-            .stderr(file)
-            .spawn()
-            .expect("cannot start swarm");
-        Swarm { child }
-    }
-}
-
-impl Drop for Swarm {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use support::manager::{free_port, SwarmProcess};
 
 /// A manager on a free port whose one engine address refuses connections,
-/// so that it logs lines with fields (listening, and a failed validation).
-fn manager(global_before: &[&str], global_after: &[&str], log: &Path) -> Swarm {
+/// so that it logs lines with fields (listening, and a failed validation);
+/// `flags` come after the command.
+fn manager(flags: &[&str]) -> SwarmProcess {
     let listen = format!("127.0.0.1:{}", free_port());
     let engine = format!("nodes://127.0.0.1:{}", free_port());
-    let mut args: Vec<&str> = global_before.to_vec();
-    args.extend(["manage", "-H", &listen]);
-    args.extend(global_after);
+    let mut args = vec!["manage", "-H", &listen];
+    args.extend(flags);
     args.push(&engine);
-    Swarm::start(&args, log)
+    SwarmProcess::start(&args)
 }
 
 /// Waits until the log holds every one of `wanted`; returns its text.
-fn wait_for(log: &Path, wanted: &[&str]) -> String {
+fn wait_for(swarm: &SwarmProcess, wanted: &[&str]) -> String {
     let start = Instant::now();
     loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let text = swarm.log();
         if wanted.iter().all(|w| text.contains(w)) {
             return text;
         }
@@ -68,10 +38,8 @@ const VALIDATION_FAILED: &str = "Failed to validate pending node";
 
 #[test]
 fn to_a_file_lines_are_logrus_key_value() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let log = dir.path().join("manager.log");
-    let _swarm = manager(&[], &[], &log);
-    let text = wait_for(&log, &[LISTENING, VALIDATION_FAILED]);
+    let swarm = manager(&[]);
+    let text = wait_for(&swarm, &[LISTENING, VALIDATION_FAILED]);
     let line_form = regex::Regex::new(
         r#"^time="\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(Z|[+-]\d\d:\d\d)" level=(debug|info|warning|error) msg=("([^"\\]|\\.)*"|[\w./@^+-]+)( [\w.]+=("([^"\\]|\\.)*"|[\w./@^+-]*))*$"#,
     )
@@ -92,10 +60,8 @@ fn to_a_file_lines_are_logrus_key_value() {
 
 #[test]
 fn json_lines_parse_and_the_flag_goes_after_the_command_too() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let log = dir.path().join("manager.log");
-    let _swarm = manager(&[], &["--log-format", "json"], &log);
-    let text = wait_for(&log, &[LISTENING, VALIDATION_FAILED]);
+    let swarm = manager(&["--log-format", "json"]);
+    let text = wait_for(&swarm, &[LISTENING, VALIDATION_FAILED]);
     for line in text.lines() {
         let object: serde_json::Map<String, serde_json::Value> =
             serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON object ({e}): {line:?}\n{text}"));
@@ -113,23 +79,26 @@ fn json_lines_parse_and_the_flag_goes_after_the_command_too() {
     assert!(listening["addr"].as_str().is_some_and(|a| a.starts_with("127.0.0.1:")), "{listening}");
 }
 
+/// Runs `swarm` to its end with stderr to a pipe; returns whether it
+/// succeeded and what it wrote.
+fn run_to_end(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_swarm")).args(args).output().expect("run swarm");
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
 #[test]
 fn a_fatal_error_is_logged_in_the_chosen_form() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let text_log = dir.path().join("text.log");
-    let mut text = Swarm::start(&["manage", "--log-level", "loud", "nodes://127.0.0.1:1"], &text_log);
-    assert!(!text.child.wait().expect("swarm ends").success());
-    let line = std::fs::read_to_string(&text_log).expect("log");
+    let (ok, line) = run_to_end(&["manage", "--log-level", "loud", "nodes://127.0.0.1:1"]);
+    assert!(!ok);
     assert!(
         line.starts_with("time=\"")
-            && line.ends_with(" level=fatal msg=\"not a valid logrus Level: \\\"loud\\\" (use debug, info, warn, error, fatal or panic)\"\n"),
+            && line.ends_with(
+                " level=fatal msg=\"not a valid logrus Level: \\\"loud\\\" (use debug, info, warn, error, fatal or panic)\"\n"
+            ),
         "{line:?}"
     );
-
-    let json_log = dir.path().join("json.log");
-    let mut json = Swarm::start(&["--log-format", "json", "manage", "nodes://127.0.0.1:1", "-l", "loud"], &json_log);
-    assert!(!json.child.wait().expect("swarm ends").success());
-    let line = std::fs::read_to_string(&json_log).expect("log");
+    let (ok, line) = run_to_end(&["--log-format", "json", "manage", "nodes://127.0.0.1:1", "-l", "loud"]);
+    assert!(!ok);
     let object: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
     assert_eq!(object["level"], "fatal");
     assert!(object["msg"].as_str().is_some_and(|m| m.starts_with("not a valid logrus Level: \"loud\"")), "{line}");
