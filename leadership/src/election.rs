@@ -73,7 +73,9 @@ struct State {
 /// The shared, always-current answer to "who is primary?", read by every request.
 #[derive(Debug)]
 pub struct Leadership {
+    /// This manager's address: the lock's value while it is primary.
     advertise: String,
+    /// The role and its deadline, changed together.
     state: Mutex<State>,
     /// Role changes, for requests waiting out a failover.
     changes: watch::Sender<Role>,
@@ -181,9 +183,13 @@ impl Backoff {
 
 /// One manager's candidacy.
 pub struct Election<S: LockStore> {
+    /// Where the lock lives.
     store: Arc<S>,
+    /// Fixed for the election's life.
     config: ElectionConfig,
+    /// The shared view of the role, which this election alone changes.
     leadership: Arc<Leadership>,
+    /// Primary addresses that refused connections (see [`Leadership::report_refused`]).
     refused: mpsc::UnboundedReceiver<String>,
     /// Told every event, in order, as it happens.
     observer: Box<dyn Fn(ElectionEvent) + Send + Sync>,
