@@ -24,6 +24,9 @@ pub struct Cli {
     /// Log level (debug, info, warn, error, fatal, panic).
     #[arg(short = 'l', long = "log-level", global = true, default_value = "info")]
     pub log_level: String,
+    /// Log format: text (logrus's: short on a terminal, key=value otherwise) or json (one object per line).
+    #[arg(long = "log-format", global = true, value_enum, default_value = "text")]
+    pub log_format: crate::logging::LogFormat,
     /// Run with experimental features (accepted for compatibility).
     #[arg(long, global = true)]
     pub experimental: bool,

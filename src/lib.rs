@@ -30,8 +30,9 @@ pub fn run() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let level = if cli.debug { "debug" } else { cli.log_level.as_str() };
-    if let Err(e) = logging::init(level) {
-        return fatal(&e);
+    let logger = logging::Logger::detect(cli.log_format);
+    if let Err(e) = logger.install(level) {
+        return fatal(&logger, &e.to_string());
     }
     let Some(command) = cli.command else {
         eprintln!("Usage: swarm [OPTIONS] COMMAND\n\nCommands:\n  manage  Manage a docker cluster\n  join    Join a docker cluster\n  list    List nodes in a cluster\n\nRun 'swarm COMMAND --help' for more information on a command.");
@@ -39,7 +40,7 @@ pub fn run() -> ExitCode {
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
-        Err(e) => return fatal(&format!("cannot start the runtime: {e}")),
+        Err(e) => return fatal(&logger, &format!("cannot start the runtime: {e}")),
     };
     let result = match command {
         Command::Manage(args) => runtime.block_on(manage::run(args)),
@@ -48,13 +49,13 @@ pub fn run() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fatal(&e),
+        Err(e) => fatal(&logger, &e),
     }
 }
 
-/// Prints a fatal error the way the original did and returns failure.
-fn fatal(message: &str) -> ExitCode {
-    eprintln!("FATA[0000] {message}");
+/// Logs a fatal error the way the original did and returns failure.
+fn fatal(logger: &logging::Logger, message: &str) -> ExitCode {
+    logger.fatal(message);
     ExitCode::from(1)
 }
 

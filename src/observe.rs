@@ -6,6 +6,8 @@
 
 use std::time::Duration;
 
+use swarm_leadership::{ElectionEvent, LossReason};
+
 /// One observable fact about the manager.
 #[derive(Debug)]
 pub enum Observed<'a> {
@@ -53,6 +55,8 @@ pub enum Observed<'a> {
     ConnectionEnded { error: &'a str },
     /// A request was answered with an error.
     RequestFailed { method: &'a str, path: &'a str, status: u16, error: &'a str },
+    /// The primary election (`--replication`) did something.
+    Election(&'a ElectionEvent),
 }
 
 impl Observed<'_> {
@@ -130,6 +134,90 @@ impl Observed<'_> {
                     tracing::debug!(method = %method, uri = %path, status = status, "HTTP error: {error}")
                 }
             }
+            Observed::Election(event) => election(event),
+        }
+    }
+}
+
+/// The election's lines, in the original's words where it had them.
+fn election(event: &ElectionEvent) {
+    match event {
+        // The original reports "not elected" when a candidate starts.
+        ElectionEvent::Started => tracing::info!("Leader Election: Cluster leadership lost"),
+        ElectionEvent::Acquired => tracing::info!("Leader Election: Cluster leadership acquired"),
+        ElectionEvent::Lost { reason } => {
+            let reason = match reason {
+                LossReason::NotRenewedInTime => "the lock could not be renewed in time",
+                LossReason::LockGone(why) => why,
+            };
+            tracing::info!(reason = %reason, "Leader Election: Cluster leadership lost")
+        }
+        ElectionEvent::Released => tracing::info!("Leader Election: Cluster leadership released"),
+        ElectionEvent::ReleaseFailed { error } => tracing::warn!("Leader Election: cannot release the lock: {error}"),
+        ElectionEvent::RenewalFailed { error } => tracing::warn!("Leader Election: renewal failed: {error}"),
+        ElectionEvent::NewLeader { primary } => tracing::info!("New leader elected: {primary}"),
+        ElectionEvent::DeadPrimaryLockEnded { primary } => {
+            tracing::info!("Leader Election: primary {primary} refuses connections; ended its lock")
+        }
+        ElectionEvent::DeadPrimaryLockNotEnded { primary, error } => {
+            tracing::warn!("Leader Election: cannot end the lock of {primary}: {error}")
+        }
+        ElectionEvent::StoreFailed { error } => tracing::error!("Leader Election: store error: {error}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::logging::capture;
+    use swarm_leadership::LockError;
+
+    /// The election's lines keep the wording operators' watchers and the
+    /// integration tests match.
+    #[test]
+    fn election_lines_keep_their_wording() {
+        let store_down = LockError::Store("connection refused".into());
+        let cases = [
+            (ElectionEvent::Started, "level=info msg=\"Leader Election: Cluster leadership lost\""),
+            (ElectionEvent::Acquired, "level=info msg=\"Leader Election: Cluster leadership acquired\""),
+            (
+                ElectionEvent::Lost { reason: LossReason::NotRenewedInTime },
+                "level=info msg=\"Leader Election: Cluster leadership lost\" \
+                 reason=\"the lock could not be renewed in time\"",
+            ),
+            (
+                ElectionEvent::Lost { reason: LossReason::LockGone("session invalidated".into()) },
+                "level=info msg=\"Leader Election: Cluster leadership lost\" reason=\"session invalidated\"",
+            ),
+            (ElectionEvent::Released, "level=info msg=\"Leader Election: Cluster leadership released\""),
+            (
+                ElectionEvent::ReleaseFailed { error: store_down.clone() },
+                "level=warning msg=\"Leader Election: cannot release the lock: connection refused\"",
+            ),
+            (
+                ElectionEvent::RenewalFailed { error: store_down.clone() },
+                "level=warning msg=\"Leader Election: renewal failed: connection refused\"",
+            ),
+            (
+                ElectionEvent::NewLeader { primary: "10.0.0.1:4000".into() },
+                "level=info msg=\"New leader elected: 10.0.0.1:4000\"",
+            ),
+            (
+                ElectionEvent::DeadPrimaryLockEnded { primary: "10.0.0.1:4000".into() },
+                "level=info msg=\"Leader Election: primary 10.0.0.1:4000 refuses connections; ended its lock\"",
+            ),
+            (
+                ElectionEvent::DeadPrimaryLockNotEnded { primary: "10.0.0.1:4000".into(), error: store_down.clone() },
+                "level=warning msg=\"Leader Election: cannot end the lock of 10.0.0.1:4000: connection refused\"",
+            ),
+            (
+                ElectionEvent::StoreFailed { error: LockError::Lost("expired".into()) },
+                "level=error msg=\"Leader Election: store error: lock lost: expired\"",
+            ),
+        ];
+        for (event, expected) in cases {
+            let line = capture::lines(|| Observed::Election(&event).emit());
+            assert!(line.ends_with(&format!(" {expected}\n")), "{event:?}: {line:?}");
         }
     }
 }

@@ -8,6 +8,8 @@ use swarm_discovery::kv::{join_key, KvConfig, Lock, LockLoss, Store};
 use swarm_leadership::{Election, ElectionConfig, Leadership, LockError, LockStore, Role, StoreLock};
 use tokio::sync::watch;
 
+use crate::observe::Observed;
+
 /// Where the lock lives below the discovery prefix.
 const LEADER_PATH: &str = "docker/swarm/leader";
 /// Timeout of every call the election makes to the store: a quarter of
@@ -117,7 +119,7 @@ pub fn start(
         Arc::new(KvLocks { config: config.clone(), timeout: call_timeout(ttl), store: tokio::sync::Mutex::new(None) });
     let election_config =
         ElectionConfig { key: join_key(&config.prefix, LEADER_PATH), advertise: advertise.to_string(), ttl };
-    let (election, leadership) = Election::new(locks, election_config);
+    let (election, leadership) = Election::new(locks, election_config, |event| Observed::Election(&event).emit());
     tokio::spawn(probe_primary(leadership.clone(), shutdown.clone()));
     let task = tokio::spawn(election.run(shutdown));
     (leadership, task)

@@ -6,13 +6,27 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use crate::event::{ElectionEvent, LossReason};
 use crate::store::{LockError, LockStore, StoreLock};
+
+/// A fraction, in whole numbers so that durations scale exactly.
+#[derive(Debug, Clone, Copy)]
+struct Fraction {
+    numerator: u32,
+    denominator: u32,
+}
+
+impl Fraction {
+    fn of(self, duration: Duration) -> Duration {
+        duration * self.numerator / self.denominator
+    }
+}
 
 /// Part of the TTL after the start of the last successful renewal during
 /// which a primary may act as primary. Must stay below 1 (see the crate docs);
 /// the rest covers clock-rate differences and the renewal's round trip.
-const STEP_DOWN_FRACTION: u32 = 2;
-const STEP_DOWN_DIVISOR: u32 = 3;
+const STEP_DOWN_PART_OF_TTL: Fraction = Fraction { numerator: 2, denominator: 3 };
+const _: () = assert!(STEP_DOWN_PART_OF_TTL.numerator < STEP_DOWN_PART_OF_TTL.denominator);
 /// Renewals per TTL: several tries before the step-down deadline.
 const RENEWALS_PER_TTL: u32 = 6;
 /// First wait after a store failure; doubles up to the TTL.
@@ -40,7 +54,7 @@ pub struct ElectionConfig {
 
 impl ElectionConfig {
     fn step_down_after(&self) -> Duration {
-        self.ttl * STEP_DOWN_FRACTION / STEP_DOWN_DIVISOR
+        STEP_DOWN_PART_OF_TTL.of(self.ttl)
     }
 
     fn renew_every(&self) -> Duration {
@@ -59,7 +73,9 @@ struct State {
 /// The shared, always-current answer to "who is primary?", read by every request.
 #[derive(Debug)]
 pub struct Leadership {
+    /// This manager's address: the lock's value while it is primary.
     advertise: String,
+    /// The role and its deadline, changed together.
     state: Mutex<State>,
     /// Role changes, for requests waiting out a failover.
     changes: watch::Sender<Role>,
@@ -145,18 +161,48 @@ async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
+/// Where the election stands with a failing store.
+struct Backoff {
+    /// A failure was reported and no store call has succeeded since, so
+    /// further failures of the same outage are not reported again.
+    reported: bool,
+    /// The pause after the next failure: doubles up to the TTL, and is back
+    /// to [`FIRST_BACKOFF`] after a success.
+    pause: Duration,
+}
+
+impl Backoff {
+    fn new() -> Backoff {
+        Backoff { reported: false, pause: FIRST_BACKOFF }
+    }
+
+    fn succeeded(&mut self) {
+        *self = Backoff::new();
+    }
+}
+
 /// One manager's candidacy.
 pub struct Election<S: LockStore> {
+    /// Where the lock lives.
     store: Arc<S>,
+    /// Fixed for the election's life.
     config: ElectionConfig,
+    /// The shared view of the role, which this election alone changes.
     leadership: Arc<Leadership>,
+    /// Primary addresses that refused connections (see [`Leadership::report_refused`]).
     refused: mpsc::UnboundedReceiver<String>,
+    /// Told every event, in order, as it happens.
+    observer: Box<dyn Fn(ElectionEvent) + Send + Sync>,
 }
 
 impl<S: LockStore> Election<S> {
     /// A new candidate and the shared view of its role (initially a replica
-    /// that knows no primary).
-    pub fn new(store: Arc<S>, config: ElectionConfig) -> (Election<S>, Arc<Leadership>) {
+    /// that knows no primary). `observer` is told what the election does.
+    pub fn new(
+        store: Arc<S>,
+        config: ElectionConfig,
+        observer: impl Fn(ElectionEvent) + Send + Sync + 'static,
+    ) -> (Election<S>, Arc<Leadership>) {
         let (refused_tx, refused) = mpsc::unbounded_channel();
         let initial = Role::Replica { primary: None };
         let leadership = Arc::new(Leadership {
@@ -165,17 +211,18 @@ impl<S: LockStore> Election<S> {
             changes: watch::channel(initial).0,
             refused: refused_tx,
         });
-        (Election { store, config, leadership: leadership.clone(), refused }, leadership)
+        let election =
+            Election { store, config, leadership: leadership.clone(), refused, observer: Box::new(observer) };
+        (election, leadership)
     }
 
     /// Competes for the lock until `shutdown` turns true (or its sender is
     /// dropped); a primary then releases the lock before returning, so
     /// another manager takes over at once.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
-        tracing::info!("Leader Election: Cluster leadership lost");
+        self.report(ElectionEvent::Started);
         let mut known: Option<String> = None;
-        let mut backoff = FIRST_BACKOFF;
-        let mut failing = false;
+        let mut backoff = Backoff::new();
         while !stopping(&shutdown) {
             let attempt = Instant::now();
             let taken = tokio::select! {
@@ -184,16 +231,14 @@ impl<S: LockStore> Election<S> {
             };
             match taken {
                 Ok(Some(lock)) => {
-                    failing = false;
-                    backoff = FIRST_BACKOFF;
+                    backoff.succeeded();
                     known = None;
                     self.lead(lock, attempt, &mut shutdown).await;
                     continue;
                 }
                 Ok(None) => {}
-                Err(e) => {
-                    self.store_failed(&mut failing, &e);
-                    self.pause(&mut backoff, &mut shutdown).await;
+                Err(error) => {
+                    self.store_failed(&mut backoff, error, &mut shutdown).await;
                     continue;
                 }
             }
@@ -213,26 +258,21 @@ impl<S: LockStore> Election<S> {
                     Ok(Some(holder)) if holder == self.config.advertise => {
                         // A lock of an earlier run of this manager: it can
                         // never be renewed, so end it rather than wait for it.
-                        if let Err(e) = self.store.break_lock(&self.config.key, &holder).await {
-                            self.store_failed(&mut failing, &e);
-                            self.pause(&mut backoff, &mut shutdown).await;
+                        if let Err(error) = self.store.break_lock(&self.config.key, &holder).await {
+                            self.store_failed(&mut backoff, error, &mut shutdown).await;
                         }
                         known = None;
                         break;
                     }
                     Ok(Some(holder)) => {
-                        failing = false;
-                        backoff = FIRST_BACKOFF;
+                        backoff.succeeded();
                         if known.as_deref() != Some(holder.as_str()) {
-                            tracing::info!("New leader elected: {holder}");
+                            self.report(ElectionEvent::NewLeader { primary: holder.clone() });
                             self.leadership.set(Role::Replica { primary: Some(holder.clone()) }, None);
                             known = Some(holder);
                         }
                     }
-                    Err(e) => {
-                        self.store_failed(&mut failing, &e);
-                        self.pause(&mut backoff, &mut shutdown).await;
-                    }
+                    Err(error) => self.store_failed(&mut backoff, error, &mut shutdown).await,
                 }
             }
         }
@@ -243,22 +283,22 @@ impl<S: LockStore> Election<S> {
         let step_down_after = self.config.step_down_after();
         let mut deadline = taken_at + step_down_after;
         self.leadership.set(Role::Primary, Some(deadline));
-        tracing::info!("Leader Election: Cluster leadership acquired");
-        let why = loop {
+        self.report(ElectionEvent::Acquired);
+        let reason = loop {
             let next = Instant::now() + self.config.renew_every();
             tokio::select! {
                 _ = tokio::time::sleep_until(next.min(deadline)) => {}
                 _ = stopped(shutdown) => {
                     self.leadership.set(Role::Replica { primary: None }, None);
-                    if let Err(e) = lock.release().await {
-                        tracing::warn!("Leader Election: cannot release the lock: {e}");
+                    if let Err(error) = lock.release().await {
+                        self.report(ElectionEvent::ReleaseFailed { error });
                     }
-                    tracing::info!("Leader Election: Cluster leadership released");
+                    self.report(ElectionEvent::Released);
                     return;
                 }
             }
             if Instant::now() >= deadline {
-                break "the lock could not be renewed in time".to_string();
+                break LossReason::NotRenewedInTime;
             }
             let started = Instant::now();
             match tokio::time::timeout_at(deadline, lock.renew()).await {
@@ -266,13 +306,13 @@ impl<S: LockStore> Election<S> {
                     deadline = started + step_down_after;
                     self.leadership.extend(deadline);
                 }
-                Ok(Err(LockError::Lost(why))) => break why,
-                Ok(Err(LockError::Store(e))) => tracing::warn!("Leader Election: renewal failed: {e}"),
-                Err(_) => break "the lock could not be renewed in time".to_string(),
+                Ok(Err(LockError::Lost(why))) => break LossReason::LockGone(why),
+                Ok(Err(error @ LockError::Store(_))) => self.report(ElectionEvent::RenewalFailed { error }),
+                Err(_) => break LossReason::NotRenewedInTime,
             }
         };
         self.leadership.set(Role::Replica { primary: None }, None);
-        tracing::info!(reason = %why, "Leader Election: Cluster leadership lost");
+        self.report(ElectionEvent::Lost { reason });
         // Best effort: if the store still has our lock, free it for the others.
         let _ = tokio::time::timeout(self.config.renew_every(), lock.release()).await;
     }
@@ -284,25 +324,28 @@ impl<S: LockStore> Election<S> {
             return;
         }
         match self.store.break_lock(&self.config.key, addr).await {
-            Ok(true) => tracing::info!("Leader Election: primary {addr} refuses connections; ended its lock"),
+            Ok(true) => self.report(ElectionEvent::DeadPrimaryLockEnded { primary: addr.to_string() }),
             Ok(false) => {}
-            Err(e) => tracing::warn!("Leader Election: cannot end the lock of {addr}: {e}"),
+            Err(error) => self.report(ElectionEvent::DeadPrimaryLockNotEnded { primary: addr.to_string(), error }),
         }
     }
 
-    fn store_failed(&self, failing: &mut bool, error: &LockError) {
-        if !*failing {
-            tracing::error!("Leader Election: store error: {error}");
-            *failing = true;
+    /// After a failed store call: reports the first failure of an outage,
+    /// then pauses before the next call.
+    async fn store_failed(&self, backoff: &mut Backoff, error: LockError, shutdown: &mut watch::Receiver<bool>) {
+        if !backoff.reported {
+            self.report(ElectionEvent::StoreFailed { error });
+            backoff.reported = true;
         }
-    }
-
-    async fn pause(&self, backoff: &mut Duration, shutdown: &mut watch::Receiver<bool>) {
         tokio::select! {
-            _ = tokio::time::sleep(*backoff) => {}
+            _ = tokio::time::sleep(backoff.pause) => {}
             _ = stopped(shutdown) => {}
         }
-        *backoff = (*backoff * 2).min(self.config.ttl);
+        backoff.pause = (backoff.pause * 2).min(self.config.ttl);
+    }
+
+    fn report(&self, event: ElectionEvent) {
+        (self.observer)(event);
     }
 }
 
@@ -423,42 +466,64 @@ mod tests {
 
     struct Candidate {
         leadership: Arc<Leadership>,
+        /// Every event the election reported, in order.
+        events: Arc<Mutex<Vec<ElectionEvent>>>,
         stop: watch::Sender<bool>,
         task: tokio::task::JoinHandle<()>,
     }
 
-    fn candidate(store: &Arc<FakeStore>, addr: &str) -> Candidate {
+    impl Candidate {
+        fn events(&self) -> Vec<ElectionEvent> {
+            self.events.lock().unwrap().clone()
+        }
+    }
+
+    /// A candidate at `addr`, running, after its first moves.
+    async fn candidate(store: &Arc<FakeStore>, addr: &str) -> Candidate {
         let config = ElectionConfig { key: "leader".into(), advertise: addr.into(), ttl: TTL };
-        let (election, leadership) = Election::new(Arc::new(store.clone()), config);
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let recorded = events.clone();
+        let (election, leadership) =
+            Election::new(Arc::new(store.clone()), config, move |event| recorded.lock().unwrap().push(event));
         let (stop, stop_rx) = watch::channel(false);
         let task = tokio::spawn(election.run(stop_rx));
-        Candidate { leadership, stop, task }
+        settle().await;
+        Candidate { leadership, events, stop, task }
+    }
+
+    /// "a:1", elected, and "b:1", started after it.
+    async fn primary_and_replica(store: &Arc<FakeStore>) -> (Candidate, Candidate) {
+        let a = candidate(store, "a:1").await;
+        let b = candidate(store, "b:1").await;
+        assert!(a.leadership.is_primary());
+        (a, b)
     }
 
     async fn settle() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    fn new_leader(addr: &str) -> ElectionEvent {
+        ElectionEvent::NewLeader { primary: addr.into() }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn one_primary_and_replicas_that_know_it() {
         let store = Arc::new(FakeStore::default());
-        let a = candidate(&store, "a:1");
-        settle().await;
-        let b = candidate(&store, "b:1");
-        settle().await;
-        assert!(a.leadership.is_primary());
+        let (a, b) = primary_and_replica(&store).await;
         assert_eq!(b.leadership.role(), Role::Replica { primary: Some("a:1".into()) });
         // Renewals keep it primary well past the TTL.
         tokio::time::sleep(TTL * 5).await;
         assert!(a.leadership.is_primary());
         assert!(!b.leadership.is_primary());
+        assert_eq!(a.events(), [ElectionEvent::Started, ElectionEvent::Acquired]);
+        assert_eq!(b.events(), [ElectionEvent::Started, new_leader("a:1")]);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_primary_that_cannot_renew_steps_down_before_the_ttl() {
         let store = Arc::new(FakeStore::default());
-        let a = candidate(&store, "a:1");
-        settle().await;
+        let a = candidate(&store, "a:1").await;
         assert!(a.leadership.is_primary());
         store.down.store(true, Ordering::SeqCst);
         let cut = Instant::now();
@@ -466,15 +531,49 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert!(cut.elapsed() < TTL, "stepped down after {:?}, the TTL is {TTL:?}", cut.elapsed());
+        tokio::time::sleep(TTL * 3).await;
+        let unreachable = LockError::Store("unreachable".into());
+        let events = a.events();
+        assert!(events.len() > 4, "{events:?}");
+        let (first, last) = (&events[..2], &events[events.len() - 2..]);
+        assert_eq!(first, [ElectionEvent::Started, ElectionEvent::Acquired]);
+        let renewals = &events[2..events.len() - 2];
+        assert!(renewals.iter().all(|e| *e == ElectionEvent::RenewalFailed { error: unreachable.clone() }));
+        assert_eq!(
+            last,
+            [
+                ElectionEvent::Lost { reason: LossReason::NotRenewedInTime },
+                ElectionEvent::StoreFailed { error: unreachable }
+            ],
+            "one report for the whole outage"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_primary_whose_lock_is_gone_steps_down_at_once() {
+        let store = Arc::new(FakeStore::default());
+        let a = candidate(&store, "a:1").await;
+        // The store ends the lock behind the primary's back; "b" takes it.
+        *store.lock.lock().unwrap() = None;
+        let b = candidate(&store, "b:1").await;
+        assert!(b.leadership.is_primary());
+        tokio::time::sleep(TTL).await;
+        assert!(!a.leadership.is_primary());
+        assert_eq!(
+            a.events(),
+            [
+                ElectionEvent::Started,
+                ElectionEvent::Acquired,
+                ElectionEvent::Lost { reason: LossReason::LockGone("gone".into()) },
+                new_leader("b:1"),
+            ]
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn never_two_primaries_when_the_store_fails_then_returns() {
         let store = Arc::new(FakeStore::default());
-        let a = candidate(&store, "a:1");
-        settle().await;
-        let b = candidate(&store, "b:1");
-        settle().await;
+        let (a, b) = primary_and_replica(&store).await;
         let both = || a.leadership.is_primary() && b.leadership.is_primary();
         store.down.store(true, Ordering::SeqCst);
         for _ in 0..100 {
@@ -494,7 +593,7 @@ mod tests {
         // No election runs: like a frozen process, only the clock moves.
         let store = Arc::new(FakeStore::default());
         let config = ElectionConfig { key: "leader".into(), advertise: "a:1".into(), ttl: TTL };
-        let (_election, leadership) = Election::new(Arc::new(store), config.clone());
+        let (_election, leadership) = Election::new(Arc::new(store), config.clone(), |_| {});
         leadership.set(Role::Primary, Some(Instant::now() + config.step_down_after()));
         assert!(leadership.is_primary());
         tokio::time::advance(config.step_down_after()).await;
@@ -502,29 +601,32 @@ mod tests {
         assert_eq!(leadership.role(), Role::Replica { primary: None });
     }
 
+    #[test]
+    fn a_primary_steps_down_after_two_thirds_of_the_ttl() {
+        let config = ElectionConfig { key: "leader".into(), advertise: "a:1".into(), ttl: TTL };
+        assert_eq!(config.step_down_after(), Duration::from_secs(2));
+    }
+
     #[tokio::test(start_paused = true)]
     async fn shutdown_releases_the_lock_at_once() {
         let store = Arc::new(FakeStore::default());
-        let a = candidate(&store, "a:1");
-        settle().await;
-        let b = candidate(&store, "b:1");
-        settle().await;
-        assert!(a.leadership.is_primary());
+        let (mut a, b) = primary_and_replica(&store).await;
         let stopped = Instant::now();
         a.stop.send_replace(true);
         while !b.leadership.is_primary() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         assert!(stopped.elapsed() < Duration::from_millis(100), "took over after {:?}", stopped.elapsed());
-        let _ = a.task.await;
+        let _ = (&mut a.task).await;
         assert!(!a.leadership.is_primary());
+        assert_eq!(a.events(), [ElectionEvent::Started, ElectionEvent::Acquired, ElectionEvent::Released]);
+        assert_eq!(b.events(), [ElectionEvent::Started, new_leader("a:1"), ElectionEvent::Acquired]);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_dropped_shutdown_sender_stops_the_election() {
         let store = Arc::new(FakeStore::default());
-        let a = candidate(&store, "a:1");
-        settle().await;
+        let a = candidate(&store, "a:1").await;
         drop(a.stop);
         tokio::time::timeout(Duration::from_secs(1), a.task).await.expect("the election ends").expect("no panic");
     }
@@ -532,10 +634,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_refusing_primary_loses_its_lock_without_waiting_for_the_ttl() {
         let store = Arc::new(FakeStore::default());
-        let a = candidate(&store, "a:1");
-        settle().await;
-        let b = candidate(&store, "b:1");
-        settle().await;
+        let (a, b) = primary_and_replica(&store).await;
         assert_eq!(b.leadership.role(), Role::Replica { primary: Some("a:1".into()) });
         // "a" crashes: nothing of it runs any more; its lock stays until the TTL.
         a.task.abort();
@@ -546,29 +645,34 @@ mod tests {
         }
         assert!(killed.elapsed() < Duration::from_millis(100), "took over after {:?}", killed.elapsed());
         assert_eq!(store.breaks.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            b.events(),
+            [
+                ElectionEvent::Started,
+                new_leader("a:1"),
+                ElectionEvent::DeadPrimaryLockEnded { primary: "a:1".into() },
+                ElectionEvent::Acquired
+            ]
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_refusal_from_an_old_address_breaks_nothing() {
         let store = Arc::new(FakeStore::default());
-        let _a = candidate(&store, "a:1");
-        settle().await;
-        let b = candidate(&store, "b:1");
-        settle().await;
+        let (_a, b) = primary_and_replica(&store).await;
         b.leadership.report_refused("z:9");
         settle().await;
         assert_eq!(store.breaks.load(Ordering::SeqCst), 0);
         assert_eq!(b.leadership.role(), Role::Replica { primary: Some("a:1".into()) });
+        assert_eq!(b.events(), [ElectionEvent::Started, new_leader("a:1")]);
     }
 
     #[tokio::test(start_paused = true)]
     async fn waiting_requests_see_the_new_primary() {
         let store = Arc::new(FakeStore::default());
-        let b = candidate(&store, "b:1");
-        settle().await;
+        let b = candidate(&store, "b:1").await;
         assert!(b.leadership.is_primary());
-        let c = candidate(&store, "c:1");
-        settle().await;
+        let c = candidate(&store, "c:1").await;
         let seen = c.leadership.wait_for_primary(None, Duration::from_secs(1)).await;
         assert_eq!(seen, Some(Role::Replica { primary: Some("b:1".into()) }));
         assert_eq!(c.leadership.wait_for_primary(Some("b:1"), Duration::from_millis(200)).await, None);
