@@ -1,12 +1,8 @@
-//! Networks. Engines outside swarm mode refuse `overlay`, so a network
-//! created without a node prefix and without a multi-host driver becomes a
-//! bridge network of that name on every engine (and on engines that join
-//! later); containers join the copy on their own node. `node/name` pins a
-//! network to one node.
-
-use std::collections::BTreeMap;
-use std::sync::Arc;
-
+//! Network routes. The cluster-wide network policy lives in
+//! `cluster/networks.rs`; here are the requests: a network created without
+//! a node prefix and without a multi-host driver is made on every engine,
+//! `node/name` pins a network to one node, and containers join the copy on
+//! their own node.
 use bytes::Bytes;
 use futures_util::future::join_all;
 use http::{Method, Request, Response, StatusCode};
@@ -17,120 +13,16 @@ use super::forward::{forward_to, healthy, replay};
 use super::reply::json_response;
 use super::request::{parse_filters, parse_json, query_get, read_body};
 use super::{ApiError, Ctx};
-use crate::cluster::engine::{Engine, NetworkRecord};
 use crate::cluster::monitor::{self, Kind};
+use crate::cluster::networks::{NetworkLookupError, NetworkTarget, BUILTIN_NETWORKS};
 
 /// Drivers whose networks span hosts; passed through unchanged.
 const MULTI_HOST_DRIVERS: [&str; 1] = ["overlay"];
 
-/// Where a network name points.
-enum Target {
-    /// A network present on every engine under this name.
-    ClusterWide(String),
-    /// One engine's network: (engine, that engine's network ID).
-    OnNode(Arc<Engine>, String),
-}
-
-fn network_not_found(name: &str) -> ApiError {
-    ApiError::NotFound(format!("network {name} not found"))
-}
-
-/// The networks every engine predefines; each engine's own, never cluster-wide.
-const BUILTIN_NETWORKS: [&str; 3] = ["bridge", "host", "none"];
-
-/// Brings the cluster-wide set in line with the engines, since it lives only
-/// in this manager's memory: a local, non-builtin network that every healthy
-/// engine (at least two) has under one name with one driver is cluster-wide
-/// (it was created through a manager before a restart, or through another
-/// manager), so it resolves and lists as one network and engines that join
-/// later get it; one that no healthy engine has any more is forgotten.
-fn sync_cluster_networks(ctx: &Ctx<'_>) {
-    let per_engine: Vec<Arc<Vec<NetworkRecord>>> =
-        ctx.cluster().healthy_engines().iter().map(|e| e.networks()).collect();
-    if per_engine.is_empty() {
-        return;
-    }
-    let seen = local_networks(&per_engine);
-    let mut cluster_wide = ctx.cluster().context.cluster_networks.lock();
-    cluster_wide.retain(|name, _| seen.contains_key(name));
-    if per_engine.len() < 2 {
-        return;
-    }
-    for (name, (body, everywhere)) in seen {
-        if everywhere {
-            cluster_wide.entry(name).or_insert(body);
-        }
-    }
-}
-
-/// The local, non-builtin networks in some engine's list (one list per
-/// engine): name → (a create request for it made from its first copy,
-/// whether every engine has it with the same driver).
-fn local_networks(per_engine: &[Arc<Vec<NetworkRecord>>]) -> BTreeMap<String, (Value, bool)> {
-    // name → (create body, engines holding it, one driver so far)
-    let mut seen: BTreeMap<String, (Value, usize, bool)> = BTreeMap::new();
-    for networks in per_engine {
-        let mut on_this_engine = std::collections::HashSet::new();
-        for n in networks.iter() {
-            let name = n.name.as_str();
-            if name.is_empty() || BUILTIN_NETWORKS.contains(&name) || n.scope != "local" || !on_this_engine.insert(name)
-            {
-                continue;
-            }
-            let entry = seen.entry(name.to_string()).or_insert_with(|| {
-                let body = json!({
-                    "Name": name, "Driver": n.driver, "Labels": n.labels,
-                    "Options": n.options, "Internal": n.internal,
-                    "EnableIPv6": n.enable_ipv6, "Attachable": n.attachable,
-                });
-                (body, 0, true)
-            });
-            entry.1 += 1;
-            entry.2 &= entry.0["Driver"] == n.driver.as_str();
-        }
-    }
-    seen.into_iter()
-        .map(|(name, (body, holders, one_driver))| (name, (body, one_driver && holders == per_engine.len())))
-        .collect()
-}
-
-/// Resolves a network reference: a cluster-wide name, `node/name`, a name
-/// unique to one node, or an ID (prefix).
-fn resolve(ctx: &Ctx<'_>, key: &str) -> Result<Target, ApiError> {
-    sync_cluster_networks(ctx);
-    let cluster = ctx.cluster();
-    if cluster.context.cluster_networks.lock().contains_key(key) {
-        return Ok(Target::ClusterWide(key.to_string()));
-    }
-    if let Some((node, name)) = key.split_once('/') {
-        if let Some(engine) = cluster.engine(node) {
-            let found = engine.networks().iter().find(|n| n.name == name || n.id == name).map(|n| n.id.clone());
-            if let Some(id) = found {
-                return Ok(Target::OnNode(engine, id));
-            }
-        }
-    }
-    let mut by_name = Vec::new();
-    let mut by_id = Vec::new();
-    for engine in cluster.engines() {
-        for n in engine.networks().iter() {
-            if n.name == key {
-                by_name.push((engine.clone(), n.id.clone()));
-            } else if n.id == key || (key.len() >= 3 && n.id.starts_with(key)) {
-                by_id.push((engine.clone(), n.id.clone()));
-            }
-        }
-    }
-    let candidates = if by_name.is_empty() { by_id } else { by_name };
-    match candidates.len() {
-        0 => Err(network_not_found(key)),
-        1 => {
-            let (engine, id) = candidates.into_iter().next().ok_or_else(|| network_not_found(key))?;
-            Ok(Target::OnNode(engine, id))
-        }
-        _ => {
-            Err(ApiError::BadRequest(format!("network {key} is ambiguous: it exists on several nodes; use node/{key}")))
-        }
+fn not_found(e: NetworkLookupError) -> ApiError {
+    match e {
+        NetworkLookupError::NotFound(_) => ApiError::NotFound(e.to_string()),
+        NetworkLookupError::Ambiguous(_) => ApiError::BadRequest(e.to_string()),
     }
 }
 
@@ -138,8 +30,8 @@ fn resolve(ctx: &Ctx<'_>, key: &str) -> Result<Target, ApiError> {
 /// other network as `node/name`.
 pub fn list(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<ProxyBody>, ApiError> {
     let filters = parse_filters(query_get(req.uri().query(), "filters").as_deref())?;
-    sync_cluster_networks(ctx);
-    let cluster_wide = ctx.cluster().context.cluster_networks.lock().clone();
+    ctx.cluster().sync_cluster_networks();
+    let cluster_wide = ctx.cluster().cluster_network_names();
     let mut shown = std::collections::HashSet::new();
     let mut out = Vec::new();
     for engine in ctx.cluster().engines() {
@@ -149,7 +41,7 @@ pub fn list(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<ProxyBody
             let Ok(mut n) = serde_json::from_str::<Value>(record.raw.get()) else {
                 continue;
             };
-            if cluster_wide.contains_key(name) {
+            if cluster_wide.contains(name) {
                 if !shown.insert(name.to_string()) {
                     continue;
                 }
@@ -188,22 +80,12 @@ fn matches_filters(n: &Value, filters: &std::collections::BTreeMap<String, Vec<S
 
 /// `GET /networks/{name}`.
 pub async fn inspect(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<ProxyBody>, ApiError> {
-    let (engine, id) = match resolve(ctx, &ctx.route.name)? {
-        Target::OnNode(engine, id) => (engine, id),
-        Target::ClusterWide(name) => first_with_network(ctx, &name)?,
+    let (engine, id) = match ctx.cluster().resolve_network(&ctx.route.name).map_err(not_found)? {
+        NetworkTarget::OnNode(engine, id) => (engine, id),
+        NetworkTarget::ClusterWide(name) => ctx.cluster().first_with_network(&name).map_err(not_found)?,
     };
     let path = ctx.with_name(&id, req.uri().query());
     forward_to(&engine, req, &path).await
-}
-
-fn first_with_network(ctx: &Ctx<'_>, name: &str) -> Result<(Arc<Engine>, String), ApiError> {
-    for engine in ctx.cluster().healthy_engines() {
-        let id = engine.networks().iter().find(|n| n.name == name).map(|n| n.id.clone());
-        if let Some(id) = id {
-            return Ok((engine, id));
-        }
-    }
-    Err(network_not_found(name))
 }
 
 /// `POST /networks/create`.
@@ -231,9 +113,7 @@ pub async fn create(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<P
         let answer = replay(&engines[0], &parts.method, &parts.headers, &path, body).await?;
         return Ok(answer.into_response());
     }
-    let exists = cluster.context.cluster_networks.lock().contains_key(&name)
-        || engines.iter().any(|e| e.networks().iter().any(|n| n.name == name));
-    if exists {
+    if cluster.network_name_taken(&name, &engines) {
         return Err(ApiError::Conflict(format!("network with name {name} already exists")));
     }
     if driver.is_empty() {
@@ -267,7 +147,7 @@ pub async fn create(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<P
             Err(e) => Err(e),
         };
     }
-    cluster.context.cluster_networks.lock().insert(name, config);
+    cluster.add_cluster_network(name, config);
     for (engine, _) in &created {
         let _ = monitor::refresh_kind(engine, Kind::Networks).await;
     }
@@ -277,22 +157,15 @@ pub async fn create(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<P
 
 /// `DELETE /networks/{name}`.
 pub async fn remove(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<ProxyBody>, ApiError> {
-    match resolve(ctx, &ctx.route.name)? {
-        Target::OnNode(engine, id) => {
+    match ctx.cluster().resolve_network(&ctx.route.name).map_err(not_found)? {
+        NetworkTarget::OnNode(engine, id) => {
             let path = ctx.with_name(&id, req.uri().query());
             let resp = forward_to(&engine, req, &path).await?;
             let _ = monitor::refresh_kind(&engine, Kind::Networks).await;
             Ok(resp)
         }
-        Target::ClusterWide(name) => {
-            let engines = ctx.cluster().engines();
-            let holders: Vec<(Arc<Engine>, String)> = engines
-                .into_iter()
-                .filter_map(|e| {
-                    let id = e.networks().iter().find(|n| n.name == name).map(|n| n.id.clone());
-                    id.map(|id| (e, id))
-                })
-                .collect();
+        NetworkTarget::ClusterWide(name) => {
+            let holders = ctx.cluster().holders_of_network(&name);
             let paths: Vec<String> = holders.iter().map(|(_, id)| format!("/networks/{id}")).collect();
             let answers =
                 join_all(holders.iter().zip(&paths).map(|((e, _), path)| e.client.call(Method::DELETE, path, None)))
@@ -311,7 +184,7 @@ pub async fn remove(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<P
             if !errors.is_empty() {
                 return Err(ApiError::Conflict(errors.join("; ")));
             }
-            ctx.cluster().context.cluster_networks.lock().remove(&name);
+            ctx.cluster().forget_cluster_network(&name);
             Ok(Response::builder()
                 .status(StatusCode::NO_CONTENT)
                 .body(swarm_proxy::empty())
@@ -329,10 +202,10 @@ pub async fn connect(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<
     let container_ref = config["Container"].as_str().unwrap_or_default().to_string();
     let (engine, container) =
         ctx.cluster().find_container(&container_ref).ok_or_else(|| ApiError::no_such_container(&container_ref))?;
-    let network = match resolve(ctx, &ctx.route.name)? {
-        Target::ClusterWide(name) => name,
-        Target::OnNode(owner, id) if owner.addr == engine.addr => id,
-        Target::OnNode(owner, _) => {
+    let network = match ctx.cluster().resolve_network(&ctx.route.name).map_err(not_found)? {
+        NetworkTarget::ClusterWide(name) => name,
+        NetworkTarget::OnNode(owner, id) if owner.addr == engine.addr => id,
+        NetworkTarget::OnNode(owner, _) => {
             return Err(ApiError::BadRequest(format!(
                 "network {} is on node {}, but container {} is on node {}",
                 ctx.route.name,
@@ -364,37 +237,5 @@ mod tests {
         assert!(!matches_filters(&n, &f(r#"{"type":["custom"]}"#)));
         assert!(matches_filters(&n, &f(r#"{"label":["a=b"]}"#)));
         assert!(!matches_filters(&n, &f(r#"{"driver":["overlay"]}"#)));
-    }
-
-    #[test]
-    fn finds_networks_every_engine_has() {
-        let net = |name: &str, driver: &str, scope: &str| json!({"Name": name, "Driver": driver, "Scope": scope, "Labels": {"l": "v"}});
-        let engine =
-            |nets: Vec<Value>| Arc::new(NetworkRecord::list_from(&serde_json::to_vec(&nets).unwrap()).unwrap());
-        let seen = local_networks(&[
-            engine(vec![
-                net("bridge", "bridge", "local"),
-                net("proj_default", "bridge", "local"),
-                net("solo", "bridge", "local"),
-                net("mixed", "bridge", "local"),
-                net("ingress", "overlay", "swarm"),
-            ]),
-            engine(vec![
-                net("bridge", "bridge", "local"),
-                net("proj_default", "bridge", "local"),
-                net("mixed", "macvlan", "local"),
-                net("ingress", "overlay", "swarm"),
-            ]),
-        ]);
-        let everywhere = |name: &str| seen.get(name).map(|(_, all)| *all);
-        assert_eq!(everywhere("proj_default"), Some(true));
-        assert_eq!(everywhere("solo"), Some(false));
-        assert_eq!(everywhere("mixed"), Some(false));
-        assert_eq!(everywhere("bridge"), None, "builtin networks are per node");
-        assert_eq!(everywhere("ingress"), None, "only local networks");
-        let body = &seen["proj_default"].0;
-        assert_eq!(body["Name"], "proj_default");
-        assert_eq!(body["Driver"], "bridge");
-        assert_eq!(body["Labels"]["l"], "v");
     }
 }

@@ -9,6 +9,7 @@ mod create;
 pub mod engine;
 pub mod events;
 pub mod monitor;
+pub mod networks;
 mod placement;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
