@@ -47,6 +47,32 @@ pub enum Command {
     List(ListArgs),
 }
 
+/// Where the discovery service is, for every command that uses one.
+#[derive(Debug, Args)]
+pub struct DiscoveryArgs {
+    /// Discovery options (kv.path, kv.cacertfile, kv.certfile, kv.keyfile).
+    #[arg(long = "discovery-opt")]
+    pub opts: Vec<String>,
+    /// Discovery URL (or SWARM_DISCOVERY).
+    #[arg(env = "SWARM_DISCOVERY")]
+    pub url: Option<String>,
+}
+
+impl DiscoveryArgs {
+    /// The discovery URL, or the original's message for `command` without one.
+    pub fn url(&self, command: &str) -> Result<&str, String> {
+        self.url
+            .as_deref()
+            .filter(|d| !d.is_empty())
+            .ok_or_else(|| format!("discovery required to {command} a cluster. See 'swarm {command} --help'."))
+    }
+
+    /// The configured backend.
+    pub fn backend(&self, command: &str) -> Result<swarm_discovery::Backend, String> {
+        swarm_discovery::Backend::parse_with_options(self.url(command)?, &self.opts).map_err(|e| e.to_string())
+    }
+}
+
 /// Flags of `swarm join`.
 #[derive(Debug, Args)]
 pub struct JoinArgs {
@@ -62,12 +88,8 @@ pub struct JoinArgs {
     /// Wait a random time up to this long before the first registration.
     #[arg(long, default_value = "0s", value_parser = crate::duration::parse)]
     pub delay: Duration,
-    /// Discovery options (kv.path, kv.cacertfile, kv.certfile, kv.keyfile).
-    #[arg(long = "discovery-opt")]
-    pub discovery_opts: Vec<String>,
-    /// Discovery URL (or SWARM_DISCOVERY).
-    #[arg(env = "SWARM_DISCOVERY")]
-    pub discovery: Option<String>,
+    #[command(flatten)]
+    pub discovery: DiscoveryArgs,
 }
 
 /// Flags of `swarm list`.
@@ -76,12 +98,8 @@ pub struct ListArgs {
     /// How long to wait for the discovery service.
     #[arg(long, default_value = "10s", value_parser = crate::duration::parse)]
     pub timeout: Duration,
-    /// Discovery options (kv.path, kv.cacertfile, kv.certfile, kv.keyfile).
-    #[arg(long = "discovery-opt")]
-    pub discovery_opts: Vec<String>,
-    /// Discovery URL (or SWARM_DISCOVERY).
-    #[arg(env = "SWARM_DISCOVERY")]
-    pub discovery: Option<String>,
+    #[command(flatten)]
+    pub discovery: DiscoveryArgs,
 }
 
 /// Flags of `swarm manage`.
@@ -134,12 +152,8 @@ pub struct ManageArgs {
     /// Address other managers reach this one at, for replication: ip:port or hostname:port.
     #[arg(long = "advertise", visible_alias = "addr", env = "SWARM_ADVERTISE")]
     pub advertise: Option<String>,
-    /// Discovery options (kv.path, kv.cacertfile, kv.certfile, kv.keyfile).
-    #[arg(long = "discovery-opt")]
-    pub discovery_opts: Vec<String>,
-    /// Discovery URL (or SWARM_DISCOVERY).
-    #[arg(env = "SWARM_DISCOVERY")]
-    pub discovery: Option<String>,
+    #[command(flatten)]
+    pub discovery: DiscoveryArgs,
 }
 
 /// Checks an `--advertise` value: `ip:port` or `hostname:port`.

@@ -15,11 +15,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Registers the engine's address every heartbeat until SIGINT/SIGTERM,
 /// then deregisters it at once.
 pub async fn join(args: JoinArgs) -> Result<(), String> {
-    let url = args
-        .discovery
-        .as_deref()
-        .filter(|d| !d.is_empty())
-        .ok_or("discovery required to join a cluster. See 'swarm join --help'.")?;
+    let url = args.discovery.url("join")?;
     let advertise = parse_advertise(args.advertise.as_deref().ok_or("missing mandatory --advertise flag")?)?;
     if args.heartbeat < Duration::from_secs(1) {
         return Err("--heartbeat should be at least one second".into());
@@ -27,7 +23,7 @@ pub async fn join(args: JoinArgs) -> Result<(), String> {
     if args.ttl <= args.heartbeat {
         return Err("--ttl must be strictly superior to the heartbeat value".into());
     }
-    let backend = Backend::parse_with_options(url, &args.discovery_opts).map_err(|e| e.to_string())?;
+    let backend = args.discovery.backend("join")?;
     let Backend::Kv(config) = backend else {
         return Err(format!(
             "swarm join needs a key-value discovery (consul://, etcd://, zk://); with {url} list the engine's \
@@ -66,12 +62,8 @@ pub async fn join(args: JoinArgs) -> Result<(), String> {
 
 /// Prints the registered addresses, one per line.
 pub async fn list(args: ListArgs) -> Result<(), String> {
-    let url = args
-        .discovery
-        .as_deref()
-        .filter(|d| !d.is_empty())
-        .ok_or("discovery required to list a cluster. See 'swarm list --help'.")?;
-    let backend = Backend::parse_with_options(url, &args.discovery_opts).map_err(|e| e.to_string())?;
+    let url = args.discovery.url("list")?;
+    let backend = args.discovery.backend("list")?;
     let entries = tokio::time::timeout(args.timeout, backend.fetch())
         .await
         .map_err(|_| format!("Timed out after {} waiting for {url}", crate::duration::format(args.timeout)))?

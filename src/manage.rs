@@ -36,11 +36,7 @@ struct Settings {
 
 impl Settings {
     fn from_args(args: ManageArgs) -> Result<Settings, String> {
-        let discovery = args
-            .discovery
-            .as_deref()
-            .filter(|d| !d.is_empty())
-            .ok_or("discovery required to manage a cluster. See 'swarm manage --help'.")?;
+        args.discovery.url("manage")?;
         if args.cluster_driver != "swarm" {
             return Err(format!("unsupported cluster driver {:?} (only \"swarm\")", args.cluster_driver));
         }
@@ -59,8 +55,7 @@ impl Settings {
         let listen: Vec<Listen> = args.hosts.iter().map(|h| Listen::parse(h)).collect::<Result<_, _>>()?;
         let opts = ClusterOpts::parse(&args.cluster_opts)?;
         let policy = PlacementPolicy::new(&args.strategy, &args.filters, opts, args.failure_retry)?;
-        let backend =
-            swarm_discovery::Backend::parse_with_options(discovery, &args.discovery_opts).map_err(|e| e.to_string())?;
+        let backend = args.discovery.backend("manage")?;
         let replication = if args.replication {
             let swarm_discovery::Backend::Kv(kv) = &backend else {
                 return Err("Leader election is only supported with consul, etcd and zookeeper discovery.".into());

@@ -6,7 +6,7 @@ use swarm_scheduler::{ExprError, ScheduleError};
 use thiserror::Error;
 
 use super::reply::json_error;
-use crate::cluster::engine::EngineError;
+use crate::cluster::engine::{Engine, EngineError, Unreachable};
 use crate::cluster::{CreateError, NameInUse};
 
 /// Everything a request can fail with. [`ApiError::status`] is the single
@@ -24,13 +24,8 @@ pub enum ApiError {
     #[error("{0}")]
     NoNode(String),
     /// An engine could not be reached or failed; names the node.
-    #[error("{node} ({addr}): {source}")]
-    Engine {
-        node: String,
-        addr: String,
-        #[source]
-        source: ProxyError,
-    },
+    #[error(transparent)]
+    Engine(#[from] Unreachable),
     /// An engine's own refusal, answered with the engine's status.
     #[error("{message}")]
     Refused { status: StatusCode, message: String },
@@ -49,7 +44,7 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Refused { status, .. } => *status,
             ApiError::NoPrimary(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::NoNode(_) | ApiError::Engine { .. } | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::NoNode(_) | ApiError::Engine(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -57,8 +52,8 @@ impl ApiError {
         ApiError::NotFound(format!("No such container: {name}"))
     }
 
-    pub fn engine(node: &str, addr: &str, source: ProxyError) -> ApiError {
-        ApiError::Engine { node: node.to_string(), addr: addr.to_string(), source }
+    pub fn engine(engine: &Engine, source: ProxyError) -> ApiError {
+        ApiError::Engine(Unreachable::new(engine, source))
     }
 
     /// The Docker-style answer: `{"message": "..."}` with the mapped status.
@@ -106,7 +101,7 @@ impl From<CreateError> for ApiError {
             }
             CreateError::NameInUse(e) => e.into(),
             CreateError::Unschedulable(e) => e.into(),
-            CreateError::Unreachable { node, addr, source } => ApiError::Engine { node, addr, source },
+            CreateError::Unreachable(e) => ApiError::Engine(e),
             CreateError::Refused { status, message } => ApiError::Refused { status, message },
             CreateError::Encode(_) => ApiError::Internal(e.to_string()),
         }
@@ -125,11 +120,15 @@ mod tests {
         assert_eq!(ApiError::NoPrimary("p".into()).status(), StatusCode::SERVICE_UNAVAILABLE);
         let refused = ApiError::Refused { status: StatusCode::NOT_FOUND, message: "No such image: x".into() };
         assert_eq!(refused.status(), StatusCode::NOT_FOUND);
-        let down = ApiError::engine(
-            "node-02",
-            "10.0.0.2:2375",
-            ProxyError::Connect { addr: "10.0.0.2:2375".into(), reason: "Connection refused".into(), refused: true },
-        );
+        let down = ApiError::Engine(Unreachable {
+            node: "node-02".into(),
+            addr: "10.0.0.2:2375".into(),
+            source: ProxyError::Connect {
+                addr: "10.0.0.2:2375".into(),
+                reason: "Connection refused".into(),
+                refused: true,
+            },
+        });
         assert_eq!(down.status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert!(down.to_string().starts_with("node-02 (10.0.0.2:2375): "), "{down}");
     }

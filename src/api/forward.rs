@@ -22,9 +22,7 @@ pub async fn forward_to(
     req: Request<ProxyBody>,
     path_and_query: &str,
 ) -> Result<Response<ProxyBody>, ApiError> {
-    swarm_proxy::forward(&engine.client, req, Some(path_and_query))
-        .await
-        .map_err(|e| ApiError::engine(&engine.name(), &engine.addr, e))
+    swarm_proxy::forward(&engine.client, req, Some(path_and_query)).await.map_err(|e| ApiError::engine(engine, e))
 }
 
 /// A buffered answer from one engine.
@@ -71,9 +69,7 @@ pub async fn replay(
     } else {
         req.headers_mut().remove(header::CONTENT_LENGTH);
     }
-    let resp = swarm_proxy::forward(&engine.client, req, None)
-        .await
-        .map_err(|e| ApiError::engine(&engine.name(), &engine.addr, e))?;
+    let resp = swarm_proxy::forward(&engine.client, req, None).await.map_err(|e| ApiError::engine(engine, e))?;
     let (parts, body) = resp.into_parts();
     let body = body
         .collect()

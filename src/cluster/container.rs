@@ -132,20 +132,11 @@ impl Container {
             .and_then(Value::as_object)
             .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect())
             .unwrap_or_default();
-        let ports = summary
-            .get("Ports")
-            .and_then(Value::as_array)
-            .map(|ports| {
-                ports
-                    .iter()
-                    .map(|p| Port {
-                        private: p["PrivatePort"].as_u64().unwrap_or(0),
-                        public: p["PublicPort"].as_u64().unwrap_or(0),
-                        protocol: p["Type"].as_str().unwrap_or("tcp").to_string(),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let ports = array_of(&summary, "Ports", |p| Port {
+            private: p["PrivatePort"].as_u64().unwrap_or(0),
+            public: p["PublicPort"].as_u64().unwrap_or(0),
+            protocol: p["Type"].as_str().unwrap_or("tcp").to_string(),
+        });
         let networks = summary
             .get("NetworkSettings")
             .and_then(|n| n.get("Networks"))
@@ -156,21 +147,12 @@ impl Container {
                     .collect()
             })
             .unwrap_or_default();
-        let mounts = summary
-            .get("Mounts")
-            .and_then(Value::as_array)
-            .map(|mounts| {
-                mounts
-                    .iter()
-                    .map(|m| {
-                        (
-                            m["Name"].as_str().unwrap_or_default().to_string(),
-                            m["Destination"].as_str().unwrap_or_default().to_string(),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let mounts = array_of(&summary, "Mounts", |m| {
+            (
+                m["Name"].as_str().unwrap_or_default().to_string(),
+                m["Destination"].as_str().unwrap_or_default().to_string(),
+            )
+        });
         let snapshot = match &details.snapshot {
             Some(s) => s.clone(),
             None => ContainerSnapshot::from_summary(&Value::Object(summary.clone())),
@@ -209,6 +191,11 @@ impl Container {
             _ => self.rendered.clone(),
         }
     }
+}
+
+/// The items of the array at `key`, each turned by `item`; empty when absent.
+fn array_of<T>(summary: &Map<String, Value>, key: &str, item: impl Fn(&Value) -> T) -> Vec<T> {
+    summary.get(key).and_then(Value::as_array).map(|items| items.iter().map(item).collect()).unwrap_or_default()
 }
 
 /// The `Names` of a list entry, without their leading `/`.

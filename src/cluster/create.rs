@@ -16,11 +16,10 @@ use bytes::Bytes;
 use http::{Method, StatusCode};
 use rand::Rng;
 use serde_json::Value;
-use swarm_proxy::ProxyError;
 use swarm_scheduler::{ContainerRequest, ContainerSnapshot, ExprError, RescheduleError, ScheduleError};
 use thiserror::Error;
 
-use super::engine::{error_message, Engine};
+use super::engine::{error_message, Engine, Unreachable};
 use super::placement::cpu_shares_for_engine;
 use super::{monitor, Cluster, NameInUse, SWARM_ID_LABEL};
 use crate::observe::Observed;
@@ -61,13 +60,8 @@ pub enum CreateError {
     #[error(transparent)]
     Unschedulable(#[from] ScheduleError),
     /// The chosen engine could not be reached.
-    #[error("{node} ({addr}): {source}")]
-    Unreachable {
-        node: String,
-        addr: String,
-        #[source]
-        source: ProxyError,
-    },
+    #[error(transparent)]
+    Unreachable(#[from] Unreachable),
     /// The engine refused the create; its status and message are the answer.
     #[error("{message}")]
     Refused { status: StatusCode, message: String },
@@ -150,11 +144,8 @@ async fn create_on(engine: &Arc<Engine>, config: &Value, path: &str) -> Attempt 
     let mut config = config.clone();
     cpu_shares_for_engine(&mut config, engine);
     let body = Bytes::from(serde_json::to_vec(&config)?);
-    let (status, answer) = engine
-        .client
-        .call(Method::POST, path, Some(body))
-        .await
-        .map_err(|source| CreateError::Unreachable { node: engine.name(), addr: engine.addr.clone(), source })?;
+    let (status, answer) =
+        engine.client.call(Method::POST, path, Some(body)).await.map_err(|e| Unreachable::new(engine, e))?;
     Ok((engine.clone(), status, answer))
 }
 
@@ -166,7 +157,7 @@ fn is_missing_image(attempt: &Attempt) -> bool {
 fn is_retryable(attempt: &Attempt) -> bool {
     match attempt {
         Ok((_, status, _)) => status.is_server_error(),
-        Err(CreateError::Unreachable { source, .. }) => source.is_connect(),
+        Err(CreateError::Unreachable(e)) => e.source.is_connect(),
         Err(_) => false,
     }
 }

@@ -54,6 +54,22 @@ pub enum EngineError {
     NotAnEngine(String),
 }
 
+/// An engine could not be reached; names the node.
+#[derive(Debug, Error)]
+#[error("{node} ({addr}): {source}")]
+pub struct Unreachable {
+    pub node: String,
+    pub addr: String,
+    #[source]
+    pub source: ProxyError,
+}
+
+impl Unreachable {
+    pub fn new(engine: &Engine, source: ProxyError) -> Unreachable {
+        Unreachable { node: engine.name(), addr: engine.addr.clone(), source }
+    }
+}
+
 /// What validation learned about an engine; fixed until the next refresh of `/info`.
 #[derive(Debug, Clone)]
 pub struct EngineInfo {
