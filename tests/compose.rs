@@ -4,13 +4,12 @@
 //! a project outliving a manager restart.
 //! Needs root, `sudo scripts/install-deps.sh` and /usr/bin/docker-compose.
 
-mod support;
-
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use support::manager::{tail, Manager};
-use support::testbed::Testbed;
+use swarm_testkit::manager::Manager;
+use swarm_testkit::process::tail;
+use swarm_testkit::testbed::Testbed;
 
 /// The compose binary under test.
 const COMPOSE: &str = "/usr/bin/docker-compose";

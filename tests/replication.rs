@@ -1,15 +1,11 @@
 //! Replicated managers on real Consul, etcd and ZooKeeper, in front of real
 //! engines, driven by the real Docker CLI. Needs root and `sudo scripts/install-deps.sh`.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
-use support::consul::ConsulServer;
-use support::etcd::EtcdServer;
-use support::manager::{Manager, SwarmProcess};
-use support::testbed::Testbed;
-use support::zookeeper::ZkServer;
+use swarm_testkit::manager::{Manager, SwarmProcess};
+use swarm_testkit::store::{ConsulServer, EtcdServer, StoreFixture, ZkServer};
+use swarm_testkit::testbed::Testbed;
 
 /// Three managers, three joined engines, one store.
 struct Replicated {
@@ -175,40 +171,46 @@ fn scenario(url: &str, join_ttl: &str, tag: &str) {
     failovers(&mut r, tag);
 }
 
+/// [`scenario`] on a fresh `S` store, tagged with its URL scheme.
+fn scenario_on<S: StoreFixture>() {
+    let store = S::start();
+    scenario(&store.url("repl"), S::JOIN_TTL, S::SCHEME);
+}
+
 #[test]
 fn etcd_replication() {
-    let store = EtcdServer::start();
-    scenario(&format!("etcd://{}/repl", store.addr), "3s", "etcd");
+    scenario_on::<EtcdServer>();
 }
 
 #[test]
 fn consul_replication() {
-    let store = ConsulServer::start();
-    scenario(&format!("consul://{}/repl", store.addr), "20s", "consul");
+    scenario_on::<ConsulServer>();
 }
 
 #[test]
 fn zookeeper_replication() {
-    let store = ZkServer::start();
-    scenario(&format!("zk://{}/repl", store.addr), "3s", "zk");
+    scenario_on::<ZkServer>();
+}
+
+/// [`kill_loop`] on a fresh `S` store, tagged with its URL scheme.
+fn kill_loop_on<S: StoreFixture>() {
+    let store = S::start();
+    kill_loop(&store.url("loop"), S::JOIN_TTL, S::SCHEME);
 }
 
 #[test]
 fn kill_loop_on_etcd() {
-    let store = EtcdServer::start();
-    kill_loop(&format!("etcd://{}/loop", store.addr), "3s", "etcd");
+    kill_loop_on::<EtcdServer>();
 }
 
 #[test]
 fn kill_loop_on_consul() {
-    let store = ConsulServer::start();
-    kill_loop(&format!("consul://{}/loop", store.addr), "20s", "consul");
+    kill_loop_on::<ConsulServer>();
 }
 
 #[test]
 fn kill_loop_on_zookeeper() {
-    let store = ZkServer::start();
-    kill_loop(&format!("zk://{}/loop", store.addr), "3s", "zk");
+    kill_loop_on::<ZkServer>();
 }
 
 /// 10 consecutive kills of the primary while a client creates containers
@@ -273,25 +275,25 @@ fn kill_loop(url: &str, join_ttl: &str, tag: &str) {
 /// must elect a new primary within the TTL path, and when the host returns
 /// the old primary must be a replica. Its role is read from inside its own
 /// namespace, so "never two primaries" is checked during the cut too.
+fn network_cut_on<S: StoreFixture>() {
+    let tb = Testbed::start(3, &[], false);
+    let store = S::start_on(&tb.bridge_ip);
+    network_cut(&tb, &store.url("cut"), S::JOIN_TTL);
+}
+
 #[test]
 fn network_cut_on_etcd() {
-    let tb = Testbed::start(3, &[], false);
-    let store = EtcdServer::start_on(&tb.bridge_ip);
-    network_cut(&tb, &format!("etcd://{}/cut", store.addr), "3s");
+    network_cut_on::<EtcdServer>();
 }
 
 #[test]
 fn network_cut_on_consul() {
-    let tb = Testbed::start(3, &[], false);
-    let store = ConsulServer::start_on(&tb.bridge_ip);
-    network_cut(&tb, &format!("consul://{}/cut", store.addr), "20s");
+    network_cut_on::<ConsulServer>();
 }
 
 #[test]
 fn network_cut_on_zookeeper() {
-    let tb = Testbed::start(3, &[], false);
-    let store = ZkServer::start_on(&tb.bridge_ip);
-    network_cut(&tb, &format!("zk://{}/cut", store.addr), "3s");
+    network_cut_on::<ZkServer>();
 }
 
 fn network_cut(tb: &Testbed, url: &str, join_ttl: &str) {
@@ -352,8 +354,8 @@ fn network_cut(tb: &Testbed, url: &str, join_ttl: &str) {
 #[test]
 fn a_store_outage_demotes_the_primary_and_the_election_resumes() {
     let mut store = EtcdServer::start();
-    let url = format!("etcd://{}/outage", store.addr);
-    let r = start(&url, "3s");
+    let url = store.url("outage");
+    let r = start(&url, EtcdServer::JOIN_TTL);
     r.primary();
     store.stop();
     let stopped = Instant::now();

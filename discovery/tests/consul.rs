@@ -1,13 +1,10 @@
 //! The Consul backend against a real `consul agent -dev` (one per test, on
 //! free ports, so the tests run in parallel).
 
-#[path = "../../tests/support/consul.rs"]
-mod consul_server;
-
 use std::time::{Duration, Instant};
 
-use consul_server::ConsulServer;
 use swarm_discovery::kv::{Kind, KvConfig, KvError, KvPair, Registration, Store, TlsFiles};
+use swarm_testkit::store::{ConsulServer, StoreFixture};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 const DIR: &str = "swarm/docker/swarm/nodes";

@@ -3,13 +3,10 @@
 //! that stops renewing, breaking a dead holder's lock, store outages, and no
 //! sessions or checks left behind.
 
-#[path = "../../tests/support/consul.rs"]
-mod consul_server;
-
 use std::time::{Duration, Instant};
 
-use consul_server::ConsulServer;
 use swarm_discovery::kv::{Kind, KvConfig, KvError, Lock, LockLoss, Store};
+use swarm_testkit::store::{ConsulServer, StoreFixture};
 
 const KEY: &str = "swarm/docker/swarm/leader";
 const A: &str = "10.0.0.1:3375";

@@ -1,13 +1,10 @@
 //! The etcd backend against a real etcd server (Debian's `etcd-server`),
 //! one private server per test.
 
-#[path = "../../tests/support/etcd.rs"]
-mod etcd_server;
-
 use std::time::{Duration, Instant};
 
-use etcd_server::{EtcdServer, TestCa};
 use swarm_discovery::kv::{Kind, KvConfig, KvError, KvPair, Store, TlsFiles};
+use swarm_testkit::store::{EtcdServer, StoreFixture, TestCa};
 
 /// Connect and call timeout used by the tests.
 const TIMEOUT: Duration = Duration::from_secs(2);

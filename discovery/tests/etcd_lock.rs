@@ -2,14 +2,11 @@
 //! `etcd-server`), one private server per test. Times are printed with
 //! `--nocapture`.
 
-#[path = "../../tests/support/etcd.rs"]
-mod etcd_server;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use etcd_server::EtcdServer;
 use swarm_discovery::kv::{Kind, KvConfig, KvError, Lock, LockLoss, Store};
+use swarm_testkit::store::{EtcdServer, StoreFixture};
 
 /// Connect and call timeout: what a manager would use for its election store.
 const TIMEOUT: Duration = Duration::from_secs(1);

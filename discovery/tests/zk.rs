@@ -2,14 +2,11 @@
 //! `zookeeper`, tickTime 500 ms: session timeouts 1–10 s), one private
 //! server per test.
 
-#[path = "../../tests/support/zookeeper.rs"]
-mod zk_server;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use swarm_discovery::kv::{Kind, KvConfig, KvError, KvPair, Registration, Store, TlsFiles};
-use zk_server::ZkServer;
+use swarm_testkit::store::{StoreFixture, ZkServer};
 
 /// Connect and call timeout used by the tests.
 const TIMEOUT: Duration = Duration::from_secs(2);

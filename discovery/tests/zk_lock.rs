@@ -2,14 +2,11 @@
 //! (Debian's `zookeeper`, tickTime 500 ms: session timeouts 1–10 s), one
 //! private server per test. Times are printed with `--nocapture`.
 
-#[path = "../../tests/support/zookeeper.rs"]
-mod zk_server;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use swarm_discovery::kv::{Kind, KvConfig, KvError, Lock, LockLoss, Store};
-use zk_server::ZkServer;
+use swarm_testkit::store::{StoreFixture, ZkServer};
 
 /// Connect and call timeout: what a manager would use for its election store.
 const TIMEOUT: Duration = Duration::from_secs(1);
