@@ -22,7 +22,9 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use swarm_testkit::bench::{create_containers, percentile, vm_rss_kib, wait_running, wrk, Sampler, WrkResult};
+use swarm_testkit::bench::{
+    create_containers, percentile, requested, vm_rss_kib, wait_running, wrk, Sampler, WrkResult,
+};
 use swarm_testkit::http::Conn;
 use swarm_testkit::manager::Manager;
 use swarm_testkit::testbed::Testbed;
@@ -50,9 +52,7 @@ struct Figure {
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` would run this
     // too: only measure when asked to.
-    let args: Vec<String> = std::env::args().collect();
-    if !args.iter().any(|a| a == "--bench") {
-        println!("core bench: run with `cargo bench --bench core`; nothing to do");
+    if !requested("core") {
         return;
     }
     let requests = env_usize("SWARM_BENCH_REQUESTS", 2000);

@@ -12,6 +12,7 @@
 use std::time::{Duration, Instant};
 
 use swarm_discovery::kv::{join_key, Kind, KvConfig, Store};
+use swarm_testkit::bench;
 use swarm_testkit::manager::{Manager, SwarmProcess};
 use swarm_testkit::store::{ConsulServer, EtcdServer, StoreFixture, ZkServer};
 use swarm_testkit::testbed::Testbed;
@@ -105,8 +106,7 @@ fn bench_backend<S: StoreFixture>(kind: Kind, tb: &Testbed, rows: &mut Vec<Row>)
 }
 
 fn main() {
-    if !std::env::args().any(|a| a == "--bench") {
-        println!("discovery bench: run with `cargo bench --bench discovery`; nothing to do");
+    if !bench::requested("discovery") {
         return;
     }
     let tb = Testbed::start(1, &[], false);

@@ -11,6 +11,7 @@
 
 use std::time::{Duration, Instant};
 
+use swarm_testkit::bench;
 use swarm_testkit::http::Conn;
 use swarm_testkit::manager::{Manager, SwarmProcess};
 use swarm_testkit::store::{ConsulServer, EtcdServer, StoreFixture, ZkServer};
@@ -159,8 +160,7 @@ fn ms(d: Duration) -> String {
 }
 
 fn main() {
-    if !std::env::args().any(|a| a == "--bench") {
-        println!("failover bench: run with `cargo bench --bench failover`; nothing to do");
+    if !bench::requested("failover") {
         return;
     }
     let tb = Testbed::start(1, &[], false);

@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use swarm_testkit::manager::{swarm_output, Manager, SwarmProcess};
+use swarm_testkit::per_store;
 use swarm_testkit::store::{ConsulServer, EtcdServer, StoreFixture, TestCa, ZkServer};
 use swarm_testkit::testbed::Testbed;
 
@@ -45,7 +46,8 @@ fn nodes(m: &Manager) -> usize {
 /// The whole story on one store: 3 engines join, list and manage see them;
 /// SIGTERM deregisters at once, SIGKILL expires with the TTL; a store
 /// outage keeps the manager serving, and it resynchronises afterwards.
-fn lifecycle<S: StoreFixture>(store: &mut S) {
+fn lifecycle<S: StoreFixture>() {
+    let mut store = S::start();
     let tb = Testbed::shared();
     let url = store.url("swarm");
     let ttl = S::JOIN_TTL;
@@ -89,23 +91,7 @@ fn lifecycle<S: StoreFixture>(store: &mut S) {
     drop(joins);
 }
 
-#[test]
-fn consul_discovery() {
-    let mut store = ConsulServer::start();
-    lifecycle(&mut store);
-}
-
-#[test]
-fn etcd_discovery() {
-    let mut store = EtcdServer::start();
-    lifecycle(&mut store);
-}
-
-#[test]
-fn zookeeper_discovery() {
-    let mut store = ZkServer::start();
-    lifecycle(&mut store);
-}
+per_store!(lifecycle: consul_discovery => ConsulServer, etcd_discovery => EtcdServer, zookeeper_discovery => ZkServer);
 
 #[test]
 fn etcd_over_tls() {

@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use swarm_testkit::manager::{Manager, SwarmProcess};
+use swarm_testkit::per_store;
 use swarm_testkit::store::{ConsulServer, EtcdServer, StoreFixture, ZkServer};
 use swarm_testkit::testbed::Testbed;
 
@@ -177,20 +178,7 @@ fn scenario_on<S: StoreFixture>() {
     scenario(&store.url("repl"), S::JOIN_TTL, S::SCHEME);
 }
 
-#[test]
-fn etcd_replication() {
-    scenario_on::<EtcdServer>();
-}
-
-#[test]
-fn consul_replication() {
-    scenario_on::<ConsulServer>();
-}
-
-#[test]
-fn zookeeper_replication() {
-    scenario_on::<ZkServer>();
-}
+per_store!(scenario_on: etcd_replication => EtcdServer, consul_replication => ConsulServer, zookeeper_replication => ZkServer);
 
 /// [`kill_loop`] on a fresh `S` store, tagged with its URL scheme.
 fn kill_loop_on<S: StoreFixture>() {
@@ -198,20 +186,7 @@ fn kill_loop_on<S: StoreFixture>() {
     kill_loop(&store.url("loop"), S::JOIN_TTL, S::SCHEME);
 }
 
-#[test]
-fn kill_loop_on_etcd() {
-    kill_loop_on::<EtcdServer>();
-}
-
-#[test]
-fn kill_loop_on_consul() {
-    kill_loop_on::<ConsulServer>();
-}
-
-#[test]
-fn kill_loop_on_zookeeper() {
-    kill_loop_on::<ZkServer>();
-}
+per_store!(kill_loop_on: kill_loop_on_etcd => EtcdServer, kill_loop_on_consul => ConsulServer, kill_loop_on_zookeeper => ZkServer);
 
 /// 10 consecutive kills of the primary while a client creates containers
 /// through a replica: no container is lost or exists twice, and every
@@ -281,20 +256,7 @@ fn network_cut_on<S: StoreFixture>() {
     network_cut(&tb, &store.url("cut"), S::JOIN_TTL);
 }
 
-#[test]
-fn network_cut_on_etcd() {
-    network_cut_on::<EtcdServer>();
-}
-
-#[test]
-fn network_cut_on_consul() {
-    network_cut_on::<ConsulServer>();
-}
-
-#[test]
-fn network_cut_on_zookeeper() {
-    network_cut_on::<ZkServer>();
-}
+per_store!(network_cut_on: network_cut_on_etcd => EtcdServer, network_cut_on_consul => ConsulServer, network_cut_on_zookeeper => ZkServer);
 
 fn network_cut(tb: &Testbed, url: &str, join_ttl: &str) {
     let _joins: Vec<SwarmProcess> = tb

@@ -12,6 +12,16 @@ use crate::manager::Manager;
 use crate::process::tail;
 use crate::testbed::Testbed;
 
+/// True when cargo runs the bench `name` to measure (`cargo bench` passes
+/// `--bench`); otherwise (`cargo test --benches`) says how to run it.
+pub fn requested(name: &str) -> bool {
+    let requested = std::env::args().any(|a| a == "--bench");
+    if !requested {
+        println!("{name} bench: run with `cargo bench --bench {name}`; nothing to do");
+    }
+    requested
+}
+
 /// Latency sampling on keep-alive connections.
 pub struct Sampler;
 

@@ -230,18 +230,26 @@ impl Manager {
         cmd
     }
 
+    /// Runs the CLI; returns its arguments as one string (for messages) and its output.
+    fn docker_shown<I, S>(&self, args: I) -> (String, Output)
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let args: Vec<String> = args.into_iter().map(|a| a.as_ref().to_string_lossy().into_owned()).collect();
+        (args.join(" "), self.docker(&args))
+    }
+
     /// Runs the CLI and returns trimmed stdout; panics with stderr and the log on failure.
     pub fn docker_ok<I, S>(&self, args: I) -> String
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let args: Vec<String> = args.into_iter().map(|a| a.as_ref().to_string_lossy().into_owned()).collect();
-        let out = self.docker(&args);
+        let (shown, out) = self.docker_shown(args);
         assert!(
             out.status.success(),
-            "docker {} failed: {}\n{}\nmanager log tail:\n{}",
-            args.join(" "),
+            "docker {shown} failed: {}\n{}\nmanager log tail:\n{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr),
             tail(&self.log(), 30)
@@ -271,9 +279,8 @@ impl Manager {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let args: Vec<String> = args.into_iter().map(|a| a.as_ref().to_string_lossy().into_owned()).collect();
-        let out = self.docker(&args);
-        assert!(!out.status.success(), "docker {} should have failed", args.join(" "));
+        let (shown, out) = self.docker_shown(args);
+        assert!(!out.status.success(), "docker {shown} should have failed");
         String::from_utf8_lossy(&out.stderr).trim().to_string()
     }
 

@@ -310,9 +310,17 @@ pub async fn store_down_is_reported_quickly_and_the_lock_survives_a_short_outage
     server
 }
 
-/// With the store stopped: `list` fails as Unreachable within `bound`, and
-/// so do `refresh` of `reg` and a `wait_dir`.
-pub async fn assert_registration_calls_unreachable<S: Backend>(store: &Store, reg: &mut Registration, bound: Duration) {
+/// A fresh server with one registration (`s/nodes/a:1`, TTL `ttl`), then
+/// stopped: `list` fails as Unreachable within `bound`, and so do `refresh`
+/// and a `wait_dir`. Returns the stopped server, the client and the
+/// registration, to go on with the store's recovery.
+pub async fn stopped_store_is_unreachable<S: Backend>(ttl: Duration, bound: Duration) -> (S, Store, Registration) {
+    let mut server = S::start();
+    let store = crate::connect(&server).await;
+    let mut reg = store.register("s/nodes/a:1", b"a", ttl).await.unwrap();
+    assert_eq!(store.list("s/nodes").await.unwrap().len(), 1);
+
+    server.stop();
     let start = Instant::now();
     let err = store.list("s/nodes").await.unwrap_err();
     eprintln!("{} down: list -> {err} after {:?}", S::NAME, start.elapsed());
@@ -323,4 +331,5 @@ pub async fn assert_registration_calls_unreachable<S: Backend>(store: &Store, re
     assert!(matches!(err, KvError::Unreachable { .. }), "{err:?}");
     let err = store.wait_dir("s/nodes", Some(&[]), Duration::from_secs(1)).await.unwrap_err();
     assert!(matches!(err, KvError::Unreachable { .. }), "{err:?}");
+    (server, store, reg)
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use swarm_discovery::kv::{Kind, KvError, KvPair, Lock, LockLoss, Store, TlsFiles};
 use swarm_testkit::store::{EtcdServer, StoreFixture, TestCa};
 
-use crate::contract::{self, assert_refresh_keeps_it_alive, assert_registration_calls_unreachable};
+use crate::contract::{self, assert_refresh_keeps_it_alive};
 use crate::{config, connect, connect_for_locks, keys, wait_for, wait_in_background, Backend, KEY};
 
 /// etcd's smallest lease TTL with its default timing.
@@ -155,14 +155,9 @@ async fn refresh_keeps_a_registration_alive_and_recreates_it_after_expiry() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_down_is_unreachable_and_works_again_after_restart() {
-    let mut server = EtcdServer::start();
-    let store = connect(&server).await;
-    let mut reg = store.register("s/nodes/a:1", b"a", Duration::from_secs(30)).await.unwrap();
-    assert_eq!(store.list("s/nodes").await.unwrap().len(), 1);
-
-    server.stop();
     let bound = EtcdServer::TIMEOUT + Duration::from_secs(2);
-    assert_registration_calls_unreachable::<EtcdServer>(&store, &mut reg, bound).await;
+    let (mut server, store, mut reg) =
+        contract::stopped_store_is_unreachable::<EtcdServer>(Duration::from_secs(30), bound).await;
 
     server.restart();
     // The client reconnects by itself; allow it a moment.

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use swarm_discovery::kv::{Kind, KvError, Lock, LockLoss, Registration};
 use swarm_testkit::store::{StoreFixture, ZkServer};
 
-use crate::contract::{self, assert_refresh_keeps_it_alive, assert_registration_calls_unreachable};
+use crate::contract::{self, assert_refresh_keeps_it_alive};
 use crate::{connect, connect_for_locks, keys, wait_for, wait_in_background, Backend, KEY};
 
 const TTL: Duration = Duration::from_secs(2);
@@ -187,14 +187,9 @@ async fn refresh_keeps_a_registration_alive_past_its_ttl() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_down_is_unreachable_and_works_again_after_restart() {
-    let mut server = ZkServer::start();
-    let store = connect(&server).await;
-    let mut reg = store.register("s/nodes/a:1", b"a", Duration::from_secs(2)).await.unwrap();
-    assert_eq!(store.list("s/nodes").await.unwrap().len(), 1);
-
-    server.stop();
     let bound = ZkServer::TIMEOUT + Duration::from_secs(1);
-    assert_registration_calls_unreachable::<ZkServer>(&store, &mut reg, bound).await;
+    let (mut server, store, mut reg) =
+        contract::stopped_store_is_unreachable::<ZkServer>(Duration::from_secs(2), bound).await;
     // Once the client knows it is disconnected, it fails at once.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let start = Instant::now();

@@ -8,7 +8,7 @@ use std::io::Write;
 use std::process::Command;
 use std::time::Duration;
 
-use super::{ServerProcess, StoreFixture};
+use super::{ServerProcess, StoreFixture, StoreProfile};
 use crate::http;
 use crate::process::free_tcp_udp_ports;
 
@@ -49,12 +49,10 @@ pub struct ConsulServer {
 }
 
 impl StoreFixture for ConsulServer {
-    const NAME: &'static str = "consul";
-    const SCHEME: &'static str = "consul";
-    /// Consul's session TTL is at least 10 s, which the client asks as half the `--ttl`.
-    const JOIN_TTL: &'static str = "20s";
-    /// Session TTL 10 s, which Consul may take twice as long to enforce.
-    const JOIN_EXPIRY: Duration = Duration::from_secs(40);
+    /// Consul's session TTL is at least 10 s, which the client asks as half
+    /// the `--ttl`; it may take twice the session TTL to enforce it.
+    const PROFILE: StoreProfile =
+        StoreProfile { name: "consul", scheme: "consul", join_ttl: "20s", join_expiry: Duration::from_secs(40) };
 
     /// Starts an agent and waits until it has a leader and its node is
     /// registered (so sessions can be created).
@@ -81,10 +79,6 @@ impl StoreFixture for ConsulServer {
         panic!("{last_error}");
     }
 
-    fn addr(&self) -> &str {
-        &self.addr
-    }
-
     fn process(&self) -> &ServerProcess {
         &self.process
     }
@@ -93,9 +87,8 @@ impl StoreFixture for ConsulServer {
         &mut self.process
     }
 
-    /// Starts the agent again on the same ports, empty (see the module docs).
-    fn restart(&mut self) {
-        self.stop();
+    /// Starts the agent (again on the same ports, empty: see the module docs).
+    fn spawn(&mut self) {
         if let Err(e) = self.launch() {
             panic!("{e}");
         }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use super::{ServerProcess, StoreFixture};
+use super::{ServerProcess, StoreFixture, StoreProfile};
 use crate::process::{free_port, temp_dir};
 use crate::INSTALL_HINT;
 
@@ -147,17 +147,11 @@ pub struct EtcdServer {
 }
 
 impl StoreFixture for EtcdServer {
-    const NAME: &'static str = "etcd";
-    const SCHEME: &'static str = "etcd";
-    const JOIN_TTL: &'static str = "3s";
-    const JOIN_EXPIRY: Duration = Duration::from_secs(15);
+    const PROFILE: StoreProfile =
+        StoreProfile { name: "etcd", scheme: "etcd", join_ttl: "3s", join_expiry: Duration::from_secs(15) };
 
     fn start_on(ip: &str) -> EtcdServer {
         Self::launch(None, ip)
-    }
-
-    fn addr(&self) -> &str {
-        &self.addr
     }
 
     fn process(&self) -> &ServerProcess {
@@ -168,9 +162,30 @@ impl StoreFixture for EtcdServer {
         &mut self.process
     }
 
-    fn restart(&mut self) {
-        self.stop();
-        self.spawn();
+    fn spawn(&mut self) {
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let name = "swarm-test";
+        let mut command = Command::new(ETCD);
+        command
+            .arg("--name")
+            .arg(name)
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .args(["--listen-client-urls", &self.url, "--advertise-client-urls", &self.url])
+            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &format!("{name}={peer}")])
+            .args(["--logger", "zap", "--log-outputs", "stderr"])
+            // Settings from the environment (ETCD_*) would change the server.
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+        if let Some((cert, key, ca)) = &self.server_tls {
+            command.arg("--cert-file").arg(cert).arg("--key-file").arg(key).arg("--trusted-ca-file").arg(ca);
+            command.arg("--client-cert-auth");
+        }
+        let (url, tls) = (&self.url, &self.client_tls);
+        if let Err(e) = self.process.launch(&mut command, "etcd", START_TIMEOUT, || healthy(url, tls.as_ref())) {
+            panic!("{e}");
+        }
     }
 }
 
@@ -198,32 +213,6 @@ impl EtcdServer {
         };
         server.spawn();
         server
-    }
-
-    fn spawn(&mut self) {
-        let peer = format!("http://127.0.0.1:{}", self.peer_port);
-        let name = "swarm-test";
-        let mut command = Command::new(ETCD);
-        command
-            .arg("--name")
-            .arg(name)
-            .arg("--data-dir")
-            .arg(self.data_dir())
-            .args(["--listen-client-urls", &self.url, "--advertise-client-urls", &self.url])
-            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
-            .args(["--initial-cluster", &format!("{name}={peer}")])
-            .args(["--logger", "zap", "--log-outputs", "stderr"])
-            // Settings from the environment (ETCD_*) would change the server.
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default());
-        if let Some((cert, key, ca)) = &self.server_tls {
-            command.arg("--cert-file").arg(cert).arg("--key-file").arg(key).arg("--trusted-ca-file").arg(ca);
-            command.arg("--client-cert-auth");
-        }
-        let (url, tls) = (&self.url, &self.client_tls);
-        if let Err(e) = self.process.launch(&mut command, "etcd", START_TIMEOUT, || healthy(url, tls.as_ref())) {
-            panic!("{e}");
-        }
     }
 
     /// True if `GET /health` answers `"health":"true"`.

@@ -21,16 +21,44 @@ pub use zookeeper::{four_letter_word, ZkServer, TICK_MS};
 use crate::process::{read_log, tail, temp_dir, OwnedChild};
 use crate::INSTALL_HINT;
 
+/// One `#[test]` per store: `per_store!(scenario: etcd_x => EtcdServer, ...)`
+/// defines `fn etcd_x()` running `scenario::<EtcdServer>()`.
+#[macro_export]
+macro_rules! per_store {
+    ($scenario:ident: $($test:ident => $store:ty),+ $(,)?) => {
+        $(
+            #[test]
+            fn $test() {
+                $scenario::<$store>();
+            }
+        )+
+    };
+}
+
+/// The constants of a [`StoreFixture`], in one value per store.
+pub struct StoreProfile {
+    /// See [`StoreFixture::NAME`].
+    pub name: &'static str,
+    /// See [`StoreFixture::SCHEME`].
+    pub scheme: &'static str,
+    /// See [`StoreFixture::JOIN_TTL`].
+    pub join_ttl: &'static str,
+    /// See [`StoreFixture::JOIN_EXPIRY`].
+    pub join_expiry: Duration,
+}
+
 /// A running (or deliberately stopped) store server.
 pub trait StoreFixture: Sized {
     /// The store's name as the store clients report it (`etcd`, `consul`, `zookeeper`).
-    const NAME: &'static str;
+    const NAME: &'static str = Self::PROFILE.name;
     /// The discovery URL scheme (`etcd`, `consul`, `zk`).
-    const SCHEME: &'static str;
+    const SCHEME: &'static str = Self::PROFILE.scheme;
     /// The shortest `--ttl` of `swarm join` the store honours.
-    const JOIN_TTL: &'static str;
+    const JOIN_TTL: &'static str = Self::PROFILE.join_ttl;
     /// How long a registration made with [`Self::JOIN_TTL`] may outlive a killed join.
-    const JOIN_EXPIRY: Duration;
+    const JOIN_EXPIRY: Duration = Self::PROFILE.join_expiry;
+    /// What the constants above are for this store.
+    const PROFILE: StoreProfile;
 
     /// Starts a server with its client port on 127.0.0.1; returns once it serves.
     fn start() -> Self {
@@ -41,18 +69,27 @@ pub trait StoreFixture: Sized {
     /// so that managers inside engine namespaces reach it).
     fn start_on(ip: &str) -> Self;
 
-    /// `ip:port` of the client port.
-    fn addr(&self) -> &str;
-
     /// The server process.
     fn process(&self) -> &ServerProcess;
 
     /// The server process, to stop it.
     fn process_mut(&mut self) -> &mut ServerProcess;
 
+    /// Runs the server (again, on the same ports) and waits until it
+    /// serves; panics if it does not.
+    fn spawn(&mut self);
+
+    /// `ip:port` of the client port.
+    fn addr(&self) -> &str {
+        &self.process().addr
+    }
+
     /// Starts the server again on the same ports (stopping it first if it
     /// still runs); returns once it serves.
-    fn restart(&mut self);
+    fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
 
     /// The discovery URL `scheme://addr/path`.
     fn url(&self, path: &str) -> String {

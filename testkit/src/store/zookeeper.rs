@@ -10,7 +10,7 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::Duration;
 
-use super::{ServerProcess, StoreFixture};
+use super::{ServerProcess, StoreFixture, StoreProfile};
 use crate::process::free_port;
 
 /// The JVM of Debian's default JRE.
@@ -37,10 +37,8 @@ pub struct ZkServer {
 }
 
 impl StoreFixture for ZkServer {
-    const NAME: &'static str = "zookeeper";
-    const SCHEME: &'static str = "zk";
-    const JOIN_TTL: &'static str = "3s";
-    const JOIN_EXPIRY: Duration = Duration::from_secs(20);
+    const PROFILE: StoreProfile =
+        StoreProfile { name: "zookeeper", scheme: "zk", join_ttl: "3s", join_expiry: Duration::from_secs(20) };
 
     /// Writes the config and starts the server; returns once it answers.
     fn start_on(ip: &str) -> ZkServer {
@@ -73,10 +71,6 @@ impl StoreFixture for ZkServer {
         server
     }
 
-    fn addr(&self) -> &str {
-        &self.addr
-    }
-
     fn process(&self) -> &ServerProcess {
         &self.process
     }
@@ -85,13 +79,6 @@ impl StoreFixture for ZkServer {
         &mut self.process
     }
 
-    fn restart(&mut self) {
-        self.stop();
-        self.spawn();
-    }
-}
-
-impl ZkServer {
     fn spawn(&mut self) {
         let d = self.process.dir.path();
         let mut classpath = vec![d.display().to_string()];
@@ -112,7 +99,9 @@ impl ZkServer {
             panic!("{e}");
         }
     }
+}
 
+impl ZkServer {
     /// True if the server answers `srvr` with `Mode: standalone`.
     pub fn serving(&self) -> bool {
         serving(&self.addr)
