@@ -19,16 +19,15 @@
 //! default 2000), `SWARM_BENCH_WRK_SECS` (default 5), `SWARM_BENCH_CONTAINERS`
 //! (default 300).
 
-#[path = "../tests/support/testbed.rs"]
-mod testbed;
-
-mod support;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::{create_containers, percentile, vm_rss_kib, wrk, Conn, Manager, Sampler, WrkResult};
-use testbed::Testbed;
+use swarm_testkit::bench::{
+    create_containers, percentile, requested, vm_rss_kib, wait_running, wrk, Sampler, WrkResult,
+};
+use swarm_testkit::http::Conn;
+use swarm_testkit::manager::Manager;
+use swarm_testkit::testbed::Testbed;
 
 const API: &str = "/v1.41";
 const ENGINES: usize = 3;
@@ -53,9 +52,7 @@ struct Figure {
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` would run this
     // too: only measure when asked to.
-    let args: Vec<String> = std::env::args().collect();
-    if !args.iter().any(|a| a == "--bench") {
-        println!("core bench: run with `cargo bench --bench core`; nothing to do");
+    if !requested("core") {
         return;
     }
     let requests = env_usize("SWARM_BENCH_REQUESTS", 2000);
@@ -78,10 +75,11 @@ fn main() {
         .collect();
 
     let discovery = tb.addrs().join(",");
-    let manager = Manager::start(swarm, &discovery);
-    manager.wait_healthy(ENGINES, Duration::from_secs(60));
-    manager.wait_containers(Duration::from_secs(60), |list| {
-        ids.iter().all(|id| list.iter().any(|c| c["Id"].as_str() == Some(id.as_str())))
+    let manager = Manager::builder(&discovery).binary(swarm).default_refresh().start();
+    manager.wait_healthy_within(ENGINES, Duration::from_secs(60));
+    manager.wait_until(Duration::from_secs(60), "the manager lists the containers", |m| {
+        m.containers()
+            .is_some_and(|list| ids.iter().all(|id| list.iter().any(|c| c["Id"].as_str() == Some(id.as_str()))))
     });
     println!(
         "setup: testbed + manager ready in {:.1}s (manager pid {})",
@@ -127,7 +125,7 @@ fn main() {
     let extra = total_containers - ENGINES;
     create_containers(&tb, extra);
     println!("setup: {extra} more containers created and started in {:.1}s", t.elapsed().as_secs_f64());
-    let caught_up = manager.wait_running(total_containers, Duration::from_secs(180), Duration::from_secs(5));
+    let caught_up = wait_running(&manager, total_containers, Duration::from_secs(180), Duration::from_secs(5));
     println!("setup: manager lists all {total_containers} running containers {:.1}s later", caught_up.as_secs_f64());
     let list_path = format!("{API}/containers/json?all=1");
     let mut direct = Conn::connect(&engine.addr);

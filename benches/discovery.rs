@@ -9,22 +9,13 @@
 //! `cargo bench --bench discovery`. Targets: at most 0.3 s for both, on
 //! every backend (the original: 0.56 s on its slowest backend).
 
-#[path = "../tests/support/consul.rs"]
-mod consul;
-#[path = "../tests/support/etcd.rs"]
-mod etcd;
-#[path = "../tests/support/manager.rs"]
-mod manager;
-#[path = "../tests/support/testbed.rs"]
-mod testbed;
-#[path = "../tests/support/zookeeper.rs"]
-mod zookeeper;
-
 use std::time::{Duration, Instant};
 
-use manager::{Manager, SwarmProcess};
 use swarm_discovery::kv::{join_key, Kind, KvConfig, Store};
-use testbed::Testbed;
+use swarm_testkit::bench;
+use swarm_testkit::manager::{Manager, SwarmProcess};
+use swarm_testkit::store::{ConsulServer, EtcdServer, StoreFixture, ZkServer};
+use swarm_testkit::testbed::Testbed;
 
 const TARGET: Duration = Duration::from_millis(300);
 const JOINS: usize = 5;
@@ -63,26 +54,33 @@ struct Row {
     max: Duration,
 }
 
-fn bench_backend(backend: &'static str, kind: Kind, store_addr: &str, ttl: &str, tb: &Testbed, rows: &mut Vec<Row>) {
-    let url = format!("{}://{store_addr}/bench", kind.scheme());
-    let manager = Manager::start(&url, &[]);
-    let engine = &tb.engines[0].addr;
-
+/// Median and max of `JOINS` times from `swarm join` start to the engine
+/// `addr` being Healthy in `m`, each join ended (SIGTERM) before the next.
+fn join_times(m: &Manager, url: &str, addr: &str, ttl: &str) -> (Duration, Duration) {
     let mut samples = Vec::new();
     for _ in 0..JOINS {
-        let (took, mut join) = time_join(&manager, &url, engine, ttl, 0);
+        let (took, mut join) = time_join(m, url, addr, ttl, 0);
         samples.push(took);
         join.signal("TERM");
-        manager.wait_until(Duration::from_secs(10), "the engine leaves", |m| healthy(m) == 0);
+        m.wait_until(Duration::from_secs(10), "the engine leaves", |m| healthy(m) == 0);
     }
-    let (median, max) = stats(samples);
+    stats(samples)
+}
+
+fn bench_backend<S: StoreFixture>(kind: Kind, tb: &Testbed, rows: &mut Vec<Row>) {
+    let store = S::start();
+    let (backend, ttl) = (S::NAME, S::JOIN_TTL);
+    let url = store.url("bench");
+    let manager = Manager::start(&url, &[]);
+    let engine = &tb.engines[0].addr;
+    let (median, max) = join_times(&manager, &url, engine, ttl);
     rows.push(Row { backend, figure: "join -> Healthy", median, max });
 
     // A crowd of registrations, most of which never answer.
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let config = KvConfig {
         kind,
-        endpoints: vec![store_addr.to_string()],
+        endpoints: vec![store.addr().to_string()],
         prefix: "crowd".into(),
         path: swarm_discovery::DEFAULT_NODES_PATH.into(),
         tls: None,
@@ -98,41 +96,24 @@ fn bench_backend(backend: &'static str, kind: Kind, store_addr: &str, ttl: &str,
         }
         (store, regs)
     });
-    let crowd_url = format!("{}://{store_addr}/crowd", kind.scheme());
+    let crowd_url = store.url("crowd");
     let crowded = Manager::start(&crowd_url, &[]);
     crowded.wait_until(Duration::from_secs(30), "the crowd is known", |m| {
         m.docker_ok(["info"]).contains(&format!(" Nodes: {CROWD}"))
     });
-    let mut samples = Vec::new();
-    for _ in 0..JOINS {
-        let (took, mut join) = time_join(&crowded, &crowd_url, engine, ttl, 0);
-        samples.push(took);
-        join.signal("TERM");
-        crowded.wait_until(Duration::from_secs(10), "the engine leaves", |m| healthy(m) == 0);
-    }
-    let (median, max) = stats(samples);
+    let (median, max) = join_times(&crowded, &crowd_url, engine, ttl);
     rows.push(Row { backend, figure: "notice 1 new among 200", median, max });
 }
 
 fn main() {
-    if !std::env::args().any(|a| a == "--bench") {
-        println!("discovery bench: run with `cargo bench --bench discovery`; nothing to do");
+    if !bench::requested("discovery") {
         return;
     }
     let tb = Testbed::start(1, &[], false);
     let mut rows = Vec::new();
-    {
-        let store = consul::ConsulServer::start();
-        bench_backend("consul", Kind::Consul, &store.addr, "20s", &tb, &mut rows);
-    }
-    {
-        let store = etcd::EtcdServer::start();
-        bench_backend("etcd", Kind::Etcd, &store.addr, "3s", &tb, &mut rows);
-    }
-    {
-        let store = zookeeper::ZkServer::start();
-        bench_backend("zookeeper", Kind::Zk, &store.addr, "3s", &tb, &mut rows);
-    }
+    bench_backend::<ConsulServer>(Kind::Consul, &tb, &mut rows);
+    bench_backend::<EtcdServer>(Kind::Etcd, &tb, &mut rows);
+    bench_backend::<ZkServer>(Kind::Zk, &tb, &mut rows);
     println!("\ndiscovery figures ({JOINS} joins each, --heartbeat 1s)\n");
     println!("{:<10} {:<24} {:>9} {:>9} {:>9}  verdict", "backend", "figure", "median", "max", "target");
     for r in &rows {

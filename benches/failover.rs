@@ -9,23 +9,13 @@
 //!
 //! `cargo bench --bench failover`.
 
-#[path = "../tests/support/consul.rs"]
-mod consul;
-#[path = "../tests/support/etcd.rs"]
-mod etcd;
-#[path = "../tests/support/manager.rs"]
-mod manager;
-#[path = "../tests/support/testbed.rs"]
-mod testbed;
-#[path = "../tests/support/zookeeper.rs"]
-mod zookeeper;
-
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use manager::{Manager, SwarmProcess};
-use testbed::Testbed;
+use swarm_testkit::bench;
+use swarm_testkit::http::Conn;
+use swarm_testkit::manager::{Manager, SwarmProcess};
+use swarm_testkit::store::{ConsulServer, EtcdServer, StoreFixture, ZkServer};
+use swarm_testkit::testbed::Testbed;
 
 const DRILLS: usize = 5;
 const SAMPLES: usize = 2000;
@@ -86,44 +76,10 @@ fn stats(mut v: Vec<Duration>) -> (Duration, Duration) {
 
 /// p50/p99 of sequential keep-alive `GET path` on one connection.
 fn latency(addr: &str, path: &str) -> (Duration, Duration) {
-    let stream = TcpStream::connect(addr).expect("connect");
-    stream.set_nodelay(true).expect("nodelay");
-    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-    let mut writer = stream;
+    let mut conn = Conn::connect(addr);
     let mut one = || {
         let start = Instant::now();
-        write!(writer, "GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n").expect("write");
-        let mut length = None;
-        let mut chunked = false;
-        loop {
-            let mut line = String::new();
-            reader.read_line(&mut line).expect("read");
-            let l = line.trim_end().to_ascii_lowercase();
-            if l.is_empty() {
-                break;
-            }
-            if let Some(v) = l.strip_prefix("content-length:") {
-                length = v.trim().parse::<usize>().ok();
-            }
-            if l.starts_with("transfer-encoding:") && l.contains("chunked") {
-                chunked = true;
-            }
-        }
-        if chunked {
-            loop {
-                let mut size = String::new();
-                reader.read_line(&mut size).expect("chunk size");
-                let n = usize::from_str_radix(size.trim(), 16).expect("hex");
-                let mut buf = vec![0; n + 2];
-                reader.read_exact(&mut buf).expect("chunk");
-                if n == 0 {
-                    break;
-                }
-            }
-        } else if let Some(n) = length {
-            let mut buf = vec![0; n];
-            reader.read_exact(&mut buf).expect("body");
-        }
+        conn.get_ok(path);
         start.elapsed()
     };
     for _ in 0..200 {
@@ -134,9 +90,19 @@ fn latency(addr: &str, path: &str) -> (Duration, Duration) {
     (v[SAMPLES / 2], v[SAMPLES * 99 / 100])
 }
 
-fn bench(backend: &'static str, url: &str, join_ttl: &str, tb: &Testbed, rows: &mut Vec<Row>) {
-    let _join =
-        SwarmProcess::start(&["join", "--advertise", &tb.engines[0].addr, "--heartbeat", "1s", "--ttl", join_ttl, url]);
+fn bench<S: StoreFixture>(tb: &Testbed, rows: &mut Vec<Row>) {
+    let store = S::start();
+    let (backend, url) = (S::NAME, &store.url("bench"));
+    let _join = SwarmProcess::start(&[
+        "join",
+        "--advertise",
+        &tb.engines[0].addr,
+        "--heartbeat",
+        "1s",
+        "--ttl",
+        S::JOIN_TTL,
+        url,
+    ]);
     let mut managers: Vec<Option<Manager>> = (0..3).map(|_| Some(Manager::start_replicated(url, &[]))).collect();
     for m in managers.iter().flatten() {
         m.wait_healthy(1);
@@ -194,24 +160,14 @@ fn ms(d: Duration) -> String {
 }
 
 fn main() {
-    if !std::env::args().any(|a| a == "--bench") {
-        println!("failover bench: run with `cargo bench --bench failover`; nothing to do");
+    if !bench::requested("failover") {
         return;
     }
     let tb = Testbed::start(1, &[], false);
     let mut rows = Vec::new();
-    {
-        let store = etcd::EtcdServer::start();
-        bench("etcd", &format!("etcd://{}/bench", store.addr), "3s", &tb, &mut rows);
-    }
-    {
-        let store = consul::ConsulServer::start();
-        bench("consul", &format!("consul://{}/bench", store.addr), "20s", &tb, &mut rows);
-    }
-    {
-        let store = zookeeper::ZkServer::start();
-        bench("zookeeper", &format!("zk://{}/bench", store.addr), "3s", &tb, &mut rows);
-    }
+    bench::<EtcdServer>(&tb, &mut rows);
+    bench::<ConsulServer>(&tb, &mut rows);
+    bench::<ZkServer>(&tb, &mut rows);
     println!("\nreplication figures ({DRILLS} drills each, default --replication-ttl)\n");
     println!("{:<10} {:<28} {:>22} {:>12}  verdict", "backend", "figure", "measured", "target");
     for r in &rows {

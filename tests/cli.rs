@@ -1,12 +1,11 @@
 //! The real Docker CLI (v28) against a manager in front of 3 real engines.
 //! Needs root and `sudo scripts/install-deps.sh`.
 
-mod support;
-
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use support::manager::Manager;
-use support::testbed::{http_get_retry, Testbed};
+use swarm_testkit::http;
+use swarm_testkit::manager::Manager;
+use swarm_testkit::testbed::Testbed;
 
 /// Removes containers on drop, so a failing test leaves nothing behind.
 struct Cleanup<'a> {
@@ -201,7 +200,7 @@ fn published_port_is_reachable_on_the_engine_address() {
     let ports = m.docker_ok(["ps", "--filter", "name=cli-port", "--format", "{{.Ports}}"]);
     assert!(ports.contains(&format!("{ip}:18181->80/tcp")), "0.0.0.0 shown as the engine IP: {ports}");
     let (status, _) =
-        http_get_retry(&format!("{ip}:18181"), "/", Duration::from_secs(10)).expect("HTTP to the published port");
+        http::get_retry(&format!("{ip}:18181"), "/", Duration::from_secs(10)).expect("HTTP to the published port");
     assert!(status == 200 || status == 404, "httpd answered {status}");
 }
 

@@ -4,13 +4,12 @@
 //! a project outliving a manager restart.
 //! Needs root, `sudo scripts/install-deps.sh` and /usr/bin/docker-compose.
 
-mod support;
-
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use support::manager::{tail, Manager};
-use support::testbed::Testbed;
+use swarm_testkit::manager::Manager;
+use swarm_testkit::process::{poll, tail};
+use swarm_testkit::testbed::Testbed;
 
 /// The compose binary under test.
 const COMPOSE: &str = "/usr/bin/docker-compose";
@@ -148,16 +147,7 @@ fn shared_manager() -> Manager {
 
 /// Polls `check` every 200 ms until it holds or `within` has passed.
 fn eventually(within: Duration, check: impl Fn() -> bool) -> bool {
-    let start = Instant::now();
-    loop {
-        if check() {
-            return true;
-        }
-        if start.elapsed() >= within {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    poll(within, Duration::from_millis(200), check)
 }
 
 /// `docker-compose ps` shows every one of `containers` as up.

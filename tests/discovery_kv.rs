@@ -1,81 +1,12 @@
 //! `swarm join`, `swarm list` and `swarm manage` on real Consul, etcd and
 //! ZooKeeper servers, with real engines. Needs root and `sudo scripts/install-deps.sh`.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
-use support::consul::ConsulServer;
-use support::etcd::{EtcdServer, TestCa};
-use support::manager::{swarm_output, Manager, SwarmProcess};
-use support::testbed::Testbed;
-use support::zookeeper::ZkServer;
-
-/// What the lifecycle test needs from a store fixture.
-trait TestStore {
-    fn url(&self) -> String;
-    /// `--ttl` for joins: short, but at least what the store can honour.
-    fn ttl(&self) -> &'static str;
-    /// How long a killed join may stay registered.
-    fn expiry(&self) -> Duration;
-    fn stop(&mut self);
-    fn restart(&mut self);
-}
-
-impl TestStore for ConsulServer {
-    fn url(&self) -> String {
-        format!("consul://{}/swarm", self.addr)
-    }
-    fn ttl(&self) -> &'static str {
-        "20s"
-    }
-    fn expiry(&self) -> Duration {
-        // Session TTL 10 s, which Consul may take twice as long to enforce.
-        Duration::from_secs(40)
-    }
-    fn stop(&mut self) {
-        ConsulServer::stop(self)
-    }
-    fn restart(&mut self) {
-        ConsulServer::restart(self)
-    }
-}
-
-impl TestStore for EtcdServer {
-    fn url(&self) -> String {
-        format!("etcd://{}/swarm", self.addr)
-    }
-    fn ttl(&self) -> &'static str {
-        "3s"
-    }
-    fn expiry(&self) -> Duration {
-        Duration::from_secs(15)
-    }
-    fn stop(&mut self) {
-        EtcdServer::stop(self)
-    }
-    fn restart(&mut self) {
-        EtcdServer::restart(self)
-    }
-}
-
-impl TestStore for ZkServer {
-    fn url(&self) -> String {
-        format!("zk://{}/swarm", self.addr)
-    }
-    fn ttl(&self) -> &'static str {
-        "3s"
-    }
-    fn expiry(&self) -> Duration {
-        Duration::from_secs(20)
-    }
-    fn stop(&mut self) {
-        ZkServer::stop(self)
-    }
-    fn restart(&mut self) {
-        ZkServer::restart(self)
-    }
-}
+use swarm_testkit::manager::{swarm_output, Manager, SwarmProcess};
+use swarm_testkit::per_store;
+use swarm_testkit::store::{ConsulServer, EtcdServer, StoreFixture, TestCa, ZkServer};
+use swarm_testkit::testbed::Testbed;
 
 fn join(url: &str, addr: &str, ttl: &str) -> SwarmProcess {
     let join = SwarmProcess::start(&["join", "--advertise", addr, "--heartbeat", "1s", "--ttl", ttl, url]);
@@ -115,10 +46,11 @@ fn nodes(m: &Manager) -> usize {
 /// The whole story on one store: 3 engines join, list and manage see them;
 /// SIGTERM deregisters at once, SIGKILL expires with the TTL; a store
 /// outage keeps the manager serving, and it resynchronises afterwards.
-fn lifecycle(store: &mut dyn TestStore) {
+fn lifecycle<S: StoreFixture>() {
+    let mut store = S::start();
     let tb = Testbed::shared();
-    let url = store.url();
-    let ttl = store.ttl();
+    let url = store.url("swarm");
+    let ttl = S::JOIN_TTL;
     let mut addrs = tb.addrs();
     addrs.sort();
     let mut joins: Vec<SwarmProcess> = addrs.iter().map(|a| join(&url, a, ttl)).collect();
@@ -138,7 +70,7 @@ fn lifecycle(store: &mut dyn TestStore) {
 
     // SIGKILL: the registration expires with its TTL.
     joins[1].signal("KILL");
-    let took = wait_listed(&url, &addrs[2..], store.expiry());
+    let took = wait_listed(&url, &addrs[2..], S::JOIN_EXPIRY);
     eprintln!("expired {took:?} after SIGKILL (ttl {ttl})");
     m.wait_until(Duration::from_secs(5), "the manager drops the expired engine", |m| nodes(m) == 1);
 
@@ -159,30 +91,14 @@ fn lifecycle(store: &mut dyn TestStore) {
     drop(joins);
 }
 
-#[test]
-fn consul_discovery() {
-    let mut store = ConsulServer::start();
-    lifecycle(&mut store);
-}
-
-#[test]
-fn etcd_discovery() {
-    let mut store = EtcdServer::start();
-    lifecycle(&mut store);
-}
-
-#[test]
-fn zookeeper_discovery() {
-    let mut store = ZkServer::start();
-    lifecycle(&mut store);
-}
+per_store!(lifecycle: consul_discovery => ConsulServer, etcd_discovery => EtcdServer, zookeeper_discovery => ZkServer);
 
 #[test]
 fn etcd_over_tls() {
     let ca = TestCa::generate();
     let store = EtcdServer::start_tls(&ca);
     let tb = Testbed::shared();
-    let url = format!("etcd://{}/tls", store.addr);
+    let url = store.url("tls");
     let opts = [
         format!("kv.cacertfile={}", ca.ca.display()),
         format!("kv.certfile={}", ca.client_cert.display()),

@@ -1,13 +1,11 @@
 //! `swarm manage` itself: flags, discovery backends without a store, and an
 //! engine dying under a running manager. Needs root and `sudo scripts/install-deps.sh`.
 
-mod support;
-
 use std::process::Command;
 use std::time::Duration;
 
-use support::manager::Manager;
-use support::testbed::Testbed;
+use swarm_testkit::manager::Manager;
+use swarm_testkit::testbed::Testbed;
 
 fn swarm(args: &[&str]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_swarm")).args(args).output().expect("run swarm");

@@ -1,15 +1,12 @@
 //! Replicated managers on real Consul, etcd and ZooKeeper, in front of real
 //! engines, driven by the real Docker CLI. Needs root and `sudo scripts/install-deps.sh`.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
-use support::consul::ConsulServer;
-use support::etcd::EtcdServer;
-use support::manager::{Manager, SwarmProcess};
-use support::testbed::Testbed;
-use support::zookeeper::ZkServer;
+use swarm_testkit::manager::{Manager, SwarmProcess};
+use swarm_testkit::per_store;
+use swarm_testkit::store::{ConsulServer, EtcdServer, StoreFixture, ZkServer};
+use swarm_testkit::testbed::Testbed;
 
 /// Three managers, three joined engines, one store.
 struct Replicated {
@@ -175,41 +172,21 @@ fn scenario(url: &str, join_ttl: &str, tag: &str) {
     failovers(&mut r, tag);
 }
 
-#[test]
-fn etcd_replication() {
-    let store = EtcdServer::start();
-    scenario(&format!("etcd://{}/repl", store.addr), "3s", "etcd");
+/// [`scenario`] on a fresh `S` store, tagged with its URL scheme.
+fn scenario_on<S: StoreFixture>() {
+    let store = S::start();
+    scenario(&store.url("repl"), S::JOIN_TTL, S::SCHEME);
 }
 
-#[test]
-fn consul_replication() {
-    let store = ConsulServer::start();
-    scenario(&format!("consul://{}/repl", store.addr), "20s", "consul");
+per_store!(scenario_on: etcd_replication => EtcdServer, consul_replication => ConsulServer, zookeeper_replication => ZkServer);
+
+/// [`kill_loop`] on a fresh `S` store, tagged with its URL scheme.
+fn kill_loop_on<S: StoreFixture>() {
+    let store = S::start();
+    kill_loop(&store.url("loop"), S::JOIN_TTL, S::SCHEME);
 }
 
-#[test]
-fn zookeeper_replication() {
-    let store = ZkServer::start();
-    scenario(&format!("zk://{}/repl", store.addr), "3s", "zk");
-}
-
-#[test]
-fn kill_loop_on_etcd() {
-    let store = EtcdServer::start();
-    kill_loop(&format!("etcd://{}/loop", store.addr), "3s", "etcd");
-}
-
-#[test]
-fn kill_loop_on_consul() {
-    let store = ConsulServer::start();
-    kill_loop(&format!("consul://{}/loop", store.addr), "20s", "consul");
-}
-
-#[test]
-fn kill_loop_on_zookeeper() {
-    let store = ZkServer::start();
-    kill_loop(&format!("zk://{}/loop", store.addr), "3s", "zk");
-}
+per_store!(kill_loop_on: kill_loop_on_etcd => EtcdServer, kill_loop_on_consul => ConsulServer, kill_loop_on_zookeeper => ZkServer);
 
 /// 10 consecutive kills of the primary while a client creates containers
 /// through a replica: no container is lost or exists twice, and every
@@ -273,26 +250,13 @@ fn kill_loop(url: &str, join_ttl: &str, tag: &str) {
 /// must elect a new primary within the TTL path, and when the host returns
 /// the old primary must be a replica. Its role is read from inside its own
 /// namespace, so "never two primaries" is checked during the cut too.
-#[test]
-fn network_cut_on_etcd() {
+fn network_cut_on<S: StoreFixture>() {
     let tb = Testbed::start(3, &[], false);
-    let store = EtcdServer::start_on(&tb.bridge_ip);
-    network_cut(&tb, &format!("etcd://{}/cut", store.addr), "3s");
+    let store = S::start_on(&tb.bridge_ip);
+    network_cut(&tb, &store.url("cut"), S::JOIN_TTL);
 }
 
-#[test]
-fn network_cut_on_consul() {
-    let tb = Testbed::start(3, &[], false);
-    let store = ConsulServer::start_on(&tb.bridge_ip);
-    network_cut(&tb, &format!("consul://{}/cut", store.addr), "20s");
-}
-
-#[test]
-fn network_cut_on_zookeeper() {
-    let tb = Testbed::start(3, &[], false);
-    let store = ZkServer::start_on(&tb.bridge_ip);
-    network_cut(&tb, &format!("zk://{}/cut", store.addr), "3s");
-}
+per_store!(network_cut_on: network_cut_on_etcd => EtcdServer, network_cut_on_consul => ConsulServer, network_cut_on_zookeeper => ZkServer);
 
 fn network_cut(tb: &Testbed, url: &str, join_ttl: &str) {
     let _joins: Vec<SwarmProcess> = tb
@@ -352,8 +316,8 @@ fn network_cut(tb: &Testbed, url: &str, join_ttl: &str) {
 #[test]
 fn a_store_outage_demotes_the_primary_and_the_election_resumes() {
     let mut store = EtcdServer::start();
-    let url = format!("etcd://{}/outage", store.addr);
-    let r = start(&url, "3s");
+    let url = store.url("outage");
+    let r = start(&url, EtcdServer::JOIN_TTL);
     r.primary();
     store.stop();
     let stopped = Instant::now();

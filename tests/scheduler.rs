@@ -2,13 +2,11 @@
 //! constraint/affinity language on 3 real engines with different labels.
 //! Needs root and `sudo scripts/install-deps.sh`.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
-use support::manager::Manager;
-use support::testbed::Testbed;
+use swarm_testkit::manager::Manager;
+use swarm_testkit::testbed::Testbed;
 
 /// These tests count containers per node, so they own their engines and run
 /// one at a time.

@@ -1,12 +1,11 @@
 //! Self-test of the testbed fixture: real engines, one per network namespace.
 //! Needs root and `scripts/install-deps.sh`.
 
-mod support;
-
 use std::collections::HashSet;
 use std::time::Duration;
 
-use support::testbed::{http_get_retry, Testbed};
+use swarm_testkit::http;
+use swarm_testkit::testbed::Testbed;
 
 /// Removes a container on drop, so a failing assertion does not leave it
 /// running on the shared testbed.
@@ -101,7 +100,7 @@ fn published_port_is_reachable_from_the_root_namespace() {
     );
     let addr = format!("{}:18080", tb.engine("node-01").ip);
     let (status, body) =
-        http_get_retry(&addr, "/", Duration::from_secs(5)).unwrap_or_else(|e| panic!("GET http://{addr}/: {e}"));
+        http::get_retry(&addr, "/", Duration::from_secs(5)).unwrap_or_else(|e| panic!("GET http://{addr}/: {e}"));
     assert_eq!(status, 200);
     assert_eq!(body.trim(), "hello-from-node-01");
 }
@@ -139,7 +138,7 @@ fn engine_crash_restart_and_partition() {
     assert!(tb.docker("node-01", ["version"]).status.success(), "unix socket still works");
     tb.heal("node-01");
     let addr = tb.engine("node-01").addr.clone();
-    let (status, _) = http_get_retry(&addr, "/_ping", Duration::from_secs(5)).expect("ping after heal");
+    let (status, _) = http::get_retry(&addr, "/_ping", Duration::from_secs(5)).expect("ping after heal");
     assert_eq!(status, 200);
 
     let dir = tb.dir.clone();

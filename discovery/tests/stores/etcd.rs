@@ -1,53 +1,64 @@
-//! The etcd backend against a real etcd server (Debian's `etcd-server`),
-//! one private server per test.
+//! The etcd client against a real etcd server (Debian's `etcd-server`).
 
-#[path = "../../tests/support/etcd.rs"]
-mod etcd_server;
-
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use etcd_server::{EtcdServer, TestCa};
-use swarm_discovery::kv::{Kind, KvConfig, KvError, KvPair, Store, TlsFiles};
+use swarm_discovery::kv::{Kind, KvError, KvPair, Lock, LockLoss, Store, TlsFiles};
+use swarm_testkit::store::{EtcdServer, StoreFixture, TestCa};
 
-/// Connect and call timeout used by the tests.
-const TIMEOUT: Duration = Duration::from_secs(2);
+use crate::contract::{self, assert_refresh_keeps_it_alive};
+use crate::{config, connect, connect_for_locks, keys, wait_for, wait_in_background, Backend, KEY};
 
-fn config(addr: &str, tls: Option<TlsFiles>) -> KvConfig {
-    KvConfig {
-        kind: Kind::Etcd,
-        endpoints: vec![addr.to_string()],
-        prefix: String::new(),
-        path: "docker/swarm/nodes".into(),
-        tls,
-    }
-}
+/// etcd's smallest lease TTL with its default timing.
+const TTL: Duration = Duration::from_secs(2);
 
-async fn connect(server: &EtcdServer) -> Store {
-    Store::connect(&config(&server.addr, None), TIMEOUT).await.expect("connect to etcd")
-}
+impl Backend for EtcdServer {
+    const KIND: Kind = Kind::Etcd;
+    const TIMEOUT: Duration = Duration::from_secs(2);
+    const LOCK_TIMEOUT: Duration = Duration::from_secs(1);
+    const LOCK_TTL: Duration = TTL;
+    const FAILS_WITHIN: Duration = Duration::from_secs(3);
+    const TAKEOVER_WITHIN: Duration = Duration::from_millis(200);
 
-fn keys(pairs: &[KvPair]) -> Vec<&str> {
-    pairs.iter().map(|p| p.key.as_str()).collect()
-}
-
-/// Polls `list(dir)` until `check` holds or `within` passes; returns the time it took.
-async fn wait_for(
-    store: &Store,
-    dir: &str,
-    within: Duration,
-    what: &str,
-    check: impl Fn(&[KvPair]) -> bool,
-) -> Duration {
-    let start = Instant::now();
-    loop {
-        if let Ok(pairs) = store.list(dir).await {
-            if check(&pairs) {
-                return start.elapsed();
-            }
+    fn granted_ttl(lock: &Lock) -> Option<Duration> {
+        match lock {
+            Lock::Etcd(l) => Some(l.ttl()),
+            _ => unreachable!("an etcd store gives etcd locks"),
         }
-        assert!(start.elapsed() < within, "timed out after {within:?} waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+
+    /// The server's leases are exactly those of `held` (stores hold none).
+    async fn assert_locks_held(&self, _stores: usize, held: &[&Lock], what: &str) {
+        let held: Vec<i64> = held.iter().map(|lock| lease_of(lock)).collect();
+        assert_eq!(leases(self).await, held, "{what}");
+    }
+}
+
+crate::contract_tests!(EtcdServer:
+    connect_to_a_dead_port_fails_fast,
+    one_holder_renewals_release_and_takeover,
+    racing_candidates_get_one_lock_and_the_loser_leaves_nothing,
+    break_lock_ends_only_the_named_holder,
+);
+
+/// IDs of the leases the server knows.
+async fn leases(server: &EtcdServer) -> Vec<i64> {
+    let mut client =
+        etcd_client::Client::connect([format!("http://{}", server.addr)], None).await.expect("raw etcd client");
+    client.leases().await.expect("list leases").leases().iter().map(|l| l.id()).collect()
+}
+
+fn lease_of(lock: &Lock) -> i64 {
+    match lock {
+        Lock::Etcd(l) => l.lease(),
+        _ => unreachable!("an etcd store gives etcd locks"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_store_down_is_reported_quickly_and_survives_a_short_outage() {
+    let server = contract::store_down_is_reported_quickly_and_the_lock_survives_a_short_outage::<EtcdServer>().await;
+    assert!(leases(&server).await.is_empty(), "no lease left behind");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -69,39 +80,15 @@ async fn lists_direct_children_only() {
     assert_eq!(store.list("/d/nodes/").await.unwrap(), pairs);
 }
 
-#[tokio::test]
-async fn connect_to_a_dead_port_fails_fast() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let start = Instant::now();
-    let err = Store::connect(&config(&format!("127.0.0.1:{port}"), None), TIMEOUT).await.unwrap_err();
-    let took = start.elapsed();
-    eprintln!("dead port: {err} after {took:?}");
-    assert!(took < Duration::from_secs(3), "took {took:?}");
-    match err {
-        KvError::Unreachable { store, endpoints, reason } => {
-            assert_eq!(store, "etcd");
-            assert_eq!(endpoints, format!("127.0.0.1:{port}"));
-            assert!(reason.to_lowercase().contains("refused"), "{reason}");
-        }
-        other => panic!("expected Unreachable, got {other:?}"),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wait_dir_wakes_promptly_on_a_new_registration() {
     let server = EtcdServer::start();
-    let store = std::sync::Arc::new(connect(&server).await);
+    let store = Arc::new(connect(&server).await);
     let ttl = Duration::from_secs(30);
     let _first = store.register("w/nodes/a:1", b"a", ttl).await.unwrap();
     let known = store.wait_dir("w/nodes", None, Duration::from_secs(10)).await.unwrap();
     assert_eq!(keys(&known), ["w/nodes/a:1"], "without `known` it returns at once");
-
-    // Nothing changes: it returns the same entries after max_wait.
-    let start = Instant::now();
-    let same = store.wait_dir("w/nodes", Some(&known), Duration::from_millis(600)).await.unwrap();
-    let waited = start.elapsed();
-    assert_eq!(same, known);
-    assert!(waited >= Duration::from_millis(550) && waited < Duration::from_secs(2), "waited {waited:?}");
+    contract::assert_wait_dir_lasts_max_wait(&store, "w/nodes", &known).await;
 
     // A deeper key does not count as a change of the directory.
     let start = Instant::now();
@@ -114,41 +101,7 @@ async fn wait_dir_wakes_promptly_on_a_new_registration() {
     assert_eq!(waiter.await.unwrap().unwrap(), known);
     assert!(start.elapsed() >= Duration::from_millis(750));
 
-    let mut latencies = Vec::new();
-    let mut regs = Vec::new();
-    let mut known = known;
-    for i in 0..5 {
-        let waiter = {
-            let (store, known) = (store.clone(), known.clone());
-            tokio::spawn(async move {
-                let pairs = store.wait_dir("w/nodes", Some(&known), Duration::from_secs(10)).await;
-                (pairs, Instant::now())
-            })
-        };
-        tokio::time::sleep(Duration::from_millis(300)).await; // the watch is in place
-        let written = Instant::now();
-        regs.push(store.register(&format!("w/nodes/n{i}:1"), b"n", ttl).await.unwrap());
-        let (pairs, woke) = waiter.await.unwrap();
-        let pairs = pairs.unwrap();
-        assert!(keys(&pairs).contains(&format!("w/nodes/n{i}:1").as_str()), "{pairs:?}");
-        latencies.push(woke.duration_since(written));
-        known = pairs;
-    }
-    eprintln!("etcd wait_dir latencies after a registration: {latencies:?}");
-    let worst = latencies.iter().max().copied().unwrap_or_default();
-    assert!(worst < Duration::from_millis(200), "wait_dir woke up too late: {latencies:?}");
-
-    // Deregistering wakes it up too.
-    let waiter = {
-        let (store, known) = (store.clone(), known.clone());
-        tokio::spawn(async move { store.wait_dir("w/nodes", Some(&known), Duration::from_secs(10)).await })
-    };
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let start = Instant::now();
-    regs.pop().unwrap().deregister().await.unwrap();
-    let pairs = waiter.await.unwrap().unwrap();
-    assert!(start.elapsed() < Duration::from_millis(500));
-    assert!(!keys(&pairs).contains(&"w/nodes/n4:1"));
+    contract::assert_wait_dir_wakes_on_changes::<EtcdServer>(&store, known, ttl, Duration::from_millis(500)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -185,12 +138,7 @@ async fn refresh_keeps_a_registration_alive_and_recreates_it_after_expiry() {
     let server = EtcdServer::start();
     let store = connect(&server).await;
     let mut reg = store.register("k/nodes/a:1", b"a", Duration::from_secs(2)).await.unwrap();
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(5) {
-        reg.refresh().await.unwrap();
-        assert_eq!(keys(&store.list("k/nodes").await.unwrap()), ["k/nodes/a:1"]);
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    assert_refresh_keeps_it_alive(&store, &mut reg).await;
     // The holder pauses longer than the TTL: the key goes away...
     wait_for(&store, "k/nodes", Duration::from_secs(8), "the key expired", |p| p.is_empty()).await;
     // ...and the next refresh puts it back under a new lease.
@@ -207,20 +155,9 @@ async fn refresh_keeps_a_registration_alive_and_recreates_it_after_expiry() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_down_is_unreachable_and_works_again_after_restart() {
-    let mut server = EtcdServer::start();
-    let store = connect(&server).await;
-    let mut reg = store.register("s/nodes/a:1", b"a", Duration::from_secs(30)).await.unwrap();
-    assert_eq!(store.list("s/nodes").await.unwrap().len(), 1);
-
-    server.stop();
-    let start = Instant::now();
-    let err = store.list("s/nodes").await.unwrap_err();
-    eprintln!("etcd down: list -> {err} after {:?}", start.elapsed());
-    assert!(matches!(err, KvError::Unreachable { store: "etcd", .. }), "{err:?}");
-    assert!(start.elapsed() < TIMEOUT + Duration::from_secs(2), "took {:?}", start.elapsed());
-    assert!(matches!(reg.refresh().await, Err(KvError::Unreachable { .. })));
-    let err = store.wait_dir("s/nodes", Some(&[]), Duration::from_secs(1)).await.unwrap_err();
-    assert!(matches!(err, KvError::Unreachable { .. }), "{err:?}");
+    let bound = EtcdServer::TIMEOUT + Duration::from_secs(2);
+    let (mut server, store, mut reg) =
+        contract::stopped_store_is_unreachable::<EtcdServer>(Duration::from_secs(30), bound).await;
 
     server.restart();
     // The client reconnects by itself; allow it a moment.
@@ -231,18 +168,59 @@ async fn store_down_is_unreachable_and_works_again_after_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_that_stops_renewing_is_freed_after_the_ttl() {
+    const KEY2: &str = "swarm/docker/swarm/leader2";
+    let server = EtcdServer::start();
+    let a = connect_for_locks(&server).await;
+    let b = Arc::new(connect_for_locks(&server).await);
+    // Below etcd's minimum: raised to 2 s.
+    let crashed = a.try_lock(KEY, "a:1", Duration::from_millis(500)).await.unwrap().expect("lock");
+    match &crashed {
+        Lock::Etcd(l) => assert_eq!(l.ttl(), TTL),
+        _ => unreachable!(),
+    }
+    let mut frozen = a.try_lock(KEY2, "a:1", TTL).await.unwrap().expect("lock");
+    let taken = Instant::now();
+    // A crashed holder: the lock is dropped, which must not release it.
+    drop(crashed);
+    let crashed_waiter = wait_in_background(&b, KEY, "a:1", Duration::from_secs(20));
+    // A frozen holder: the lock is kept but not renewed.
+    let frozen_waiter = wait_in_background(&b, KEY2, "a:1", Duration::from_secs(20));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!crashed_waiter.is_finished(), "dropping a lock does not release it");
+    assert!(b.try_lock(KEY, "b:1", TTL).await.unwrap().is_none());
+    for (what, waiter) in [("dropped", crashed_waiter), ("unrenewed", frozen_waiter)] {
+        let (holder, freed) = waiter.await.unwrap();
+        assert_eq!(holder.unwrap(), None);
+        let after = freed - taken;
+        eprintln!("etcd: a {what} lock with a {TTL:?} lease was freed {after:?} after it was taken");
+        assert!(after >= TTL - Duration::from_millis(200), "{what}: freed too early, after {after:?}");
+        assert!(after <= TTL + Duration::from_secs(1), "{what}: freed too late, after {after:?}");
+    }
+    match frozen.renew().await {
+        Err(LockLoss::Lost(why)) => eprintln!("etcd: renewing an expired lock: {why}"),
+        other => panic!("expected Lost, got {other:?}"),
+    }
+    frozen.release().await.expect("releasing a lost lock is no error");
+    let lock_b = b.try_lock(KEY, "b:1", TTL).await.unwrap().expect("b takes the freed lock");
+    lock_b.release().await.unwrap();
+    assert!(leases(&server).await.is_empty(), "no lease left behind");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_with_client_certificates() {
     let ca = TestCa::generate();
     let server = EtcdServer::start_tls(&ca);
     let files = TlsFiles { ca: ca.ca.clone(), cert: ca.client_cert.clone(), key: ca.client_key.clone() };
-    let store = Store::connect(&config(&server.addr, Some(files)), TIMEOUT).await.expect("connect over TLS");
+    let store =
+        Store::connect(&tls_config(&server.addr, Some(files)), EtcdServer::TIMEOUT).await.expect("connect over TLS");
     let reg = store.register("t/nodes/a:1", b"a", Duration::from_secs(30)).await.unwrap();
     assert_eq!(keys(&store.list("t/nodes").await.unwrap()), ["t/nodes/a:1"]);
     reg.deregister().await.unwrap();
 
     // Plain HTTP/2 to the TLS port.
     let start = Instant::now();
-    let err = Store::connect(&config(&server.addr, None), TIMEOUT).await.unwrap_err();
+    let err = Store::connect(&tls_config(&server.addr, None), EtcdServer::TIMEOUT).await.unwrap_err();
     eprintln!("etcd TLS port without TLS: {err} after {:?}", start.elapsed());
     assert!(matches!(err, KvError::Unreachable { .. }), "{err:?}");
     assert!(start.elapsed() < Duration::from_secs(4));
@@ -251,20 +229,24 @@ async fn tls_with_client_certificates() {
     let stranger = TestCa::generate();
     let files = TlsFiles { ca: ca.ca.clone(), cert: stranger.client_cert.clone(), key: stranger.client_key.clone() };
     let start = Instant::now();
-    let err = Store::connect(&config(&server.addr, Some(files)), TIMEOUT).await.unwrap_err();
+    let err = Store::connect(&tls_config(&server.addr, Some(files)), EtcdServer::TIMEOUT).await.unwrap_err();
     eprintln!("etcd TLS with a foreign client cert: {err} after {:?}", start.elapsed());
     assert!(matches!(err, KvError::Unreachable { .. }), "{err:?}");
     assert!(start.elapsed() < Duration::from_secs(4));
 
     // A CA that did not sign the server's certificate.
     let files = TlsFiles { ca: stranger.ca.clone(), cert: ca.client_cert.clone(), key: ca.client_key.clone() };
-    let err = Store::connect(&config(&server.addr, Some(files)), TIMEOUT).await.unwrap_err();
+    let err = Store::connect(&tls_config(&server.addr, Some(files)), EtcdServer::TIMEOUT).await.unwrap_err();
     eprintln!("etcd TLS with the wrong CA: {err}");
     assert!(matches!(err, KvError::Unreachable { .. }), "{err:?}");
 
     // Unreadable files are reported as TLS errors naming the file.
     let files =
         TlsFiles { ca: ca.dir.path().join("nope.pem"), cert: ca.client_cert.clone(), key: ca.client_key.clone() };
-    let err = Store::connect(&config(&server.addr, Some(files)), TIMEOUT).await.unwrap_err();
+    let err = Store::connect(&tls_config(&server.addr, Some(files)), EtcdServer::TIMEOUT).await.unwrap_err();
     assert!(matches!(&err, KvError::Tls(m) if m.contains("nope.pem")), "{err:?}");
+}
+
+fn tls_config(addr: &str, tls: Option<TlsFiles>) -> swarm_discovery::kv::KvConfig {
+    swarm_discovery::kv::KvConfig { tls, ..config::<EtcdServer>(addr) }
 }

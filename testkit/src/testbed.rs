@@ -14,23 +14,15 @@
 //!   anything destructive (stop/start engines, partitions).
 //!
 //! Needs root and the system packages from `scripts/install-deps.sh`.
-//! Standard library only.
-#![allow(dead_code)] // not every test binary uses every helper
 
 use std::ffi::OsStr;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// The Docker CLI used to talk to engines directly.
-pub const DOCKER_CLI: &str = "/usr/local/bin/docker";
-
-/// Hint printed whenever the testbed cannot be started.
-const INSTALL_HINT: &str = "Is this machine prepared? Run `sudo scripts/install-deps.sh` (tests must run as root).";
+use crate::{http, process, DOCKER, INSTALL_HINT};
 
 /// One engine ("host") of a testbed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +47,7 @@ impl Engine {
 /// A running testbed (see the module docs).
 #[derive(Debug)]
 pub struct Testbed {
+    /// The engines, in name order (`node-01` first).
     pub engines: Vec<Engine>,
     /// `ip:5000` of the registry, if the testbed was started with one.
     pub registry: Option<String>,
@@ -66,9 +59,9 @@ pub struct Testbed {
     pub index: u32,
 }
 
-/// Path of `scripts/testbed.sh` in this crate.
+/// Path of `scripts/testbed.sh` in the workspace.
 pub fn script_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/testbed.sh")
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/testbed.sh"))
 }
 
 /// Runs `testbed.sh <args>`, returning its output (never panics).
@@ -80,11 +73,9 @@ where
     Command::new("bash").arg(script_path()).args(args).stdin(Stdio::null()).output()
 }
 
-/// Last `n` lines of `text`.
+/// Last `n` lines of a script's output.
 fn tail(text: &[u8], n: usize) -> String {
-    let text = String::from_utf8_lossy(text);
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
+    process::tail(&String::from_utf8_lossy(text), n)
 }
 
 /// A fresh, empty, short directory under /tmp (unix socket paths below it
@@ -258,7 +249,7 @@ impl Testbed {
         S: AsRef<OsStr>,
     {
         let engine = self.engine(name);
-        Command::new(DOCKER_CLI)
+        Command::new(DOCKER)
             .env_remove("DOCKER_HOST")
             .env_remove("DOCKER_CONTEXT")
             .env_remove("DOCKER_TLS_VERIFY")
@@ -269,7 +260,7 @@ impl Testbed {
             .args(args)
             .stdin(Stdio::null())
             .output()
-            .unwrap_or_else(|e| panic!("cannot run {DOCKER_CLI}: {e}. {INSTALL_HINT}"))
+            .unwrap_or_else(|e| panic!("cannot run {DOCKER}: {e}. {INSTALL_HINT}"))
     }
 
     /// Like [`Testbed::docker`] but panics on failure; returns trimmed stdout.
@@ -294,8 +285,7 @@ impl Testbed {
     /// True if engine `name` answers `GET /_ping` on its TCP address.
     pub fn ping(&self, name: &str) -> bool {
         let engine = self.engine(name);
-        matches!(http_get(&engine.addr, "/_ping", Duration::from_secs(2)),
-                 Ok((200, body)) if body.trim() == "OK")
+        matches!(http::get(&engine.addr, "/_ping", Duration::from_secs(2)), Ok((200, body)) if body.trim() == "OK")
     }
 
     /// Tears the testbed down now (same as dropping it).
@@ -309,38 +299,6 @@ impl Drop for Testbed {
             Ok(out) if out.status.success() => {}
             Ok(out) => eprintln!("testbed.sh down --dir {dir} failed ({}):\n{}", out.status, tail(&out.stderr, 20)),
             Err(e) => eprintln!("cannot run testbed.sh down: {e}"),
-        }
-    }
-}
-
-/// Minimal HTTP/1.0 GET with std::net: returns (status code, body).
-pub fn http_get(addr: &str, path: &str, timeout: Duration) -> std::io::Result<(u16, String)> {
-    let sock: SocketAddr =
-        addr.parse().map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{addr}: {e}")))?;
-    let mut stream = TcpStream::connect_timeout(&sock, timeout)?;
-    stream.set_read_timeout(Some(timeout))?;
-    stream.set_write_timeout(Some(timeout))?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "no HTTP status line"))?;
-    Ok((status, body.to_string()))
-}
-
-/// Retries `http_get` until it succeeds or `within` has passed.
-pub fn http_get_retry(addr: &str, path: &str, within: Duration) -> std::io::Result<(u16, String)> {
-    let deadline = Instant::now() + within;
-    loop {
-        match http_get(addr, path, Duration::from_secs(1)) {
-            Ok(r) => return Ok(r),
-            Err(e) if Instant::now() >= deadline => return Err(e),
-            Err(_) => std::thread::sleep(Duration::from_millis(100)),
         }
     }
 }
