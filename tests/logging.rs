@@ -1,12 +1,11 @@
 //! The real `swarm` binary's log lines when stderr is a file or a pipe, as
 //! log shippers and operators' watchers read them. Needs no root, no engines.
 
-mod support;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::manager::{free_port, SwarmProcess};
+use swarm_testkit::manager::SwarmProcess;
+use swarm_testkit::process::free_port;
 
 /// A manager on a free port whose one engine address refuses connections,
 /// so that it logs lines with fields (listening, and a failed validation);
