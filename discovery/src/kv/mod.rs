@@ -15,6 +15,8 @@ use std::time::Duration;
 use thiserror::Error;
 use tokio::time::Instant;
 
+use crate::entry::Entry;
+
 /// Which store a KV URL names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -73,6 +75,23 @@ pub struct KvPair {
     /// Full key, without leading `/`.
     pub key: String,
     pub value: Vec<u8>,
+}
+
+/// The engine addresses registered in a store directory, sorted and
+/// without repeats: each value is an address (the key's last part stands in
+/// for an empty value); pairs that are not an address are skipped.
+pub(crate) fn engines(pairs: &[KvPair]) -> Vec<Entry> {
+    let mut entries: Vec<Entry> = pairs
+        .iter()
+        .filter_map(|p| {
+            let value = String::from_utf8_lossy(&p.value).trim().to_string();
+            let text = if value.is_empty() { p.key.rsplit('/').next().unwrap_or_default().to_string() } else { value };
+            Entry::parse(&text).ok()
+        })
+        .collect();
+    entries.sort();
+    entries.dedup();
+    entries
 }
 
 /// What can go wrong talking to a store.
@@ -282,6 +301,17 @@ mod tests {
         assert_eq!(join_key("swarm", "docker/swarm/nodes"), "swarm/docker/swarm/nodes");
         assert_eq!(join_key("", "/docker/swarm/nodes/"), "docker/swarm/nodes");
         assert_eq!(join_key("/a/", ""), "a");
+    }
+
+    #[test]
+    fn engines_come_from_values_or_keys() {
+        let pairs = [
+            KvPair { key: "d/10.0.0.2:2375".into(), value: b"10.0.0.2:2375".to_vec() },
+            KvPair { key: "d/10.0.0.1:2375".into(), value: Vec::new() },
+            KvPair { key: "d/junk".into(), value: b"not an address".to_vec() },
+        ];
+        let shown: Vec<String> = engines(&pairs).iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["10.0.0.1:2375", "10.0.0.2:2375"]);
     }
 
     #[test]

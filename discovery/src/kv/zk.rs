@@ -282,38 +282,20 @@ impl ZkRegistration {
     /// nodes. A node already there (left by an earlier session of ours that
     /// has not expired yet, or by another holder) is replaced.
     async fn create_node(&self) -> Result<(), KvError> {
-        let ephemeral = CreateMode::Ephemeral.with_acls(Acls::anyone_all());
-        let persistent = CreateMode::Persistent.with_acls(Acls::anyone_all());
-        let mut last = None;
-        for _ in 0..4 {
-            match self.ensemble.call(self.client.create(&self.path, &self.value, &ephemeral)).await? {
-                Ok(_) => return Ok(()),
-                Err(zookeeper_client::Error::NoNode) => {
-                    if let Some(parent) = parent_path(&self.path) {
-                        match self.ensemble.call(self.client.mkdir(parent, &persistent)).await? {
-                            Ok(()) | Err(zookeeper_client::Error::NodeExists) => {}
-                            Err(e) => return Err(self.ensemble.error(e)),
-                        }
-                    }
-                    last = Some(zookeeper_client::Error::NoNode);
-                }
-                Err(zookeeper_client::Error::NodeExists) => {
-                    match self.ensemble.call(self.client.delete(&self.path, None)).await? {
-                        Ok(()) | Err(zookeeper_client::Error::NoNode) => {}
-                        Err(e) => return Err(self.ensemble.error(e)),
-                    }
-                    last = Some(zookeeper_client::Error::NodeExists);
-                }
+        // The node can come back between our delete and create (a racing
+        // holder); give up after a few rounds rather than loop.
+        for _ in 0..3 {
+            if self.ensemble.create_ephemeral(&self.client, &self.path, &self.value).await? {
+                return Ok(());
+            }
+            match self.ensemble.call(self.client.delete(&self.path, None)).await? {
+                Ok(()) | Err(zookeeper_client::Error::NoNode) => {}
                 Err(e) => return Err(self.ensemble.error(e)),
             }
         }
         Err(KvError::Protocol {
             store: STORE,
-            reason: format!(
-                "cannot create {}: {}",
-                self.path,
-                last.map(|e| e.to_string()).unwrap_or_else(|| "concurrent changes".into())
-            ),
+            reason: format!("cannot create {}: {}", self.path, zookeeper_client::Error::NodeExists),
         })
     }
 }
