@@ -8,8 +8,9 @@ use std::time::Duration;
 use http::{Method, StatusCode};
 use tokio::time::Instant;
 
-use super::api::MIN_BLOCKING_WAIT;
-use super::api::{encode_key, entry_value, go_duration, next_index, pace, session_id, Blocking, RawEntry};
+use super::api::{
+    encode_key, entry_value, go_duration, next_index, pace, session_id, Blocking, RawEntry, MIN_BLOCKING_WAIT,
+};
 use super::transport::{bad_answer, Transport};
 use super::{ConsulStore, STORE};
 use crate::kv::{same_entries, KvError, KvPair};
@@ -19,7 +20,7 @@ const MIN_SESSION_TTL: Duration = Duration::from_secs(10);
 /// Consul's fixed maximum session TTL (24 h).
 const MAX_SESSION_TTL: Duration = Duration::from_secs(86_400);
 
-/// A key held by a Consul session (see the module docs for the TTL mapping).
+/// A key held by a Consul session (see the `consul` module docs for the TTL mapping).
 pub struct ConsulRegistration {
     transport: Arc<Transport>,
     /// Without slashes at the ends; never empty.
@@ -108,7 +109,7 @@ impl ConsulStore {
         }
     }
 
-    /// Writes `key = value` held by a new session (see the module docs for
+    /// Writes `key = value` held by a new session (see the `consul` module docs for
     /// how `ttl` maps to the session TTL and its minimum of 20 s).
     ///
     /// If the key is still held by another session (typically a previous
@@ -238,7 +239,7 @@ async fn create_session(transport: &Transport, key: &str, ttl: Duration) -> Resu
     session_id(&reply)
 }
 
-/// The session TTL for a registration TTL: half of it (see the module
+/// The session TTL for a registration TTL: half of it (see the `consul` module
 /// docs), within Consul's bounds of 10 s to 24 h.
 fn session_ttl(ttl: Duration) -> Result<Duration, KvError> {
     let session = ttl / 2;
