@@ -90,11 +90,14 @@ pub fn expand_ranges(pattern: &str) -> Result<Vec<String>, DiscoveryError> {
 pub fn parse_entries(list: &str) -> Result<Vec<Entry>, DiscoveryError> {
     let mut entries = Vec::new();
     for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        for address in expand_ranges(item)? {
-            entries.push(Entry::parse(&address)?);
-        }
+        entries.extend(parse_pattern(item)?);
     }
     Ok(entries)
+}
+
+/// Parses one address, possibly with a range, into every address it stands for.
+pub(crate) fn parse_pattern(pattern: &str) -> Result<Vec<Entry>, DiscoveryError> {
+    expand_ranges(pattern)?.iter().map(|address| Entry::parse(address)).collect()
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! `file://` discovery: one address (or range) per line, `#` comments.
 
-use crate::entry::{expand_ranges, Entry};
+use std::path::Path;
+
+use crate::entry::{parse_pattern, Entry};
 use crate::error::DiscoveryError;
 
 /// Parses the content of a discovery file.
@@ -11,18 +13,16 @@ pub fn parse_file_content(content: &str) -> Result<Vec<Entry>, DiscoveryError> {
         if line.is_empty() {
             continue;
         }
-        for address in expand_ranges(line)? {
-            entries.push(Entry::parse(&address)?);
-        }
+        entries.extend(parse_pattern(line)?);
     }
     Ok(entries)
 }
 
 /// Reads and parses the discovery file at `path`.
-pub async fn read(path: &str) -> Result<Vec<Entry>, DiscoveryError> {
+pub async fn read(path: &Path) -> Result<Vec<Entry>, DiscoveryError> {
     let content = tokio::fs::read_to_string(path)
         .await
-        .map_err(|e| DiscoveryError::File { path: path.to_string(), reason: e.to_string() })?;
+        .map_err(|e| DiscoveryError::File { path: path.display().to_string(), reason: e.to_string() })?;
     parse_file_content(&content)
 }
 

@@ -6,14 +6,17 @@ use std::time::Duration;
 use crate::entry::{parse_entries, Entry};
 use crate::error::DiscoveryError;
 use crate::file;
-use crate::kv::{Kind, KvConfig, Store, TlsFiles};
+use crate::kv::{engines, Kind, KvConfig, Store, TlsFiles};
 
 /// Where engines register below the URL's prefix unless `kv.path` says otherwise.
 pub const DEFAULT_NODES_PATH: &str = "docker/swarm/nodes";
 /// How long `fetch` waits for a store to answer.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+/// The stores a URL scheme can name; each one's scheme is [`Kind::scheme`].
+const KV_KINDS: [Kind; 3] = [Kind::Consul, Kind::Etcd, Kind::Zk];
 
-/// A configured discovery backend.
+/// A configured discovery backend. [`Backend::watch`], which follows it,
+/// is in `watch.rs`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Backend {
     /// A fixed list (`h1:p,h2:p`, `nodes://...`, ranges); never changes.
@@ -53,23 +56,18 @@ impl Backend {
                 }
                 Ok(Backend::File(PathBuf::from(path)))
             }
-            Some((scheme @ ("consul" | "etcd" | "zk"), rest)) => {
-                let kind = match scheme {
-                    "consul" => Kind::Consul,
-                    "etcd" => Kind::Etcd,
-                    _ => Kind::Zk,
-                };
-                Ok(Backend::Kv(parse_kv(url, kind, rest, options)?))
-            }
             Some(("token", _)) => Err(DiscoveryError::Unsupported(
                 "token:// discovery is gone: Docker's hosted discovery service was shut down. \
                  Use consul://, etcd://, zk://, file:// or a static list (nodes://h1:p,h2:p)"
                     .to_string(),
             )),
-            Some((scheme, _)) => Err(DiscoveryError::Unsupported(format!(
-                "unsupported discovery scheme {scheme:?} in {url:?}: \
-                 use consul://, etcd://, zk://, file://, nodes:// or a comma-separated list of host:port"
-            ))),
+            Some((scheme, rest)) => match KV_KINDS.into_iter().find(|kind| kind.scheme() == scheme) {
+                Some(kind) => Ok(Backend::Kv(parse_kv(url, kind, rest, options)?)),
+                None => Err(DiscoveryError::Unsupported(format!(
+                    "unsupported discovery scheme {scheme:?} in {url:?}: \
+                     use consul://, etcd://, zk://, file://, nodes:// or a comma-separated list of host:port"
+                ))),
+            },
         }
     }
 
@@ -77,11 +75,10 @@ impl Backend {
     pub async fn fetch(&self) -> Result<Vec<Entry>, DiscoveryError> {
         match self {
             Backend::Static(entries) => Ok(entries.clone()),
-            Backend::File(path) => file::read(&path.to_string_lossy()).await,
+            Backend::File(path) => file::read(path).await,
             Backend::Kv(config) => {
-                let store = Store::connect(config, FETCH_TIMEOUT).await.map_err(DiscoveryError::Store)?;
-                let pairs = store.list(&config.nodes_dir()).await.map_err(DiscoveryError::Store)?;
-                Ok(crate::watch::entries_of(&pairs))
+                let store = Store::connect(config, FETCH_TIMEOUT).await?;
+                Ok(engines(&store.list(&config.nodes_dir()).await?))
             }
         }
     }
@@ -107,6 +104,7 @@ fn parse_kv(url: &str, kind: Kind, rest: &str, options: &[String]) -> Result<KvC
     let (hosts, prefix) = rest.split_once('/').unwrap_or((rest, ""));
     let mut endpoints = Vec::new();
     for host in hosts.split(',').map(str::trim).filter(|h| !h.is_empty()) {
+        // A colon after any `]` (IPv6 literals are bracketed) starts the port.
         let with_port = if host.rsplit_once(':').is_some_and(|(_, p)| !p.contains(']')) {
             host.to_string()
         } else {

@@ -6,32 +6,17 @@ use tokio::sync::mpsc;
 
 use crate::entry::Entry;
 use crate::error::DiscoveryError;
-use crate::kv::{KvConfig, KvPair, Store};
+use crate::kv::{engines, KvConfig, KvPair, Store};
 use crate::url::Backend;
 
 /// How long connecting to a store may take before it counts as down.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// First wait before reconnecting to a store; doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest wait before reconnecting to a store.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Longest single wait for a change, so a silently dead store is noticed.
 const MAX_WAIT: Duration = Duration::from_secs(10);
-
-/// The engine addresses registered in a store directory: each value is an
-/// address (the key's last part stands in for an empty value).
-pub fn entries_of(pairs: &[KvPair]) -> Vec<Entry> {
-    let mut entries: Vec<Entry> = pairs
-        .iter()
-        .filter_map(|p| {
-            let value = String::from_utf8_lossy(&p.value).trim().to_string();
-            let text = if value.is_empty() { p.key.rsplit('/').next().unwrap_or_default().to_string() } else { value };
-            Entry::parse(&text).ok()
-        })
-        .collect();
-    entries.sort();
-    entries.dedup();
-    entries
-}
 
 /// What a watch reports: a new list, or that the backend failed (the
 /// previous list stays valid until a new one arrives).
@@ -96,7 +81,7 @@ fn watch_kv(config: KvConfig, heartbeat: Duration) -> mpsc::Receiver<Update> {
                         };
                         match waited {
                             Ok(pairs) => {
-                                if !reporter.report(Ok(entries_of(&pairs))).await {
+                                if !reporter.report(Ok(engines(&pairs))).await {
                                     return;
                                 }
                                 known = Some(pairs);
@@ -152,17 +137,6 @@ impl Reporter {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn entries_come_from_values_or_keys() {
-        let pairs = [
-            KvPair { key: "d/10.0.0.2:2375".into(), value: b"10.0.0.2:2375".to_vec() },
-            KvPair { key: "d/10.0.0.1:2375".into(), value: Vec::new() },
-            KvPair { key: "d/junk".into(), value: b"not an address".to_vec() },
-        ];
-        let shown: Vec<String> = entries_of(&pairs).iter().map(ToString::to_string).collect();
-        assert_eq!(shown, ["10.0.0.1:2375", "10.0.0.2:2375"]);
-    }
 
     #[tokio::test]
     async fn failures_are_reported_once_per_state() {

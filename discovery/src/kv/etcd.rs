@@ -38,11 +38,12 @@ use std::time::Duration;
 
 use etcd_client::{
     Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity, PutOptions, TlsOptions,
-    Txn, TxnOp, TxnOpResponse, WatchOptions,
+    Txn, TxnOp, TxnOpResponse, WatchOptions, WatchResponse, WatchStream,
 };
 use tokio::time::Instant;
 
-use super::{KvConfig, KvError, KvPair, TlsFiles};
+use super::errors::{error_chain, tcp_probe};
+use super::{same_entries, KvConfig, KvError, KvPair, TlsFiles};
 
 const STORE: &str = "etcd";
 
@@ -143,39 +144,19 @@ impl EtcdStore {
     }
 
     /// Returns the entries below `dir` once they differ from `known`, or
-    /// after `max_wait` (then unchanged). Watches `dir/` from the revision
+    /// at `until` (then unchanged). Watches `dir/` from the revision
     /// after the comparison read; events that leave the direct children
     /// unchanged (a deeper key, a rewrite with the same value) are skipped.
-    pub async fn wait_dir(
-        &self,
-        dir: &str,
-        known: Option<&[KvPair]>,
-        max_wait: Duration,
-    ) -> Result<Vec<KvPair>, KvError> {
-        let deadline = Instant::now() + max_wait;
+    pub async fn wait_dir(&self, dir: &str, known: &[KvPair], until: Instant) -> Result<Vec<KvPair>, KvError> {
         let (mut current, revision) = self.read_dir(dir).await?;
-        let Some(known) = known else {
-            return Ok(current);
-        };
         if !same_entries(known, &current) {
             return Ok(current);
         }
         let options = WatchOptions::new().with_prefix().with_start_revision(revision + 1);
-        let mut client = self.conn.client.clone();
-        let mut stream =
-            match tokio::time::timeout_at(deadline, self.conn.call(client.watch(dir_prefix(dir), Some(options)))).await
-            {
-                Ok(stream) => stream?,
-                Err(_) => return Ok(current),
-            };
-        loop {
-            let message = match tokio::time::timeout_at(deadline, stream.message()).await {
-                Err(_) => return Ok(current), // max_wait passed without a change
-                Ok(message) => message.map_err(|e| self.conn.error(e))?,
-            };
-            let Some(resp) = message else {
-                return Err(self.conn.unreachable("the watch stream was closed".into()));
-            };
+        let Some(mut watch) = self.conn.watch_until(dir_prefix(dir), options, until).await? else {
+            return Ok(current);
+        };
+        while let Some(resp) = watch.next(&self.conn).await? {
             if resp.canceled() {
                 // E.g. the start revision was compacted away: the caller sees
                 // the current state and will watch again from there.
@@ -189,6 +170,7 @@ impl EtcdStore {
                 return Ok(current);
             }
         }
+        Ok(current) // `until` passed without a change
     }
 
     /// Attaches `key = value` to a new lease of `ttl` (rounded up to whole
@@ -263,7 +245,41 @@ impl EtcdRegistration {
     }
 }
 
+/// An etcd watch that ends at a deadline.
+struct Watch {
+    stream: WatchStream,
+    /// When the caller stops waiting for an answer.
+    deadline: Instant,
+}
+
+impl Watch {
+    /// The next answer of the watch; `None` once the deadline has passed.
+    async fn next(&mut self, conn: &Conn) -> Result<Option<WatchResponse>, KvError> {
+        match tokio::time::timeout_at(self.deadline, self.stream.message()).await {
+            Err(_) => Ok(None),
+            Ok(Ok(Some(resp))) => Ok(Some(resp)),
+            Ok(Ok(None)) => Err(conn.unreachable("the watch stream was closed".into())),
+            Ok(Err(e)) => Err(conn.error(e)),
+        }
+    }
+}
+
 impl Conn {
+    /// Starts watching `key` (with `options`); `None` when `deadline`
+    /// passes before etcd accepts the watch.
+    async fn watch_until(
+        &self,
+        key: impl Into<Vec<u8>>,
+        options: WatchOptions,
+        deadline: Instant,
+    ) -> Result<Option<Watch>, KvError> {
+        let mut client = self.client.clone();
+        match tokio::time::timeout_at(deadline, self.call(client.watch(key, Some(options)))).await {
+            Ok(stream) => Ok(Some(Watch { stream: stream?, deadline })),
+            Err(_) => Ok(None),
+        }
+    }
+
     /// Runs one call bounded by the call timeout, mapping its errors.
     async fn call<T>(&self, fut: impl Future<Output = Result<T, etcd_client::Error>>) -> Result<T, KvError> {
         match tokio::time::timeout(self.call_timeout, fut).await {
@@ -410,50 +426,6 @@ fn lease_ttl_secs(ttl: Duration) -> i64 {
     i64::try_from(secs.max(MIN_LEASE_TTL.as_secs())).unwrap_or(i64::MAX)
 }
 
-/// True if both hold the same keys with the same values, in any order.
-pub(super) fn same_entries(a: &[KvPair], b: &[KvPair]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    fn sorted(x: &[KvPair]) -> Vec<(&str, &[u8])> {
-        let mut v: Vec<(&str, &[u8])> = x.iter().map(|p| (p.key.as_str(), p.value.as_slice())).collect();
-        v.sort();
-        v
-    }
-    sorted(a) == sorted(b)
-}
-
-/// Tries a TCP connection to each endpoint: `Ok` if one accepts, otherwise
-/// each endpoint's error (e.g. `127.0.0.1:2379: Connection refused`).
-pub(super) async fn tcp_probe(endpoints: &[String], timeout: Duration) -> Result<(), String> {
-    let mut errors = Vec::new();
-    for endpoint in endpoints {
-        let host_port = endpoint.split_once("://").map_or(endpoint.as_str(), |(_, rest)| rest);
-        match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(host_port)).await {
-            Ok(Ok(_)) => return Ok(()),
-            Ok(Err(e)) => errors.push(format!("{endpoint}: {e}")),
-            Err(_) => errors.push(format!("{endpoint}: no TCP connection within {timeout:?}")),
-        }
-    }
-    Err(errors.join("; "))
-}
-
-/// An error with its sources, since transport errors often say only
-/// "transport error" at the top and the cause further down.
-pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let part = cause.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = cause.source();
-    }
-    text
-}
-
 /// A held leader lock: the lock's key, written with a lease of its own
 /// that only [`EtcdLock::renew`] keeps alive (see the module docs).
 /// Dropping it without [`EtcdLock::release`] leaves the key until the lease
@@ -539,38 +511,18 @@ impl EtcdStore {
 
     /// The current holder of the lock at `key` (`None` when free), at once
     /// if it differs from `known`; otherwise watches the key from the
-    /// revision after that read until it differs or `max_wait` passes.
-    pub async fn wait_holder(
-        &self,
-        key: &str,
-        known: Option<&str>,
-        max_wait: Duration,
-    ) -> Result<Option<String>, KvError> {
-        let deadline = Instant::now() + max_wait;
+    /// revision after that read until it differs or `until` passes.
+    pub async fn wait_holder(&self, key: &str, known: Option<&str>, until: Instant) -> Result<Option<String>, KvError> {
         let key = lock_key(key);
         let (mut current, revision) = self.read_holder(&key).await?;
         if current.as_deref() != known {
             return Ok(current);
         }
         let options = WatchOptions::new().with_start_revision(revision + 1);
-        let mut client = self.conn.client.clone();
-        let mut stream = match tokio::time::timeout_at(
-            deadline,
-            self.conn.call(client.watch(key.as_bytes(), Some(options))),
-        )
-        .await
-        {
-            Ok(stream) => stream?,
-            Err(_) => return Ok(current),
+        let Some(mut watch) = self.conn.watch_until(key.as_bytes(), options, until).await? else {
+            return Ok(current);
         };
-        loop {
-            let message = match tokio::time::timeout_at(deadline, stream.message()).await {
-                Err(_) => return Ok(current), // max_wait passed without a change
-                Ok(message) => message.map_err(|e| self.conn.error(e))?,
-            };
-            let Some(resp) = message else {
-                return Err(self.conn.unreachable("the watch stream was closed".into()));
-            };
+        while let Some(resp) = watch.next(&self.conn).await? {
             if resp.canceled() {
                 // E.g. the start revision was compacted away: read again.
                 return Ok(self.read_holder(&key).await?.0);
@@ -585,6 +537,7 @@ impl EtcdStore {
                 return Ok(current);
             }
         }
+        Ok(current) // `until` passed without a change
     }
 
     /// Ends the lock at `key` if `holder` holds it, by revoking the lease
@@ -732,16 +685,6 @@ mod tests {
     }
 
     #[test]
-    fn compares_entries_as_sets() {
-        let a = [pair("d/a", "1"), pair("d/b", "2")];
-        let b = [pair("d/b", "2"), pair("d/a", "1")];
-        assert!(same_entries(&a, &b));
-        assert!(!same_entries(&a, &[pair("d/a", "1")]));
-        assert!(!same_entries(&a, &[pair("d/a", "1"), pair("d/b", "3")]));
-        assert!(same_entries(&[], &[]));
-    }
-
-    #[test]
     fn urls_get_a_scheme() {
         assert_eq!(endpoint_url("http", "127.0.0.1:2379"), "http://127.0.0.1:2379");
         assert_eq!(endpoint_url("http", "https://h:1"), "https://h:1");
@@ -760,12 +703,5 @@ mod tests {
         let err = load_tls(&files).err().unwrap();
         assert!(matches!(&err, KvError::Tls(m) if m.contains("not a PEM file")), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[tokio::test]
-    async fn probe_reports_refused_ports() {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let err = tcp_probe(&[format!("127.0.0.1:{port}")], Duration::from_secs(1)).await.unwrap_err();
-        assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
     }
 }

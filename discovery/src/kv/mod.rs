@@ -5,6 +5,7 @@
 //! etcd lease, a ZooKeeper ephemeral node.
 
 pub mod consul;
+mod errors;
 pub mod etcd;
 pub mod zk;
 
@@ -12,6 +13,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use thiserror::Error;
+use tokio::time::Instant;
+
+use crate::entry::Entry;
 
 /// Which store a KV URL names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +77,23 @@ pub struct KvPair {
     pub value: Vec<u8>,
 }
 
+/// The engine addresses registered in a store directory, sorted and
+/// without repeats: each value is an address (the key's last part stands in
+/// for an empty value); pairs that are not an address are skipped.
+pub(crate) fn engines(pairs: &[KvPair]) -> Vec<Entry> {
+    let mut entries: Vec<Entry> = pairs
+        .iter()
+        .filter_map(|p| {
+            let value = String::from_utf8_lossy(&p.value).trim().to_string();
+            let text = if value.is_empty() { p.key.rsplit('/').next().unwrap_or_default().to_string() } else { value };
+            Entry::parse(&text).ok()
+        })
+        .collect();
+    entries.sort();
+    entries.dedup();
+    entries
+}
+
 /// What can go wrong talking to a store.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum KvError {
@@ -98,14 +119,26 @@ pub enum Store {
     Zk(zk::ZkStore),
 }
 
+/// Calls the same method on whichever backend a [`Store`], [`Lock`] or
+/// [`Registration`] holds: `forward!(Store, self, s => s.list(dir).await)`.
+macro_rules! forward {
+    ($enum:ident, $value:expr, $backend:ident => $call:expr) => {
+        match $value {
+            $enum::Consul($backend) => $call,
+            $enum::Etcd($backend) => $call,
+            $enum::Zk($backend) => $call,
+        }
+    };
+}
+
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = match self {
-            Store::Consul(_) => "consul",
-            Store::Etcd(_) => "etcd",
-            Store::Zk(_) => "zk",
+            Store::Consul(_) => Kind::Consul,
+            Store::Etcd(_) => Kind::Etcd,
+            Store::Zk(_) => Kind::Zk,
         };
-        f.debug_tuple("Store").field(&kind).finish()
+        f.debug_tuple("Store").field(&kind.scheme()).finish()
     }
 }
 
@@ -122,11 +155,7 @@ impl Store {
 
     /// The entries directly below `dir` (an empty or missing directory is empty).
     pub async fn list(&self, dir: &str) -> Result<Vec<KvPair>, KvError> {
-        match self {
-            Store::Consul(s) => s.list(dir).await,
-            Store::Etcd(s) => s.list(dir).await,
-            Store::Zk(s) => s.list(dir).await,
-        }
+        forward!(Store, self, s => s.list(dir).await)
     }
 
     /// Waits until the content of `dir` differs from `known` (or until
@@ -139,10 +168,9 @@ impl Store {
         known: Option<&[KvPair]>,
         max_wait: Duration,
     ) -> Result<Vec<KvPair>, KvError> {
-        match self {
-            Store::Consul(s) => s.wait_dir(dir, known, max_wait).await,
-            Store::Etcd(s) => s.wait_dir(dir, known, max_wait).await,
-            Store::Zk(s) => s.wait_dir(dir, known, max_wait).await,
+        match known {
+            None => self.list(dir).await,
+            Some(known) => forward!(Store, self, s => s.wait_dir(dir, known, Instant::now() + max_wait).await),
         }
     }
 
@@ -155,9 +183,7 @@ impl Store {
             Store::Zk(s) => Registration::Zk(s.register(key, value, ttl).await?),
         })
     }
-}
 
-impl Store {
     /// Takes the lock at `key` with `value` if it is free (`None` if someone
     /// holds it). Without renewal the store frees it within `ttl`: Consul
     /// through a TTL health check bound to the lock's session, etcd through
@@ -179,23 +205,28 @@ impl Store {
         known: Option<&str>,
         max_wait: Duration,
     ) -> Result<Option<String>, KvError> {
-        match self {
-            Store::Consul(s) => s.wait_holder(key, known, max_wait).await,
-            Store::Etcd(s) => s.wait_holder(key, known, max_wait).await,
-            Store::Zk(s) => s.wait_holder(key, known, max_wait).await,
-        }
+        forward!(Store, self, s => s.wait_holder(key, known, Instant::now() + max_wait).await)
     }
 
     /// Ends the lock at `key` if its value is `holder` (destroys the Consul
     /// session, revokes the etcd lease, deletes the ZooKeeper node); `false`
     /// when someone else holds it or it is free.
     pub async fn break_lock(&self, key: &str, holder: &str) -> Result<bool, KvError> {
-        match self {
-            Store::Consul(s) => s.break_lock(key, holder).await,
-            Store::Etcd(s) => s.break_lock(key, holder).await,
-            Store::Zk(s) => s.break_lock(key, holder).await,
-        }
+        forward!(Store, self, s => s.break_lock(key, holder).await)
     }
+}
+
+/// True if both hold the same keys with the same values, in any order.
+fn same_entries(a: &[KvPair], b: &[KvPair]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    fn sorted(x: &[KvPair]) -> Vec<(&str, &[u8])> {
+        let mut v: Vec<(&str, &[u8])> = x.iter().map(|p| (p.key.as_str(), p.value.as_slice())).collect();
+        v.sort();
+        v
+    }
+    sorted(a) == sorted(b)
 }
 
 /// A held lock.
@@ -209,11 +240,11 @@ pub enum Lock {
 impl std::fmt::Debug for Lock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = match self {
-            Lock::Consul(_) => "consul",
-            Lock::Etcd(_) => "etcd",
-            Lock::Zk(_) => "zk",
+            Lock::Consul(_) => Kind::Consul,
+            Lock::Etcd(_) => Kind::Etcd,
+            Lock::Zk(_) => Kind::Zk,
         };
-        f.debug_tuple("Lock").field(&kind).finish()
+        f.debug_tuple("Lock").field(&kind.scheme()).finish()
     }
 }
 
@@ -232,20 +263,12 @@ impl Lock {
     /// Proves to the store that the holder is alive, and that the lock is
     /// still ours.
     pub async fn renew(&mut self) -> Result<(), LockLoss> {
-        match self {
-            Lock::Consul(l) => l.renew().await,
-            Lock::Etcd(l) => l.renew().await,
-            Lock::Zk(l) => l.renew().await,
-        }
+        forward!(Lock, self, l => l.renew().await)
     }
 
     /// Frees the lock at once.
     pub async fn release(self) -> Result<(), KvError> {
-        match self {
-            Lock::Consul(l) => l.release().await,
-            Lock::Etcd(l) => l.release().await,
-            Lock::Zk(l) => l.release().await,
-        }
+        forward!(Lock, self, l => l.release().await)
     }
 }
 
@@ -260,20 +283,12 @@ pub enum Registration {
 impl Registration {
     /// Renews the TTL; re-creates the key if it expired meanwhile.
     pub async fn refresh(&mut self) -> Result<(), KvError> {
-        match self {
-            Registration::Consul(r) => r.refresh().await,
-            Registration::Etcd(r) => r.refresh().await,
-            Registration::Zk(r) => r.refresh().await,
-        }
+        forward!(Registration, self, r => r.refresh().await)
     }
 
     /// Removes the key at once.
     pub async fn deregister(self) -> Result<(), KvError> {
-        match self {
-            Registration::Consul(r) => r.deregister().await,
-            Registration::Etcd(r) => r.deregister().await,
-            Registration::Zk(r) => r.deregister().await,
-        }
+        forward!(Registration, self, r => r.deregister().await)
     }
 }
 
@@ -286,5 +301,27 @@ mod tests {
         assert_eq!(join_key("swarm", "docker/swarm/nodes"), "swarm/docker/swarm/nodes");
         assert_eq!(join_key("", "/docker/swarm/nodes/"), "docker/swarm/nodes");
         assert_eq!(join_key("/a/", ""), "a");
+    }
+
+    #[test]
+    fn engines_come_from_values_or_keys() {
+        let pairs = [
+            KvPair { key: "d/10.0.0.2:2375".into(), value: b"10.0.0.2:2375".to_vec() },
+            KvPair { key: "d/10.0.0.1:2375".into(), value: Vec::new() },
+            KvPair { key: "d/junk".into(), value: b"not an address".to_vec() },
+        ];
+        let shown: Vec<String> = engines(&pairs).iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["10.0.0.1:2375", "10.0.0.2:2375"]);
+    }
+
+    #[test]
+    fn compares_entries_as_sets() {
+        let pair = |key: &str, value: &str| KvPair { key: key.into(), value: value.as_bytes().to_vec() };
+        let a = [pair("d/a", "1"), pair("d/b", "2")];
+        let b = [pair("d/b", "2"), pair("d/a", "1")];
+        assert!(same_entries(&a, &b));
+        assert!(!same_entries(&a, &[pair("d/a", "1")]));
+        assert!(!same_entries(&a, &[pair("d/a", "1"), pair("d/b", "3")]));
+        assert!(same_entries(&[], &[]));
     }
 }

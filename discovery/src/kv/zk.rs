@@ -48,10 +48,10 @@ use std::time::Duration;
 
 use tokio::sync::Mutex;
 use tokio::time::Instant;
-use zookeeper_client::{Acls, Client, CreateMode, MultiReadResult, SessionState};
+use zookeeper_client::{Acls, Client, CreateMode, MultiReadResult, OneshotWatcher, SessionState};
 
-use super::etcd::{error_chain, same_entries, tcp_probe};
-use super::{KvConfig, KvError, KvPair};
+use super::errors::{error_chain, tcp_probe};
+use super::{same_entries, KvConfig, KvError, KvPair};
 
 const STORE: &str = "zookeeper";
 
@@ -170,41 +170,31 @@ impl ZkStore {
     }
 
     /// Returns the entries of `dir` once they differ from `known`, or after
-    /// `max_wait` (then unchanged). Reads the children and sets a child watch
+    /// at `until` (then unchanged). Reads the children and sets a child watch
     /// in one request, so nothing happening after the read is missed.
     ///
     /// ZooKeeper re-arms watches itself after a reconnect, so losing the
     /// connection during the wait is not an event: the wait then ends at
-    /// `max_wait` with the last entries read, and the next call reports the
+    /// `until` with the last entries read, and the next call reports the
     /// store unreachable if it still is.
-    pub async fn wait_dir(
-        &self,
-        dir: &str,
-        known: Option<&[KvPair]>,
-        max_wait: Duration,
-    ) -> Result<Vec<KvPair>, KvError> {
-        let deadline = Instant::now() + max_wait;
+    pub async fn wait_dir(&self, dir: &str, known: &[KvPair], until: Instant) -> Result<Vec<KvPair>, KvError> {
         let path = node_path(dir);
         loop {
             let client = self.client().await?;
             let (current, watcher) = match self.ensemble.call(client.get_and_watch_children(&path)).await? {
                 Ok((children, _, watcher)) => (self.read_children(&client, dir, children).await?, watcher),
-                Err(zookeeper_client::Error::NoNode) => {
-                    // No directory yet: watch for it to appear.
-                    match self.ensemble.call(client.check_and_watch_stat(&path)).await? {
-                        Ok((None, watcher)) => (Vec::new(), watcher),
-                        Ok((Some(_), _)) => continue, // created meanwhile: watch its children
-                        Err(e) => return Err(self.ensemble.error(e)),
-                    }
-                }
+                // No directory yet: watch for it to appear.
+                Err(zookeeper_client::Error::NoNode) => match self.ensemble.watch_creation(&client, &path).await? {
+                    Some(watcher) => (Vec::new(), watcher),
+                    None => continue, // created meanwhile: watch its children
+                },
                 Err(e) => return Err(self.ensemble.error(e)),
             };
-            match known {
-                Some(known) if same_entries(known, &current) => {}
-                _ => return Ok(current),
+            if !same_entries(known, &current) {
+                return Ok(current);
             }
-            match tokio::time::timeout_at(deadline, watcher.changed()).await {
-                Err(_) => return Ok(current), // max_wait passed without a change
+            match tokio::time::timeout_at(until, watcher.changed()).await {
+                Err(_) => return Ok(current), // `until` passed without a change
                 Ok(event) => {
                     // A node event means "look again"; a session event
                     // (expired, closed) makes the next round re-connect.
@@ -292,38 +282,20 @@ impl ZkRegistration {
     /// nodes. A node already there (left by an earlier session of ours that
     /// has not expired yet, or by another holder) is replaced.
     async fn create_node(&self) -> Result<(), KvError> {
-        let ephemeral = CreateMode::Ephemeral.with_acls(Acls::anyone_all());
-        let persistent = CreateMode::Persistent.with_acls(Acls::anyone_all());
-        let mut last = None;
-        for _ in 0..4 {
-            match self.ensemble.call(self.client.create(&self.path, &self.value, &ephemeral)).await? {
-                Ok(_) => return Ok(()),
-                Err(zookeeper_client::Error::NoNode) => {
-                    if let Some(parent) = parent_path(&self.path) {
-                        match self.ensemble.call(self.client.mkdir(parent, &persistent)).await? {
-                            Ok(()) | Err(zookeeper_client::Error::NodeExists) => {}
-                            Err(e) => return Err(self.ensemble.error(e)),
-                        }
-                    }
-                    last = Some(zookeeper_client::Error::NoNode);
-                }
-                Err(zookeeper_client::Error::NodeExists) => {
-                    match self.ensemble.call(self.client.delete(&self.path, None)).await? {
-                        Ok(()) | Err(zookeeper_client::Error::NoNode) => {}
-                        Err(e) => return Err(self.ensemble.error(e)),
-                    }
-                    last = Some(zookeeper_client::Error::NodeExists);
-                }
+        // The node can come back between our delete and create (a racing
+        // holder); give up after a few rounds rather than loop.
+        for _ in 0..3 {
+            if self.ensemble.create_ephemeral(&self.client, &self.path, &self.value).await? {
+                return Ok(());
+            }
+            match self.ensemble.call(self.client.delete(&self.path, None)).await? {
+                Ok(()) | Err(zookeeper_client::Error::NoNode) => {}
                 Err(e) => return Err(self.ensemble.error(e)),
             }
         }
         Err(KvError::Protocol {
             store: STORE,
-            reason: format!(
-                "cannot create {}: {}",
-                self.path,
-                last.map(|e| e.to_string()).unwrap_or_else(|| "concurrent changes".into())
-            ),
+            reason: format!("cannot create {}: {}", self.path, zookeeper_client::Error::NodeExists),
         })
     }
 }
@@ -406,6 +378,16 @@ impl Ensemble {
             }
         }
         Err(KvError::Protocol { store: STORE, reason: format!("cannot create {path}: its parent keeps disappearing") })
+    }
+
+    /// Sets a watch for the creation of `path`, which was just found
+    /// missing; `None` when it exists by now (the caller reads it again).
+    async fn watch_creation(&self, client: &Client, path: &str) -> Result<Option<OneshotWatcher>, KvError> {
+        match self.call(client.check_and_watch_stat(path)).await? {
+            Ok((None, watcher)) => Ok(Some(watcher)),
+            Ok((Some(_), _)) => Ok(None),
+            Err(e) => Err(self.error(e)),
+        }
     }
 
     /// Runs one call bounded by the call timeout. The outer error is a call
@@ -550,33 +532,24 @@ impl ZkStore {
     /// The current holder of the lock at `key` (`None` when free), at once
     /// if it differs from `known`; otherwise waits, with a data watch on the
     /// node (or an exists watch while it is missing), until it differs or
-    /// `max_wait` passes.
-    pub async fn wait_holder(
-        &self,
-        key: &str,
-        known: Option<&str>,
-        max_wait: Duration,
-    ) -> Result<Option<String>, KvError> {
-        let deadline = Instant::now() + max_wait;
+    /// `until` passes.
+    pub async fn wait_holder(&self, key: &str, known: Option<&str>, until: Instant) -> Result<Option<String>, KvError> {
         let path = node_path(key);
         loop {
             let client = self.client().await?;
             let (current, watcher) = match self.ensemble.call(client.get_and_watch_data(&path)).await? {
                 Ok((data, _, watcher)) => (Some(String::from_utf8_lossy(&data).into_owned()), watcher),
-                Err(zookeeper_client::Error::NoNode) => {
-                    match self.ensemble.call(client.check_and_watch_stat(&path)).await? {
-                        Ok((None, watcher)) => (None, watcher),
-                        Ok((Some(_), _)) => continue, // created meanwhile: read it
-                        Err(e) => return Err(self.ensemble.error(e)),
-                    }
-                }
+                Err(zookeeper_client::Error::NoNode) => match self.ensemble.watch_creation(&client, &path).await? {
+                    Some(watcher) => (None, watcher),
+                    None => continue, // created meanwhile: read it
+                },
                 Err(e) => return Err(self.ensemble.error(e)),
             };
             if current.as_deref() != known {
                 return Ok(current);
             }
-            match tokio::time::timeout_at(deadline, watcher.changed()).await {
-                Err(_) => return Ok(current), // max_wait passed without a change
+            match tokio::time::timeout_at(until, watcher.changed()).await {
+                Err(_) => return Ok(current), // `until` passed without a change
                 Ok(event) => tracing::trace!(?event, "ZooKeeper lock watch fired"),
             }
         }
