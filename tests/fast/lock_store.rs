@@ -62,6 +62,17 @@ impl MemoryLockStore {
         MemoryLockStore { shared: self.shared.clone(), may_lead: false }
     }
 
+    /// Waits until someone holds the lock, as if another candidate always
+    /// took it first. Returning at once while the lock is free would make
+    /// the election retry in a loop that never yields.
+    async fn lose_the_race(&self) {
+        let mut changes = self.shared.changes.subscribe();
+        while self.shared.current().is_none() {
+            // The sender lives as long as `self`, so this cannot fail.
+            let _ = changes.changed().await;
+        }
+    }
+
     /// Who holds the lock now.
     pub fn holder(&self) -> Option<String> {
         self.shared.current().map(|(holder, _)| holder)
@@ -107,7 +118,11 @@ impl LockStore for MemoryLockStore {
     type Lock = MemoryLock;
 
     async fn try_lock(&self, _key: &str, value: &str, ttl: Duration) -> Result<Option<MemoryLock>, LockError> {
-        if !self.may_lead || self.shared.current().is_some() {
+        if !self.may_lead {
+            self.lose_the_race().await;
+            return Ok(None);
+        }
+        if self.shared.current().is_some() {
             return Ok(None);
         }
         let token = self.shared.next_token.fetch_add(1, Ordering::SeqCst);
