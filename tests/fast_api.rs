@@ -64,8 +64,8 @@ async fn ping_version_and_info_describe_the_cluster() {
     for engine in &c.engines {
         let at = status.iter().position(|(k, _)| *k == format!(" {}", engine.name)).expect("a node section");
         assert_eq!(status[at].1, engine.addr());
-        let node: Vec<&(String, String)> = status[at + 1..at + 10].iter().collect();
-        assert_eq!(node[0], &("  └ ID".to_string(), engine.swarm_id()));
+        let node = &status[at + 1..at + 10];
+        assert_eq!(node[0], ("  └ ID".to_string(), engine.swarm_id()));
         assert_eq!(node[1].1, "Healthy");
         let containers = if engine.name == "fake-01" {
             "1 (1 Running, 0 Paused, 0 Stopped)"
@@ -74,7 +74,7 @@ async fn ping_version_and_info_describe_the_cluster() {
         };
         assert_eq!(node[2].1, containers);
         assert!(node[5].1.contains("zone="), "labels: {:?}", node[5]);
-        assert_eq!(node[8], &("  └ ServerVersion".to_string(), "20.10.24".to_string()));
+        assert_eq!(node[8], ("  └ ServerVersion".to_string(), "20.10.24".to_string()));
     }
 }
 
