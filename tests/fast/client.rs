@@ -1,0 +1,113 @@
+//! A bare HTTP/1 client for talking to managers: one connection per
+//! request, so no pooled connection hides what a manager does.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use tokio::net::TcpStream;
+
+/// No request of the fast layer may take longer than this.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A complete answer.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The `message` of a Docker-style error answer; also checks its form.
+    pub fn message(&self) -> String {
+        let content_type = self.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        assert_eq!(content_type, Some("application/json"), "error answers are JSON: {self:?}");
+        self.json()["message"].as_str().unwrap_or_else(|| panic!("no message in {self:?}")).to_string()
+    }
+
+    /// The `SystemStatus` pairs of an `/info` answer.
+    pub fn system_status(&self) -> Vec<(String, String)> {
+        let status = self.json()["SystemStatus"].as_array().cloned().unwrap_or_default();
+        status.iter().map(|p| (p[0].as_str().unwrap_or("").into(), p[1].as_str().unwrap_or("").into())).collect()
+    }
+}
+
+/// Sends a request and returns the answer with its body still streaming.
+pub async fn open(addr: SocketAddr, method: Method, path: &str, body: Bytes) -> Response<Incoming> {
+    let exchange = async {
+        let stream = TcpStream::connect(addr).await?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        let mut req = Request::builder().method(method.clone()).uri(path).header(http::header::HOST, addr.to_string());
+        if !body.is_empty() {
+            req = req.header(http::header::CONTENT_TYPE, "application/json");
+        }
+        let resp = sender.send_request(req.body(Full::new(body))?).await?;
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(resp)
+    };
+    match tokio::time::timeout(REQUEST_TIMEOUT, exchange).await {
+        Ok(Ok(resp)) => resp,
+        Ok(Err(e)) => panic!("{method} {path} on {addr}: {e}"),
+        Err(_) => panic!("{method} {path} on {addr}: no answer in {REQUEST_TIMEOUT:?}"),
+    }
+}
+
+pub async fn send(addr: SocketAddr, method: Method, path: &str, body: impl Into<Bytes>) -> Reply {
+    let resp = open(addr, method.clone(), path, body.into()).await;
+    let (parts, body) = resp.into_parts();
+    let body = tokio::time::timeout(REQUEST_TIMEOUT, body.collect())
+        .await
+        .unwrap_or_else(|_| panic!("{method} {path}: body not complete in {REQUEST_TIMEOUT:?}"))
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+        .to_bytes();
+    Reply { status: parts.status, headers: parts.headers, body }
+}
+
+pub async fn get(addr: SocketAddr, path: &str) -> Reply {
+    send(addr, Method::GET, path, Bytes::new()).await
+}
+
+pub async fn post(addr: SocketAddr, path: &str, body: Value) -> Reply {
+    send(addr, Method::POST, path, serde_json::to_vec(&body).expect("json")).await
+}
+
+pub async fn delete(addr: SocketAddr, path: &str) -> Reply {
+    send(addr, Method::DELETE, path, Bytes::new()).await
+}
+
+/// Reads a streaming body until it holds a line for which `wanted` is true
+/// (lines must be JSON), and returns that line.
+pub async fn read_line_until(body: &mut Incoming, wanted: impl Fn(&Value) -> bool) -> Value {
+    let mut buffer = Vec::new();
+    let search = async {
+        loop {
+            while let Some(newline) = buffer.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buffer.drain(..=newline).collect();
+                let value: Value = serde_json::from_slice(&line).expect("a JSON line");
+                if wanted(&value) {
+                    return value;
+                }
+            }
+            let frame = body.frame().await.expect("the stream ended").expect("stream error");
+            if let Ok(data) = frame.into_data() {
+                buffer.extend_from_slice(&data);
+            }
+        }
+    };
+    tokio::time::timeout(REQUEST_TIMEOUT, search).await.expect("no such line in time")
+}
