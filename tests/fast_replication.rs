@@ -39,7 +39,7 @@ async fn member(name: &str, store: &MemoryLockStore, ttl: Duration, failover: &s
     let listener = manager::bind();
     let addr = listener.local_addr().expect("address").to_string();
     let config = ElectionConfig { key: "fast/docker/swarm/leader".into(), advertise: addr.clone(), ttl };
-    let (election, leadership) = Election::new(Arc::new(store.clone()), config);
+    let (election, leadership) = Election::new(Arc::new(store.clone()), config, |_| {});
     let (stop, stopped) = watch::channel(false);
     let discovery = manager::discovery(&[&engine]);
     let flags = ["--replication-ttl", failover, discovery.as_str()];

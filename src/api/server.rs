@@ -9,7 +9,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use swarm_proxy::BoxError;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, UnixListener};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use tokio::task::JoinSet;
 
 use super::Api;
 use crate::cli::Listen;
@@ -50,35 +51,50 @@ pub async fn bind(addresses: &[Listen]) -> Result<Vec<Listener>, String> {
     Ok(listeners)
 }
 
-/// Accepts connections on every listener until the process ends.
+/// Accepts connections on every listener until the process ends, or until
+/// this future is dropped: the listener and connection tasks live in join
+/// sets owned here, so dropping it closes the ports and ends the connections.
 pub async fn accept_all(api: Arc<Api>, listeners: Vec<Listener>) {
-    let mut tasks = Vec::new();
+    let mut listening = JoinSet::new();
     for listener in listeners {
-        let api = api.clone();
-        tasks.push(tokio::spawn(async move {
-            match listener {
-                Listener::Tcp(listener) => loop {
-                    match listener.accept().await {
-                        Ok((stream, _)) => {
-                            let _ = stream.set_nodelay(true);
-                            tokio::spawn(serve_connection(api.clone(), stream));
-                        }
-                        Err(e) => Observed::AcceptFailed { error: &e.to_string() }.emit(),
-                    }
-                },
-                Listener::Unix(listener) => loop {
-                    match listener.accept().await {
-                        Ok((stream, _)) => {
-                            tokio::spawn(serve_connection(api.clone(), stream));
-                        }
-                        Err(e) => Observed::AcceptFailed { error: &e.to_string() }.emit(),
-                    }
-                },
-            }
-        }));
+        listening.spawn(accept(api.clone(), listener));
     }
-    for task in tasks {
-        let _ = task.await;
+    while listening.join_next().await.is_some() {}
+}
+
+/// Serves each connection on `listener` in a task of its own.
+async fn accept(api: Arc<Api>, listener: Listener) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(Connection::Tcp(stream)) => {
+                    let _ = stream.set_nodelay(true);
+                    connections.spawn(serve_connection(api.clone(), stream));
+                }
+                Ok(Connection::Unix(stream)) => {
+                    connections.spawn(serve_connection(api.clone(), stream));
+                }
+                Err(e) => Observed::AcceptFailed { error: &e.to_string() }.emit(),
+            },
+            // Reap finished connections so the set holds only live ones.
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+}
+
+/// An accepted client connection.
+enum Connection {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Listener {
+    async fn accept(&self) -> std::io::Result<Connection> {
+        match self {
+            Listener::Tcp(l) => l.accept().await.map(|(s, _)| Connection::Tcp(s)),
+            Listener::Unix(l) => l.accept().await.map(|(s, _)| Connection::Unix(s)),
+        }
     }
 }
 

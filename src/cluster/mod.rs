@@ -129,6 +129,16 @@ pub struct Cluster {
     next_pending: AtomicU64,
 }
 
+impl Drop for Cluster {
+    /// Ends the engines' monitor tasks with the cluster (an in-process
+    /// manager that is dropped leaves nothing running).
+    fn drop(&mut self) {
+        for member in self.members.get_mut().values() {
+            member.task.abort();
+        }
+    }
+}
+
 /// Ends a pending reservation when dropped.
 pub struct PendingReservation<'a> {
     cluster: &'a Cluster,
