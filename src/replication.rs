@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use swarm_discovery::kv::{join_key, KvConfig, Lock, LockLoss, Store};
-use swarm_leadership::{Election, ElectionConfig, Leadership, LockError, LockStore, Role, StoreLock};
+use swarm_leadership::{Election, ElectionConfig, HolderWait, Leadership, LockError, LockStore, Role, StoreLock};
 use tokio::sync::watch;
 
 use crate::observe::Observed;
@@ -68,14 +68,9 @@ impl LockStore for KvLocks {
         Ok(store.try_lock(key, value, ttl).await.map_err(store_error)?.map(KvLock))
     }
 
-    async fn wait_holder(
-        &self,
-        key: &str,
-        known: Option<&str>,
-        max_wait: Duration,
-    ) -> Result<Option<String>, LockError> {
+    async fn wait_holder(&self, wait: HolderWait<'_>) -> Result<Option<String>, LockError> {
         let store = self.store().await?;
-        store.wait_holder(key, known, max_wait).await.map_err(store_error)
+        store.wait_holder(wait.key, wait.known, wait.max_wait).await.map_err(store_error)
     }
 
     async fn break_lock(&self, key: &str, holder: &str) -> Result<bool, LockError> {

@@ -7,7 +7,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use crate::event::{ElectionEvent, LossReason};
-use crate::store::{LockError, LockStore, StoreLock};
+use crate::store::{HolderWait, LockError, LockStore, StoreLock};
 
 /// A fraction, in whole numbers so that durations scale exactly.
 #[derive(Debug, Clone, Copy)]
@@ -244,7 +244,11 @@ impl<S: LockStore> Election<S> {
             }
             // Someone holds the lock: follow it until it is free.
             loop {
-                let wait = self.store.wait_holder(&self.config.key, known.as_deref(), self.config.ttl);
+                let wait = self.store.wait_holder(HolderWait {
+                    key: &self.config.key,
+                    known: known.as_deref(),
+                    max_wait: self.config.ttl,
+                });
                 let holder = tokio::select! {
                     holder = wait => holder,
                     Some(addr) = self.refused.recv() => {
@@ -426,18 +430,13 @@ mod tests {
             self.changed.notify_waiters();
             Ok(Some(FakeLock { store: self.clone(), token, ttl }))
         }
-        async fn wait_holder(
-            &self,
-            _key: &str,
-            known: Option<&str>,
-            max_wait: Duration,
-        ) -> Result<Option<String>, LockError> {
-            let deadline = Instant::now() + max_wait;
+        async fn wait_holder(&self, wait: HolderWait<'_>) -> Result<Option<String>, LockError> {
+            let deadline = Instant::now() + wait.max_wait;
             loop {
                 self.check()?;
                 let current = self.current();
                 let holder = current.as_ref().map(|(h, _, _)| h.clone());
-                if holder.as_deref() != known || Instant::now() >= deadline {
+                if holder.as_deref() != wait.known || Instant::now() >= deadline {
                     return Ok(holder);
                 }
                 // Wake for changes, and for expiry.

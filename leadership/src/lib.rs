@@ -24,4 +24,4 @@ mod store;
 
 pub use election::{Election, ElectionConfig, Leadership, Role};
 pub use event::{ElectionEvent, LossReason};
-pub use store::{LockError, LockStore, StoreLock};
+pub use store::{HolderWait, LockError, LockStore, StoreLock};

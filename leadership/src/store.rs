@@ -16,6 +16,17 @@ pub enum LockError {
     Store(String),
 }
 
+/// A follower's question to the store: who holds the lock at `key`? The
+/// answer waits up to `max_wait` for the holder to differ from `known`, and
+/// comes at once when it already differs.
+#[derive(Debug, Clone, Copy)]
+pub struct HolderWait<'a> {
+    pub key: &'a str,
+    /// The holder the follower knows of (`None`: the lock was free).
+    pub known: Option<&'a str>,
+    pub max_wait: Duration,
+}
+
 /// A lock held in the store.
 pub trait StoreLock: Send + 'static {
     /// Proves to the store that the holder is alive. `Err(Lost)` when the
@@ -38,15 +49,9 @@ pub trait LockStore: Send + Sync + 'static {
         ttl: Duration,
     ) -> impl Future<Output = Result<Option<Self::Lock>, LockError>> + Send;
 
-    /// The value of the current holder, or `None` when the lock is free.
-    /// Waits up to `max_wait` for it to differ from `known`; returns at once
-    /// when it already differs.
-    fn wait_holder(
-        &self,
-        key: &str,
-        known: Option<&str>,
-        max_wait: Duration,
-    ) -> impl Future<Output = Result<Option<String>, LockError>> + Send;
+    /// The value of the current holder, or `None` when the lock is free;
+    /// see [`HolderWait`].
+    fn wait_holder(&self, wait: HolderWait<'_>) -> impl Future<Output = Result<Option<String>, LockError>> + Send;
 
     /// Ends the lock if `holder` still holds it (destroys its session,
     /// revokes its lease, deletes its node); `false` if someone else does.

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use swarm_leadership::{LockError, LockStore, StoreLock};
+use swarm_leadership::{HolderWait, LockError, LockStore, StoreLock};
 use tokio::sync::watch;
 
 struct Held {
@@ -132,19 +132,14 @@ impl LockStore for MemoryLockStore {
         Ok(Some(MemoryLock { shared: self.shared.clone(), token, ttl }))
     }
 
-    async fn wait_holder(
-        &self,
-        _key: &str,
-        known: Option<&str>,
-        max_wait: Duration,
-    ) -> Result<Option<String>, LockError> {
-        let deadline = Instant::now() + max_wait;
+    async fn wait_holder(&self, wait: HolderWait<'_>) -> Result<Option<String>, LockError> {
+        let deadline = Instant::now() + wait.max_wait;
         // Subscribed before reading, so no change falls between the two.
         let mut changes = self.shared.changes.subscribe();
         loop {
             let current = self.shared.current();
             let holder = current.as_ref().map(|(holder, _)| holder.clone());
-            if holder.as_deref() != known || Instant::now() >= deadline {
+            if holder.as_deref() != wait.known || Instant::now() >= deadline {
                 return Ok(holder);
             }
             let wake = current.map_or(deadline, |(_, expires)| expires.min(deadline));
