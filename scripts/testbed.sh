@@ -434,26 +434,46 @@ dockerd_pid() {
   pidfile_pid "$edir/dockerd.pid" "$edir/"
 }
 
-# Waits until engine i answers GET /_ping on its TCP address.
-wait_engine_ready() {
-  local i=$1 launcher=${2:-} name ip edir deadline
-  name=$(engine_name "$i")
-  ip=$(engine_ip "$i")
-  edir=$(engine_dir "$i")
-  deadline=$(($(now_ms) + PING_TIMEOUT * 1000))
-  until curl -sf -m 2 -o /dev/null "http://$ip:$DOCKER_PORT/_ping"; do
-    if [ -n "$launcher" ] && ! is_alive "$launcher" && ! dockerd_pid "$i" >/dev/null; then
-      log "$name: dockerd exited during startup; last lines of $edir/dockerd.log:"
-      tail -n 30 "$edir/dockerd.log" >&2 || true
+# wait_until_answers WHAT URL LOG SECONDS [DIED...]: polls URL until it
+# answers. Fails after SECONDS, or as soon as the command DIED... (if given)
+# says the server is gone, showing the last lines of LOG either way.
+wait_until_answers() {
+  local what=$1 url=$2 logfile=$3 seconds=$4 deadline
+  shift 4
+  deadline=$(($(now_ms) + seconds * 1000))
+  until curl -sf -m 2 -o /dev/null "$url"; do
+    if [ $# -gt 0 ] && "$@"; then
+      log "$what exited during startup; last lines of $logfile:"
+      tail -n 30 "$logfile" >&2 || true
       return 1
     fi
     if [ "$(now_ms)" -ge "$deadline" ]; then
-      log "$name: no answer on http://$ip:$DOCKER_PORT/_ping after ${PING_TIMEOUT}s; last lines of $edir/dockerd.log:"
-      tail -n 30 "$edir/dockerd.log" >&2 || true
+      log "$what: no answer on $url after ${seconds}s; last lines of $logfile:"
+      tail -n 30 "$logfile" >&2 || true
       return 1
     fi
     sleep 0.1
   done
+}
+
+# dockerd_gone I LAUNCHER: true once engine i's launcher has exited and no
+# dockerd of it runs.
+dockerd_gone() {
+  ! is_alive "$2" && ! dockerd_pid "$1" >/dev/null
+}
+
+# Waits until engine i answers GET /_ping on its TCP address; with the PID
+# of its launcher, fails early if dockerd exits during startup.
+wait_engine_ready() {
+  local i=$1 launcher=${2:-} what url logfile
+  what="$(engine_name "$i"): dockerd"
+  url="http://$(engine_ip "$i"):$DOCKER_PORT/_ping"
+  logfile="$(engine_dir "$i")/dockerd.log"
+  if [ -n "$launcher" ]; then
+    wait_until_answers "$what" "$url" "$logfile" "$PING_TIMEOUT" dockerd_gone "$i" "$launcher"
+  else
+    wait_until_answers "$what" "$url" "$logfile" "$PING_TIMEOUT"
+  fi
 }
 
 # kill_ns_procs NS...: SIGKILL everything in the given network namespaces
@@ -559,17 +579,7 @@ EOF
 }
 
 wait_registry_ready() {
-  local addr deadline
-  addr="$(bridge_ip "$K"):$REGISTRY_PORT"
-  deadline=$(($(now_ms) + 30000))
-  until curl -sf -m 2 -o /dev/null "http://$addr/v2/"; do
-    if [ "$(now_ms)" -ge "$deadline" ]; then
-      log "registry: no answer on http://$addr/v2/; last lines of its log:"
-      tail -n 30 "$DIR/registry/registry.log" >&2 || true
-      return 1
-    fi
-    sleep 0.1
-  done
+  wait_until_answers registry "http://$(bridge_ip "$K"):$REGISTRY_PORT/v2/" "$DIR/registry/registry.log" 30
 }
 
 # Puts busybox into the registry (via node-01) and removes the tag again, so

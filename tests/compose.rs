@@ -206,20 +206,32 @@ fn assert_no_containers_left(m: &Manager, project: &Project) {
     }
 }
 
+/// `docker-compose down` removes the project's containers and its default
+/// network, which then is on no engine any more.
+fn assert_down_removes_network(m: &Manager, project: &Project) {
+    let network = project.default_network();
+    let (_, down) = project.ok(&["down", "-t", "1"]);
+    assert!(down.contains(&format!("Removing network {network}")), "{down}");
+    assert_no_containers_left(m, project);
+    for node in NODES {
+        let nets = engine_networks(node);
+        assert!(!nets.contains(&network), "{network} left on {node} after down: {nets:?}");
+    }
+}
+
 /// Names of the networks engine `node` itself has.
 fn engine_networks(node: &str) -> Vec<String> {
     Testbed::shared().docker_ok(node, ["network", "ls", "--format", "{{.Name}}"]).lines().map(str::to_string).collect()
 }
 
+/// Two services in the legacy (version 1) format, each logging a greeting.
+const LEGACY_V1_FILE: &str = "web:\n  image: busybox\n  command: sh -c 'echo hello-from-web; exec sleep 3600'\n\
+     db:\n  image: busybox\n  command: sh -c 'echo hello-from-db; exec sleep 3600'\n";
+
 #[test]
 fn legacy_v1_file_up_ps_logs_scale_down() {
     let m = shared_manager();
-    let p = Project::new(
-        &m,
-        "legacy",
-        "web:\n  image: busybox\n  command: sh -c 'echo hello-from-web; exec sleep 3600'\n\
-         db:\n  image: busybox\n  command: sh -c 'echo hello-from-db; exec sleep 3600'\n",
-    );
+    let p = Project::new(&m, "legacy", LEGACY_V1_FILE);
     let (web1, db1) = (format!("{}_web_1", p.name), format!("{}_db_1", p.name));
     p.ok(&["up", "-d"]);
     assert_ps_shows_up(&p, &[&web1, &db1]);
@@ -248,13 +260,8 @@ fn legacy_v1_file_up_ps_logs_scale_down() {
     assert!(p.ids("").is_empty());
 }
 
-#[test]
-fn version2_file_creates_its_default_network_on_every_engine() {
-    let m = shared_manager();
-    let p = Project::new(
-        &m,
-        "vtwo",
-        r#"version: "2"
+/// Two services in a `version: "2"` file, which gets a default network.
+const VERSION2_FILE: &str = r#"version: "2"
 services:
   web:
     image: busybox
@@ -262,8 +269,12 @@ services:
   db:
     image: busybox
     command: sh -c 'echo hello-from-db; exec sleep 3600'
-"#,
-    );
+"#;
+
+#[test]
+fn version2_file_creates_its_default_network_on_every_engine() {
+    let m = shared_manager();
+    let p = Project::new(&m, "vtwo", VERSION2_FILE);
     let network = p.default_network();
     let (_, up) = p.ok(&["up", "-d"]);
     assert!(up.contains(&format!("Creating network \"{network}\"")), "{up}");
@@ -298,26 +309,15 @@ services:
     p.ok(&["up", "-d", "--scale", "web=2", "-t", "1"]);
     assert_running(&m, &p, "web", 2);
 
-    let (_, down) = p.ok(&["down", "-t", "1"]);
-    assert!(down.contains(&format!("Removing network {network}")), "{down}");
-    assert_no_containers_left(&m, &p);
-    for node in NODES {
-        let nets = engine_networks(node);
-        assert!(!nets.contains(&network), "{network} left on {node} after down: {nets:?}");
-    }
+    assert_down_removes_network(&m, &p);
     let listed = m.docker_ok(["network", "ls", "--format", "{{.Name}}"]);
     assert!(!listed.contains(&network), "{listed}");
 }
 
-#[test]
-fn constraint_environment_pins_each_service_to_its_node() {
-    let m = shared_manager();
-    // The list form of the classic compose-on-swarm guides, and the mapping
-    // form (`KEY: "=value"` makes `KEY==value`).
-    let p = Project::new(
-        &m,
-        "pin",
-        r#"one:
+/// Three services pinned to one node each: the list form of the classic
+/// compose-on-swarm guides, and the mapping form (`KEY: "=value"` makes
+/// `KEY==value`).
+const PINNED_FILE: &str = r#"one:
   image: busybox
   command: sleep 3600
   environment:
@@ -332,8 +332,12 @@ three:
   command: sleep 3600
   environment:
     "constraint:node": "=node-03"
-"#,
-    );
+"#;
+
+#[test]
+fn constraint_environment_pins_each_service_to_its_node() {
+    let m = shared_manager();
+    let p = Project::new(&m, "pin", PINNED_FILE);
     p.ok(&["up", "-d"]);
     for (service, node) in [("one", "node-01"), ("two", "node-02"), ("three", "node-03")] {
         let name = format!("{}_{service}_1", p.name);
@@ -355,15 +359,16 @@ three:
     assert_no_containers_left(&m, &p);
 }
 
+/// One service in a `version: "2"` file.
+const RESTART_FILE: &str =
+    "version: \"2\"\nservices:\n  app:\n    image: busybox\n    command: sh -c 'echo hello-from-app; \
+     exec sleep 3600'\n";
+
 #[test]
 fn version2_project_outlives_a_manager_restart() {
     let tb = Testbed::shared();
     let first = shared_manager();
-    let mut p = Project::new(
-        &first,
-        "restart",
-        "version: \"2\"\nservices:\n  app:\n    image: busybox\n    command: sh -c 'echo hello-from-app; exec sleep 3600'\n",
-    );
+    let mut p = Project::new(&first, "restart", RESTART_FILE);
     p.ok(&["up", "-d"]);
     let network = p.default_network();
     drop(first);
@@ -382,10 +387,5 @@ fn version2_project_outlives_a_manager_restart() {
     p.ok(&["up", "-d", "--scale", "app=2", "-t", "1"]);
     assert_running(&second, &p, "app", 2);
 
-    let (_, down) = p.ok(&["down", "-t", "1"]);
-    assert!(down.contains(&format!("Removing network {network}")), "{down}");
-    assert_no_containers_left(&second, &p);
-    for node in NODES {
-        assert!(!engine_networks(node).contains(&network), "{network} left on {node}");
-    }
+    assert_down_removes_network(&second, &p);
 }

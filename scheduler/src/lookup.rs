@@ -109,35 +109,30 @@ mod tests {
         assert_eq!(truncate_id("short"), "short");
     }
 
-    #[test]
-    fn finds_by_id_short_id_and_prefix() {
-        let n = node();
-        assert_eq!(find_container(&n, "aaaaaaaaaaaabbbbbbbbbbbbcccc"), Some(0));
-        assert_eq!(find_container(&n, "aaaaaaaaaaaa"), Some(0));
-        assert_eq!(find_container(&n, "aaaa"), Some(0));
+    /// References to the containers of [`node`], grouped by what they resolve to.
+    const FOUND: &[(Option<usize>, &[&str])] = &[
+        // Container ID: whole, short, unique prefix.
+        (Some(0), &["aaaaaaaaaaaabbbbbbbbbbbbcccc", "aaaaaaaaaaaa", "aaaa"]),
+        (Some(1), &["abcd"]),
         // "a" is a prefix of two IDs: ambiguous.
-        assert_eq!(find_container(&n, "a"), None);
-        assert_eq!(find_container(&n, "abcd"), Some(1));
-    }
+        (None, &["a"]),
+        // Swarm ID: whole, short, unique prefix.
+        (Some(2), &["5555666677778888", "555566667777", "5555"]),
+        // Name: bare, with its slash, after the node's name or ID.
+        (Some(0), &["db", "/db", "node-1/db"]),
+        (Some(1), &["node-id/web"]),
+        // Another node's name, nothing, an unknown name.
+        (None, &["other/db", "", "nope"]),
+    ];
 
     #[test]
-    fn finds_by_swarm_id() {
+    fn finds_by_id_swarm_id_name_and_unique_prefix() {
         let n = node();
-        assert_eq!(find_container(&n, "5555666677778888"), Some(2));
-        assert_eq!(find_container(&n, "555566667777"), Some(2));
-        assert_eq!(find_container(&n, "5555"), Some(2));
-    }
-
-    #[test]
-    fn finds_by_name_forms() {
-        let n = node();
-        assert_eq!(find_container(&n, "db"), Some(0));
-        assert_eq!(find_container(&n, "/db"), Some(0));
-        assert_eq!(find_container(&n, "node-1/db"), Some(0));
-        assert_eq!(find_container(&n, "node-id/web"), Some(1));
-        assert_eq!(find_container(&n, "other/db"), None);
-        assert_eq!(find_container(&n, ""), None);
-        assert_eq!(find_container(&n, "nope"), None);
+        for &(expected, references) in FOUND {
+            for reference in references {
+                assert_eq!(find_container(&n, reference), expected, "reference {reference:?}");
+            }
+        }
     }
 
     #[test]

@@ -11,14 +11,10 @@
 //! failures sinks. `random` shuffles the candidates without looking at
 //! resources, like the original.
 
-use std::fmt;
-use std::str::FromStr;
-
 use rand::seq::SliceRandom;
 use rand::Rng;
 
-use crate::error::{ConfigError, ScheduleError};
-use crate::filter::join_names;
+use crate::error::ScheduleError;
 use crate::request::ContainerRequest;
 use crate::snapshot::NodeSnapshot;
 
@@ -79,22 +75,7 @@ impl Strategy {
     }
 }
 
-impl fmt::Display for Strategy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for Strategy {
-    type Err = ConfigError;
-
-    fn from_str(name: &str) -> Result<Self, Self::Err> {
-        Strategy::ALL.into_iter().find(|s| s.name() == name).ok_or_else(|| ConfigError::UnknownStrategy {
-            name: name.to_string(),
-            valid: join_names(Strategy::ALL.iter().map(|s| s.name())),
-        })
-    }
-}
+crate::filter::impl_display_and_from_str!(Strategy, UnknownStrategy);
 
 /// Cluster-wide numbers the weighing needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -657,9 +657,11 @@ mod tests {
 
     #[test]
     fn prefix_of_dir() {
-        assert_eq!(dir_prefix("docker/swarm/nodes"), "docker/swarm/nodes/");
-        assert_eq!(dir_prefix("/docker/swarm/nodes/"), "docker/swarm/nodes/");
-        assert_eq!(dir_prefix(""), "");
+        for (dir, prefix) in
+            [("docker/swarm/nodes", "docker/swarm/nodes/"), ("/docker/swarm/nodes/", "docker/swarm/nodes/"), ("", "")]
+        {
+            assert_eq!(dir_prefix(dir), prefix, "dir {dir:?}");
+        }
     }
 
     #[test]

@@ -131,16 +131,24 @@ macro_rules! forward {
     };
 }
 
-impl std::fmt::Debug for Store {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let kind = match self {
-            Store::Consul(_) => Kind::Consul,
-            Store::Etcd(_) => Kind::Etcd,
-            Store::Zk(_) => Kind::Zk,
-        };
-        f.debug_tuple("Store").field(&kind.scheme()).finish()
-    }
+/// `Debug` for [`Store`] and [`Lock`]: the enum's name and the scheme of the
+/// backend it holds, e.g. `Store("etcd")`; the clients inside say nothing useful.
+macro_rules! debug_as_scheme {
+    ($enum:ident) => {
+        impl std::fmt::Debug for $enum {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                let kind = match self {
+                    $enum::Consul(_) => Kind::Consul,
+                    $enum::Etcd(_) => Kind::Etcd,
+                    $enum::Zk(_) => Kind::Zk,
+                };
+                f.debug_tuple(stringify!($enum)).field(&kind.scheme()).finish()
+            }
+        }
+    };
 }
+
+debug_as_scheme!(Store);
 
 impl Store {
     /// Connects and checks that the store answers within `timeout`, so a
@@ -237,16 +245,7 @@ pub enum Lock {
     Zk(zk::ZkLock),
 }
 
-impl std::fmt::Debug for Lock {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let kind = match self {
-            Lock::Consul(_) => Kind::Consul,
-            Lock::Etcd(_) => Kind::Etcd,
-            Lock::Zk(_) => Kind::Zk,
-        };
-        f.debug_tuple("Lock").field(&kind.scheme()).finish()
-    }
-}
+debug_as_scheme!(Lock);
 
 /// Why renewing a lock failed.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]

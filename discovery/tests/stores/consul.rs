@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use swarm_discovery::kv::{Kind, KvConfig, KvError, KvPair, Lock, LockLoss, Registration, Store};
 use swarm_testkit::store::{ConsulServer, StoreFixture};
 
-use crate::{config, connect, connect_for_locks, dead_addr, keys, Backend, KEY};
+use crate::{config, connect, connect_for_locks, dead_addr, keys, start_and_connect, Backend, ClientProfile, KEY};
 
 const DIR: &str = "swarm/docker/swarm/nodes";
 /// The shortest TTL Consul accepts (session TTL 10 s).
@@ -18,12 +18,12 @@ const A: &str = "10.0.0.1:3375";
 const B: &str = "10.0.0.2:3375";
 
 impl Backend for ConsulServer {
-    const KIND: Kind = Kind::Consul;
-    const TIMEOUT: Duration = Duration::from_secs(5);
-    const LOCK_TIMEOUT: Duration = Duration::from_secs(5);
-    const LOCK_TTL: Duration = Duration::from_secs(2);
-    const FAILS_WITHIN: Duration = Duration::from_secs(2);
-    const TAKEOVER_WITHIN: Duration = Duration::from_millis(200);
+    const CLIENT: ClientProfile = ClientProfile {
+        timeout: Duration::from_secs(5),
+        lock_timeout: Duration::from_secs(5),
+        fails_within: Duration::from_secs(2),
+        ..ClientProfile::on_loopback(Kind::Consul)
+    };
 
     /// A Consul lock does not tell its TTL.
     fn granted_ttl(_lock: &Lock) -> Option<Duration> {
@@ -82,6 +82,12 @@ fn sessions(server: &ConsulServer) -> usize {
     json(server, "/v1/session/list").as_array().expect("a list").len()
 }
 
+/// No lock health check and no session is left on the agent.
+fn assert_nothing_left(server: &ConsulServer) {
+    assert_eq!(lock_checks(server), Vec::<String>::new());
+    assert_eq!(sessions(server), 0);
+}
+
 /// Polls `what` every 10 ms until true or `within` passes.
 async fn eventually(within: Duration, mut what: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
@@ -110,8 +116,7 @@ fn is_unreachable(e: &KvError) -> bool {
 
 #[tokio::test]
 async fn connects_and_lists_an_empty_dir() {
-    let server = ConsulServer::start();
-    let store = connect(&server).await;
+    let (_server, store) = start_and_connect::<ConsulServer>().await;
     assert_eq!(store.list(DIR).await.expect("list"), vec![]);
     assert_eq!(store.wait_dir(DIR, None, Duration::from_secs(10)).await.expect("wait_dir"), vec![]);
 }
@@ -129,8 +134,7 @@ async fn failover_skips_a_dead_member() {
 
 #[tokio::test]
 async fn lists_direct_children_only() {
-    let server = ConsulServer::start();
-    let store = connect(&server).await;
+    let (server, store) = start_and_connect::<ConsulServer>().await;
     let mut regs = Vec::new();
     for addr in ["10.0.0.2:2375", "10.0.0.1:2375", "10.0.0.3:2376"] {
         regs.push(store.register(&key(addr), addr.as_bytes(), LONG_TTL).await.expect("register"));
@@ -157,8 +161,7 @@ async fn lists_direct_children_only() {
 
 #[tokio::test]
 async fn wait_dir_wakes_up_at_once_on_changes() {
-    let server = ConsulServer::start();
-    let store = connect(&server).await;
+    let (server, store) = start_and_connect::<ConsulServer>().await;
     let first = store.register(&key("10.0.0.1:2375"), b"10.0.0.1:2375", LONG_TTL).await.expect("register");
     let known = store.list(DIR).await.expect("list");
 
@@ -227,8 +230,7 @@ async fn wait_dir_wakes_up_at_once_on_changes() {
 
 #[tokio::test]
 async fn deregister_removes_the_key_at_once() {
-    let server = ConsulServer::start();
-    let store = connect(&server).await;
+    let (server, store) = start_and_connect::<ConsulServer>().await;
     let reg = store.register(&key("10.0.0.1:2375"), b"10.0.0.1:2375", LONG_TTL).await.expect("register");
     assert!(holder(&server, &key("10.0.0.1:2375")).is_some());
     reg.deregister().await.expect("deregister");
@@ -239,8 +241,7 @@ async fn deregister_removes_the_key_at_once() {
 
 #[tokio::test]
 async fn a_ttl_below_the_minimum_is_refused_clearly() {
-    let server = ConsulServer::start();
-    let store = connect(&server).await;
+    let (server, store) = start_and_connect::<ConsulServer>().await;
     for ttl in [Duration::from_secs(19), Duration::from_secs(5)] {
         match store.register(&key("10.0.0.1:2375"), b"x", ttl).await {
             Err(KvError::InvalidTtl(msg)) => {
@@ -260,8 +261,7 @@ async fn a_ttl_below_the_minimum_is_refused_clearly() {
 /// a refreshed one lives on.
 #[tokio::test]
 async fn abandoned_registrations_expire_and_refreshed_ones_live() {
-    let server = ConsulServer::start();
-    let store = connect(&server).await;
+    let (_server, store) = start_and_connect::<ConsulServer>().await;
     let mut kept = store.register(&key("10.0.0.1:2375"), b"10.0.0.1:2375", TTL).await.expect("register");
     let _abandoned = store.register(&key("10.0.0.2:2375"), b"10.0.0.2:2375", TTL).await.expect("register");
     let start = Instant::now();
@@ -290,8 +290,7 @@ async fn abandoned_registrations_expire_and_refreshed_ones_live() {
 
 #[tokio::test]
 async fn refresh_recreates_a_lost_key() {
-    let server = ConsulServer::start();
-    let store = connect(&server).await;
+    let (server, store) = start_and_connect::<ConsulServer>().await;
     let k = key("10.0.0.1:2375");
     let mut reg = store.register(&k, b"10.0.0.1:2375", LONG_TTL).await.expect("register");
 
@@ -315,8 +314,7 @@ async fn refresh_recreates_a_lost_key() {
 
 #[tokio::test]
 async fn a_held_key_is_taken_over_once_free() {
-    let server = ConsulServer::start();
-    let store = connect(&server).await;
+    let (server, store) = start_and_connect::<ConsulServer>().await;
     let k = key("10.0.0.1:2375");
     let old = store.register(&k, b"old", LONG_TTL).await.expect("register");
     let old_session = holder(&server, &k).expect("held");
@@ -462,8 +460,7 @@ async fn one_holder_renewal_release_and_immediate_takeover() {
     // Nothing left behind once released.
     b.release().await.expect("release");
     assert_eq!(s1.wait_holder(KEY, None, Duration::ZERO).await.unwrap(), None);
-    assert_eq!(lock_checks(&server), Vec::<String>::new());
-    assert_eq!(sessions(&server), 0);
+    assert_nothing_left(&server);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -498,8 +495,7 @@ async fn a_holder_that_stops_renewing_is_freed_after_the_ttl() {
         assert_eq!(s1.wait_holder(KEY, None, Duration::ZERO).await.unwrap().as_deref(), Some(B));
         b.release().await.expect("release");
     }
-    assert_eq!(lock_checks(&server), Vec::<String>::new());
-    assert_eq!(sessions(&server), 0);
+    assert_nothing_left(&server);
 
     // A holder dropped without release (a crash) leaves a critical check on
     // the agent; the next lock taken through that agent removes it.
@@ -512,8 +508,7 @@ async fn a_holder_that_stops_renewing_is_freed_after_the_ttl() {
     let b = take(&s2, B, ttl).await;
     assert!(eventually(Duration::from_secs(2), || lock_checks(&server).len() == 1).await);
     b.release().await.expect("release");
-    assert_eq!(lock_checks(&server), Vec::<String>::new());
-    assert_eq!(sessions(&server), 0);
+    assert_nothing_left(&server);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -539,8 +534,7 @@ async fn break_lock_ends_the_holders_session_and_check() {
     assert_eq!(sessions(&server), 1);
     a.release().await.expect("release of a broken lock");
     b.release().await.expect("release");
-    assert_eq!(lock_checks(&server), Vec::<String>::new());
-    assert_eq!(sessions(&server), 0);
+    assert_nothing_left(&server);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -570,8 +564,7 @@ async fn store_outage_and_restart() {
     a.release().await.expect("release after the store reset");
     let b = take(&s, B, ttl).await;
     b.release().await.expect("release");
-    assert_eq!(lock_checks(&server), Vec::<String>::new());
-    assert_eq!(sessions(&server), 0);
+    assert_nothing_left(&server);
 }
 
 #[tokio::test]
@@ -590,6 +583,5 @@ async fn ttl_bounds_and_short_ttls() {
     let mut lock = lock;
     assert!(matches!(lock.renew().await, Err(LockLoss::Lost(_))));
     lock.release().await.expect("release");
-    assert_eq!(lock_checks(&server), Vec::<String>::new());
-    assert_eq!(sessions(&server), 0);
+    assert_nothing_left(&server);
 }

@@ -50,6 +50,31 @@ pub async fn tls_is_refused_clearly<S: Backend>() {
     assert!(matches!(&err, KvError::Tls(m) if m.contains("not supported")), "{err:?}");
 }
 
+/// On a fresh store, a missing `d/nodes` lists as empty; then registers
+/// `d/nodes/10.0.0.{3,1,2}:2375` with the values `v0`, `v1`, `v2`, and the
+/// keys `around` them (value `x`) that a listing of `d/nodes` must handle.
+/// The keys stay as long as the returned registrations.
+pub async fn register_three_nodes(store: &Store, ttl: Duration, around: &[&str]) -> Vec<Registration> {
+    assert!(store.list("d/nodes").await.unwrap().is_empty(), "a missing directory is empty");
+    let mut regs = Vec::new();
+    for (i, addr) in ["10.0.0.3:2375", "10.0.0.1:2375", "10.0.0.2:2375"].iter().enumerate() {
+        regs.push(store.register(&format!("d/nodes/{addr}"), format!("v{i}").as_bytes(), ttl).await.unwrap());
+    }
+    for key in around {
+        regs.push(store.register(key, b"x", ttl).await.unwrap());
+    }
+    regs
+}
+
+/// Registers `r/nodes/a:1` and `r/nodes/b:1` for `ttl`, checks that both are
+/// listed and returns their registrations.
+pub async fn register_a_and_b(store: &Store, ttl: Duration) -> (Registration, Registration) {
+    let a = store.register("r/nodes/a:1", b"a", ttl).await.unwrap();
+    let b = store.register("r/nodes/b:1", b"b", ttl).await.unwrap();
+    assert_eq!(store.list("r/nodes").await.unwrap().len(), 2);
+    (a, b)
+}
+
 /// Without changes, `wait_dir` returns the same entries after `max_wait`.
 pub async fn assert_wait_dir_lasts_max_wait(store: &Store, dir: &str, known: &[swarm_discovery::kv::KvPair]) {
     let start = Instant::now();
@@ -105,15 +130,26 @@ pub async fn assert_wait_dir_wakes_on_changes<S: Backend>(
     assert!(!keys(&pairs).contains(&"w/nodes/n4:1"));
 }
 
-/// Refreshing `reg` (the only key of `k/nodes`, `k/nodes/a:1`) every 500 ms
-/// keeps it listed for 5 s, well past a 2 s TTL.
-pub async fn assert_refresh_keeps_it_alive(store: &Store, reg: &mut Registration) {
+/// Registers `k/nodes/a:1` with a 2 s TTL and refreshes it every 500 ms:
+/// it stays listed for 5 s, well past its TTL. Returns the registration.
+pub async fn registration_kept_alive_by_refresh(store: &Store) -> Registration {
+    let mut reg = store.register("k/nodes/a:1", b"a", Duration::from_secs(2)).await.unwrap();
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(5) {
         reg.refresh().await.unwrap();
         assert_eq!(keys(&store.list("k/nodes").await.unwrap()), ["k/nodes/a:1"]);
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    reg
+}
+
+/// A registration refreshed every 500 ms stays listed well past its TTL, and
+/// deregistering removes it at once.
+pub async fn refresh_keeps_a_registration_alive_past_its_ttl<S: Backend>() {
+    let (_server, store) = crate::start_and_connect::<S>().await;
+    let reg = registration_kept_alive_by_refresh(&store).await;
+    reg.deregister().await.unwrap();
+    assert!(store.list("k/nodes").await.unwrap().is_empty());
 }
 
 /// One holder at a time; renewals keep the lock past its TTL; a waiting
@@ -315,8 +351,7 @@ pub async fn store_down_is_reported_quickly_and_the_lock_survives_a_short_outage
 /// and a `wait_dir`. Returns the stopped server, the client and the
 /// registration, to go on with the store's recovery.
 pub async fn stopped_store_is_unreachable<S: Backend>(ttl: Duration, bound: Duration) -> (S, Store, Registration) {
-    let mut server = S::start();
-    let store = crate::connect(&server).await;
+    let (mut server, store) = crate::start_and_connect::<S>().await;
     let mut reg = store.register("s/nodes/a:1", b"a", ttl).await.unwrap();
     assert_eq!(store.list("s/nodes").await.unwrap().len(), 1);
 

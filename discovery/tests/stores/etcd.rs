@@ -6,19 +6,17 @@ use std::time::{Duration, Instant};
 use swarm_discovery::kv::{Kind, KvError, KvPair, Lock, LockLoss, Store, TlsFiles};
 use swarm_testkit::store::{EtcdServer, StoreFixture, TestCa};
 
-use crate::contract::{self, assert_refresh_keeps_it_alive};
-use crate::{config, connect, connect_for_locks, keys, wait_for, wait_in_background, Backend, KEY};
+use crate::contract;
+use crate::{
+    assert_freed_after, config, connect_for_locks, keys, start_and_connect, wait_for, wait_in_background, Backend,
+    ClientProfile, KEY,
+};
 
 /// etcd's smallest lease TTL with its default timing.
 const TTL: Duration = Duration::from_secs(2);
 
 impl Backend for EtcdServer {
-    const KIND: Kind = Kind::Etcd;
-    const TIMEOUT: Duration = Duration::from_secs(2);
-    const LOCK_TIMEOUT: Duration = Duration::from_secs(1);
-    const LOCK_TTL: Duration = TTL;
-    const FAILS_WITHIN: Duration = Duration::from_secs(3);
-    const TAKEOVER_WITHIN: Duration = Duration::from_millis(200);
+    const CLIENT: ClientProfile = ClientProfile { lock_ttl: TTL, ..ClientProfile::on_loopback(Kind::Etcd) };
 
     fn granted_ttl(lock: &Lock) -> Option<Duration> {
         match lock {
@@ -63,16 +61,9 @@ async fn lock_store_down_is_reported_quickly_and_survives_a_short_outage() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lists_direct_children_only() {
-    let server = EtcdServer::start();
-    let store = connect(&server).await;
-    assert!(store.list("d/nodes").await.unwrap().is_empty(), "a missing directory is empty");
-    let ttl = Duration::from_secs(30);
-    let mut regs = Vec::new();
-    for (i, addr) in ["10.0.0.3:2375", "10.0.0.1:2375", "10.0.0.2:2375"].iter().enumerate() {
-        regs.push(store.register(&format!("d/nodes/{addr}"), format!("v{i}").as_bytes(), ttl).await.unwrap());
-    }
-    let _deeper = store.register("d/nodes/10.0.0.1:2375/deeper", b"x", ttl).await.unwrap();
-    let _sibling = store.register("d/nodesx/other", b"x", ttl).await.unwrap();
+    let (_server, store) = start_and_connect::<EtcdServer>().await;
+    let around = ["d/nodes/10.0.0.1:2375/deeper", "d/nodesx/other"];
+    let _regs = contract::register_three_nodes(&store, Duration::from_secs(30), &around).await;
     let pairs = store.list("d/nodes").await.unwrap();
     assert_eq!(keys(&pairs), ["d/nodes/10.0.0.1:2375", "d/nodes/10.0.0.2:2375", "d/nodes/10.0.0.3:2375"]);
     assert_eq!(pairs[0].value, b"v1");
@@ -82,8 +73,8 @@ async fn lists_direct_children_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wait_dir_wakes_promptly_on_a_new_registration() {
-    let server = EtcdServer::start();
-    let store = Arc::new(connect(&server).await);
+    let (_server, store) = start_and_connect::<EtcdServer>().await;
+    let store = Arc::new(store);
     let ttl = Duration::from_secs(30);
     let _first = store.register("w/nodes/a:1", b"a", ttl).await.unwrap();
     let known = store.wait_dir("w/nodes", None, Duration::from_secs(10)).await.unwrap();
@@ -106,19 +97,15 @@ async fn wait_dir_wakes_promptly_on_a_new_registration() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deregister_removes_at_once() {
-    let server = EtcdServer::start();
-    let store = connect(&server).await;
-    let reg = store.register("r/nodes/a:1", b"a", Duration::from_secs(60)).await.unwrap();
-    let _other = store.register("r/nodes/b:1", b"b", Duration::from_secs(60)).await.unwrap();
-    assert_eq!(store.list("r/nodes").await.unwrap().len(), 2);
-    reg.deregister().await.unwrap();
+    let (_server, store) = start_and_connect::<EtcdServer>().await;
+    let (a, _b) = contract::register_a_and_b(&store, Duration::from_secs(60)).await;
+    a.deregister().await.unwrap();
     assert_eq!(keys(&store.list("r/nodes").await.unwrap()), ["r/nodes/b:1"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_registration_without_refresh_expires_after_its_ttl() {
-    let server = EtcdServer::start();
-    let store = connect(&server).await;
+    let (_server, store) = start_and_connect::<EtcdServer>().await;
     // 1 s is below etcd's minimum and is raised to 2 s.
     let reg = store.register("e/nodes/a:1", b"a", Duration::from_secs(1)).await.unwrap();
     let idle = store.register("e/idle/b:1", b"b", Duration::from_secs(2)).await.unwrap();
@@ -135,10 +122,8 @@ async fn a_registration_without_refresh_expires_after_its_ttl() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refresh_keeps_a_registration_alive_and_recreates_it_after_expiry() {
-    let server = EtcdServer::start();
-    let store = connect(&server).await;
-    let mut reg = store.register("k/nodes/a:1", b"a", Duration::from_secs(2)).await.unwrap();
-    assert_refresh_keeps_it_alive(&store, &mut reg).await;
+    let (_server, store) = start_and_connect::<EtcdServer>().await;
+    let mut reg = contract::registration_kept_alive_by_refresh(&store).await;
     // The holder pauses longer than the TTL: the key goes away...
     wait_for(&store, "k/nodes", Duration::from_secs(8), "the key expired", |p| p.is_empty()).await;
     // ...and the next refresh puts it back under a new lease.
@@ -190,12 +175,8 @@ async fn a_holder_that_stops_renewing_is_freed_after_the_ttl() {
     assert!(!crashed_waiter.is_finished(), "dropping a lock does not release it");
     assert!(b.try_lock(KEY, "b:1", TTL).await.unwrap().is_none());
     for (what, waiter) in [("dropped", crashed_waiter), ("unrenewed", frozen_waiter)] {
-        let (holder, freed) = waiter.await.unwrap();
-        assert_eq!(holder.unwrap(), None);
-        let after = freed - taken;
+        let after = assert_freed_after(waiter, taken, TTL, Duration::from_millis(200), what).await;
         eprintln!("etcd: a {what} lock with a {TTL:?} lease was freed {after:?} after it was taken");
-        assert!(after >= TTL - Duration::from_millis(200), "{what}: freed too early, after {after:?}");
-        assert!(after <= TTL + Duration::from_secs(1), "{what}: freed too late, after {after:?}");
     }
     match frozen.renew().await {
         Err(LockLoss::Lost(why)) => eprintln!("etcd: renewing an expired lock: {why}"),

@@ -19,20 +19,52 @@ use swarm_testkit::store::StoreFixture;
 /// The leader key of the lock tests.
 const KEY: &str = "swarm/docker/swarm/leader";
 
+/// The constants of a [`Backend`], in one value per store.
+struct ClientProfile {
+    /// See [`Backend::KIND`].
+    kind: Kind,
+    /// See [`Backend::TIMEOUT`].
+    timeout: Duration,
+    /// See [`Backend::LOCK_TIMEOUT`].
+    lock_timeout: Duration,
+    /// See [`Backend::LOCK_TTL`].
+    lock_ttl: Duration,
+    /// See [`Backend::FAILS_WITHIN`].
+    fails_within: Duration,
+    /// See [`Backend::TAKEOVER_WITHIN`].
+    takeover_within: Duration,
+}
+
+impl ClientProfile {
+    /// The values etcd and ZooKeeper meet on loopback; a store overrides what differs.
+    const fn on_loopback(kind: Kind) -> ClientProfile {
+        ClientProfile {
+            kind,
+            timeout: Duration::from_secs(2),
+            lock_timeout: Duration::from_secs(1),
+            lock_ttl: Duration::from_secs(2),
+            fails_within: Duration::from_secs(3),
+            takeover_within: Duration::from_millis(200),
+        }
+    }
+}
+
 /// A store fixture as the tests drive it.
 trait Backend: StoreFixture {
-    const KIND: Kind;
+    const KIND: Kind = Self::CLIENT.kind;
     /// Connect and call timeout of the registration tests.
-    const TIMEOUT: Duration;
+    const TIMEOUT: Duration = Self::CLIENT.timeout;
     /// Connect and call timeout of the lock tests: what a manager would use
     /// for its election store.
-    const LOCK_TIMEOUT: Duration;
+    const LOCK_TIMEOUT: Duration = Self::CLIENT.lock_timeout;
     /// The shortest lock TTL the store grants as asked.
-    const LOCK_TTL: Duration;
+    const LOCK_TTL: Duration = Self::CLIENT.lock_ttl;
     /// How fast a connect to a dead port fails.
-    const FAILS_WITHIN: Duration;
+    const FAILS_WITHIN: Duration = Self::CLIENT.fails_within;
     /// How soon after a release another candidate holds the lock.
-    const TAKEOVER_WITHIN: Duration;
+    const TAKEOVER_WITHIN: Duration = Self::CLIENT.takeover_within;
+    /// What the constants above are for this store.
+    const CLIENT: ClientProfile;
 
     /// The TTL the store granted `lock`, if the client tells it.
     fn granted_ttl(lock: &Lock) -> Option<Duration>;
@@ -57,6 +89,13 @@ fn config<S: Backend>(addr: &str) -> KvConfig {
 /// A client of `server` with the registration tests' timeout.
 async fn connect<S: Backend>(server: &S) -> Store {
     Store::connect(&config::<S>(server.addr()), S::TIMEOUT).await.expect("connect to the store")
+}
+
+/// A fresh server and a client of it with the registration tests' timeout.
+async fn start_and_connect<S: Backend>() -> (S, Store) {
+    let server = S::start();
+    let store = connect(&server).await;
+    (server, store)
 }
 
 /// A client of `server` with the lock tests' timeout.
@@ -106,6 +145,24 @@ fn wait_in_background(
         let holder = store.wait_holder(key, Some(known), max_wait).await;
         (holder, Instant::now())
     })
+}
+
+/// Awaits a [`wait_in_background`] waiter on a lock that its holder stopped
+/// renewing: it reports the lock free `expected` after `since`, at most
+/// `early` sooner and 1 s later. Returns when that was, after `since`.
+async fn assert_freed_after(
+    waiter: tokio::task::JoinHandle<(Result<Option<String>, KvError>, Instant)>,
+    since: Instant,
+    expected: Duration,
+    early: Duration,
+    what: &str,
+) -> Duration {
+    let (holder, freed) = waiter.await.unwrap();
+    assert_eq!(holder.unwrap(), None, "{what}");
+    let after = freed - since;
+    assert!(after >= expected - early, "{what}: freed too early, after {after:?}");
+    assert!(after <= expected + Duration::from_secs(1), "{what}: freed too late, after {after:?}");
+    after
 }
 
 /// Sends `signal` (`STOP`, `CONT`) to the server process this test started.

@@ -7,18 +7,20 @@ use std::time::{Duration, Instant};
 use swarm_discovery::kv::{Kind, KvError, Lock, LockLoss, Registration};
 use swarm_testkit::store::{StoreFixture, ZkServer};
 
-use crate::contract::{self, assert_refresh_keeps_it_alive};
-use crate::{connect, connect_for_locks, keys, wait_for, wait_in_background, Backend, KEY};
+use crate::contract;
+use crate::{
+    assert_freed_after, connect_for_locks, keys, start_and_connect, wait_for, wait_in_background, Backend,
+    ClientProfile, KEY,
+};
 
 const TTL: Duration = Duration::from_secs(2);
 
 impl Backend for ZkServer {
-    const KIND: Kind = Kind::Zk;
-    const TIMEOUT: Duration = Duration::from_secs(2);
-    const LOCK_TIMEOUT: Duration = Duration::from_secs(1);
-    const LOCK_TTL: Duration = TTL;
-    const FAILS_WITHIN: Duration = Duration::from_secs(3);
-    const TAKEOVER_WITHIN: Duration = Duration::from_millis(300);
+    const CLIENT: ClientProfile = ClientProfile {
+        lock_ttl: TTL,
+        takeover_within: Duration::from_millis(300),
+        ..ClientProfile::on_loopback(Kind::Zk)
+    };
 
     fn granted_ttl(lock: &Lock) -> Option<Duration> {
         Some(session_timeout(lock))
@@ -33,6 +35,7 @@ impl Backend for ZkServer {
 crate::contract_tests!(ZkServer:
     connect_to_a_dead_port_fails_fast,
     tls_is_refused_clearly,
+    refresh_keeps_a_registration_alive_past_its_ttl,
     one_holder_renewals_release_and_takeover,
     racing_candidates_get_one_lock_and_the_loser_leaves_nothing,
     break_lock_ends_only_the_named_holder,
@@ -73,16 +76,9 @@ async fn expect_sessions(server: &ZkServer, n: usize, what: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lists_direct_children_only() {
-    let server = ZkServer::start();
-    let store = connect(&server).await;
-    assert!(store.list("d/nodes").await.unwrap().is_empty(), "a missing directory is empty");
-    let ttl = Duration::from_secs(10);
-    let mut regs = Vec::new();
-    for (i, addr) in ["10.0.0.3:2375", "10.0.0.1:2375", "10.0.0.2:2375"].iter().enumerate() {
-        regs.push(store.register(&format!("d/nodes/{addr}"), format!("v{i}").as_bytes(), ttl).await.unwrap());
-    }
+    let (_server, store) = start_and_connect::<ZkServer>().await;
     // Ephemeral nodes cannot have children; a deeper key needs a persistent parent.
-    let _deeper = store.register("d/nodes/sub/deeper", b"x", ttl).await.unwrap();
+    let _regs = contract::register_three_nodes(&store, Duration::from_secs(10), &["d/nodes/sub/deeper"]).await;
     let pairs = store.list("d/nodes").await.unwrap();
     assert_eq!(
         keys(&pairs),
@@ -97,8 +93,8 @@ async fn lists_direct_children_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wait_dir_wakes_promptly_on_a_new_registration() {
-    let server = ZkServer::start();
-    let store = Arc::new(connect(&server).await);
+    let (_server, store) = start_and_connect::<ZkServer>().await;
+    let store = Arc::new(store);
     let ttl = Duration::from_secs(10);
 
     // The directory does not exist yet: the wait notices its creation.
@@ -124,21 +120,17 @@ async fn wait_dir_wakes_promptly_on_a_new_registration() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deregister_removes_at_once() {
-    let server = ZkServer::start();
-    let store = connect(&server).await;
-    let reg = store.register("r/nodes/a:1", b"a", Duration::from_secs(10)).await.unwrap();
-    let _other = store.register("r/nodes/b:1", b"b", Duration::from_secs(10)).await.unwrap();
-    assert_eq!(store.list("r/nodes").await.unwrap().len(), 2);
+    let (server, store) = start_and_connect::<ZkServer>().await;
+    let (a, _b) = contract::register_a_and_b(&store, Duration::from_secs(10)).await;
     assert_eq!(server.sessions().len(), 3, "the store's and one per registration");
-    reg.deregister().await.unwrap();
+    a.deregister().await.unwrap();
     assert_eq!(keys(&store.list("r/nodes").await.unwrap()), ["r/nodes/b:1"]);
     assert_eq!(server.sessions().len(), 2, "deregister closes the registration's session");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_registration_expires_with_its_session() {
-    let server = ZkServer::start();
-    let store = connect(&server).await;
+    let (server, store) = start_and_connect::<ZkServer>().await;
     let reg = store.register("e/nodes/a:1", b"a", Duration::from_secs(2)).await.unwrap();
     assert_eq!(registration_session_timeout(&reg), Duration::from_secs(2), "the server grants 2 s (within 1-10 s)");
     // Beyond the server's maximum (20 ticks = 10 s) the server lowers it.
@@ -160,8 +152,7 @@ async fn a_dropped_registration_expires_with_its_session() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn re_registering_replaces_a_node_left_by_an_old_session() {
-    let server = ZkServer::start();
-    let store = connect(&server).await;
+    let (_server, store) = start_and_connect::<ZkServer>().await;
     let old = store.register("p/nodes/a:1", b"old", Duration::from_secs(2)).await.unwrap();
     drop(old); // a crashed holder: its node stays until the session expires
     let mut new = store.register("p/nodes/a:1", b"new", Duration::from_secs(2)).await.unwrap();
@@ -173,16 +164,6 @@ async fn re_registering_replaces_a_node_left_by_an_old_session() {
         assert_eq!(store.list("p/nodes").await.unwrap()[0].value, b"new");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn refresh_keeps_a_registration_alive_past_its_ttl() {
-    let server = ZkServer::start();
-    let store = connect(&server).await;
-    let mut reg = store.register("k/nodes/a:1", b"a", Duration::from_secs(2)).await.unwrap();
-    assert_refresh_keeps_it_alive(&store, &mut reg).await;
-    reg.deregister().await.unwrap();
-    assert!(store.list("k/nodes").await.unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -253,12 +234,8 @@ async fn a_crashed_holder_is_freed_after_its_session_timeout() {
     assert!(!waiter.is_finished(), "dropping a lock does not release it");
     expect_sessions(&server, 3, "dropping closes no session").await;
     assert!(b.try_lock(KEY, "b:1", TTL).await.unwrap().is_none());
-    let (holder, freed) = waiter.await.unwrap();
-    assert_eq!(holder.unwrap(), None);
-    let after = freed - dropped;
+    let after = assert_freed_after(waiter, dropped, granted, Duration::from_millis(500), "dropped").await;
     eprintln!("zookeeper: a dropped lock with a {granted:?} session was freed {after:?} after the drop");
-    assert!(after >= granted - Duration::from_millis(500), "freed too early, after {after:?}");
-    assert!(after <= granted + Duration::from_secs(1), "freed too late, after {after:?}");
     let lock_b = b.try_lock(KEY, "b:1", TTL).await.unwrap().expect("b takes the freed lock");
     lock_b.release().await.unwrap();
     expect_sessions(&server, 2, "the server expired the crashed holder's session").await;

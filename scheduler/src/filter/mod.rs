@@ -10,10 +10,6 @@ mod port;
 mod slots;
 mod whitelist;
 
-use std::fmt;
-use std::str::FromStr;
-
-use crate::error::ConfigError;
 use crate::expr::Expr;
 use crate::request::ContainerRequest;
 use crate::snapshot::NodeSnapshot;
@@ -99,22 +95,34 @@ impl FilterKind {
     }
 }
 
-impl fmt::Display for FilterKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+/// `Display` as the item's `name()`, and `FromStr` finding the item of that
+/// name in `ALL`, else failing with the [`ConfigError`](crate::error::ConfigError)
+/// variant `$unknown`, which lists every valid name. Shared by [`FilterKind`]
+/// and the strategies, which are both chosen by name on the command line.
+macro_rules! impl_display_and_from_str {
+    ($type:ty, $unknown:ident) => {
+        impl std::fmt::Display for $type {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.name())
+            }
+        }
 
-impl FromStr for FilterKind {
-    type Err = ConfigError;
+        impl std::str::FromStr for $type {
+            type Err = $crate::error::ConfigError;
 
-    fn from_str(name: &str) -> Result<Self, Self::Err> {
-        FilterKind::ALL
-            .into_iter()
-            .find(|f| f.name() == name)
-            .ok_or_else(|| ConfigError::UnknownFilter { name: name.to_string(), valid: FilterKind::valid_names() })
-    }
+            fn from_str(name: &str) -> Result<Self, Self::Err> {
+                let valid = || $crate::filter::join_names(Self::ALL.iter().map(|item| item.name()));
+                Self::ALL
+                    .into_iter()
+                    .find(|item| item.name() == name)
+                    .ok_or_else(|| $crate::error::ConfigError::$unknown { name: name.to_string(), valid: valid() })
+            }
+        }
+    };
 }
+pub(crate) use impl_display_and_from_str;
+
+impl_display_and_from_str!(FilterKind, UnknownFilter);
 
 /// Joins names with ", " as `docker info` shows them.
 pub(crate) fn join_names<'a>(names: impl Iterator<Item = &'a str>) -> String {
