@@ -369,6 +369,97 @@ impl ClusterOpts {
 mod tests {
     use super::*;
 
+    /// The command line clap is given for `argv` (after `swarm`).
+    fn rewritten(argv: &[&str]) -> Vec<String> {
+        let mut command = values_may_start_with_a_dash(Cli::command());
+        command.build();
+        let argv = std::iter::once("swarm").chain(argv.iter().copied()).map(OsString::from).collect();
+        single_dash_longs_to_double(&command, argv)
+            .into_iter()
+            .skip(1)
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    fn parsed(argv: &[&str]) -> Cli {
+        Cli::parse_go_style(std::iter::once("swarm").chain(argv.iter().copied())).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn single_dash_long_flags_get_two() {
+        assert_eq!(
+            rewritten(&[
+                "-l",
+                "debug",
+                "-experimental",
+                "manage",
+                "-H",
+                "127.0.0.1:4000",
+                "--heartbeat=1s",
+                "nodes://h:1"
+            ]),
+            ["-l", "debug", "--experimental", "manage", "-H", "127.0.0.1:4000", "--heartbeat=1s", "nodes://h:1"]
+        );
+        assert_eq!(
+            rewritten(&["manage", "-cluster-opt", "swarm.createretry=1", "-heartbeat=5s", "-cors", "-addr", "h:1"]),
+            ["manage", "--cluster-opt", "swarm.createretry=1", "--heartbeat=5s", "--cors", "--addr", "h:1"]
+        );
+        // Global flags after the command, and the ones clap adds.
+        assert_eq!(
+            rewritten(&["list", "-debug", "-log-level=warn", "-help"]),
+            ["list", "--debug", "--log-level=warn", "--help"]
+        );
+        assert_eq!(rewritten(&["-version"]), ["--version"]);
+    }
+
+    #[test]
+    fn short_flags_keep_their_meaning() {
+        assert_eq!(
+            rewritten(&["manage", "-c", "swarm", "-f", "health", "-H=:4000", "-Htcp://h:1", "-v"]),
+            ["manage", "-c", "swarm", "-f", "health", "-H=:4000", "-Htcp://h:1", "-v"]
+        );
+    }
+
+    #[test]
+    fn values_are_never_rewritten() {
+        // `-strategy` is a flag's name, but here it is --advertise's value.
+        assert_eq!(
+            rewritten(&["join", "-advertise", "-strategy", "-ttl", "-10s"]),
+            ["join", "--advertise", "-strategy", "--ttl", "-10s"]
+        );
+        assert_eq!(rewritten(&["manage", "-H", "-heartbeat"]), ["manage", "-H", "-heartbeat"]);
+        // After `--`, and flags of another command (`-ttl` is join's, not manage's).
+        assert_eq!(rewritten(&["manage", "-ttl", "--", "-heartbeat"]), ["manage", "-ttl", "--", "-heartbeat"]);
+        // Unknown single-dash items are left for clap to refuse.
+        assert_eq!(rewritten(&["manage", "-nope=1", "-10s"]), ["manage", "-nope=1", "-10s"]);
+    }
+
+    #[test]
+    fn parses_go_style_command_lines() {
+        let cli =
+            parsed(&["-l", "debug", "-experimental", "m", "-H", "127.0.0.1:4000", "-heartbeat", "1s", "nodes://h:1"]);
+        assert!(cli.experimental);
+        assert_eq!(cli.log_level, "debug");
+        let Some(Command::Manage(manage)) = cli.command else { panic!("not manage") };
+        assert_eq!(manage.hosts, ["127.0.0.1:4000"]);
+        assert_eq!(manage.heartbeat, GoDuration::parse("1s").unwrap());
+        assert_eq!(manage.discovery.url.as_deref(), Some("nodes://h:1"));
+
+        let Some(Command::List(list)) = parsed(&["list", "--timeout", "-10s", "nodes://h:1"]).command else {
+            panic!("not list")
+        };
+        assert_eq!(list.timeout, GoDuration::parse("-10s").unwrap());
+
+        let Some(Command::Join(join)) = parsed(&["join", "-delay=-30s", "-advertise=", "etcd://h:1"]).command else {
+            panic!("not join")
+        };
+        assert_eq!(join.delay, GoDuration::parse("-30s").unwrap());
+        assert_eq!(join.advertise.as_deref(), Some(""));
+
+        assert!(matches!(parsed(&["c"]).command, Some(Command::Create)));
+        assert!(Cli::parse_go_style(["swarm", "manage", "-nope", "nodes://h:1"]).is_err());
+    }
+
     #[test]
     fn parses_listen_addresses() {
         assert_eq!(Listen::parse("tcp://0.0.0.0:4000").unwrap(), Listen::Tcp("0.0.0.0:4000".into()));
@@ -395,5 +486,14 @@ mod tests {
         assert!(ClusterOpts::parse(&["swarm.overcommit=x".into()]).is_err());
         assert!(ClusterOpts::parse(&["nope=1".into()]).is_err());
         assert!(ClusterOpts::parse(&["novalue".into()]).is_err());
+        assert_eq!(
+            ClusterOpts::parse(&["swarm.overcommit=-1".into()]),
+            Err("swarm.overcommit should be larger than -1, -1.000000 is invalid".into())
+        );
+        assert_eq!(ClusterOpts::parse(&["swarm.overcommit=-0.5".into()]).map(|o| o.overcommit), Ok(-0.5));
+        assert_eq!(
+            ClusterOpts::parse(&["swarm.createretry=-1".into()]),
+            Err("swarm.createretry can not be negative, -1 is invalid".into())
+        );
     }
 }
