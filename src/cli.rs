@@ -1,8 +1,10 @@
 //! Command line, compatible with the original `swarm` binary.
 
-use std::time::Duration;
+use std::ffi::OsString;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Arg, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+
+use crate::duration::GoDuration;
 
 /// The version string `swarm --version` prints.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -45,7 +47,15 @@ pub enum Command {
     /// List the engines registered in the discovery service.
     #[command(visible_alias = "l")]
     List(ListArgs),
+    /// Create a cluster token (gone: Docker's hosted token service was shut down).
+    #[command(visible_alias = "c")]
+    Create,
 }
+
+/// What `swarm create` answers: it asked Docker's hosted token service for a
+/// cluster token, and that service no longer exists.
+pub const CREATE_IS_GONE: &str = "swarm create is gone: Docker's hosted token discovery service was shut down. \
+     Use consul://, etcd://, zk://, file://, nodes:// or a static list (h1:p,h2:p) as the discovery instead";
 
 /// Where the discovery service is, for every command that uses one.
 #[derive(Debug, Args)]
@@ -80,14 +90,14 @@ pub struct JoinArgs {
     #[arg(long = "advertise", visible_alias = "addr", env = "SWARM_ADVERTISE")]
     pub advertise: Option<String>,
     /// Period of the registration refresh.
-    #[arg(long, default_value = "60s", value_parser = crate::duration::parse)]
-    pub heartbeat: Duration,
+    #[arg(long, default_value = "60s", value_parser = GoDuration::parse)]
+    pub heartbeat: GoDuration,
     /// Expiration of the registration; must exceed the heartbeat.
-    #[arg(long, default_value = "180s", value_parser = crate::duration::parse)]
-    pub ttl: Duration,
+    #[arg(long, default_value = "180s", value_parser = GoDuration::parse)]
+    pub ttl: GoDuration,
     /// Wait a random time up to this long before the first registration.
-    #[arg(long, default_value = "0s", value_parser = crate::duration::parse)]
-    pub delay: Duration,
+    #[arg(long, default_value = "0s", value_parser = GoDuration::parse)]
+    pub delay: GoDuration,
     #[command(flatten)]
     pub discovery: DiscoveryArgs,
 }
@@ -96,8 +106,8 @@ pub struct JoinArgs {
 #[derive(Debug, Args)]
 pub struct ListArgs {
     /// How long to wait for the discovery service.
-    #[arg(long, default_value = "10s", value_parser = crate::duration::parse)]
-    pub timeout: Duration,
+    #[arg(long, default_value = "10s", value_parser = GoDuration::parse)]
+    pub timeout: GoDuration,
     #[command(flatten)]
     pub discovery: DiscoveryArgs,
 }
@@ -121,17 +131,20 @@ pub struct ManageArgs {
     #[arg(short = 'f', long = "filter")]
     pub filters: Vec<String>,
     /// Period of the discovery polling.
-    #[arg(long, default_value = "60s", value_parser = crate::duration::parse)]
-    pub heartbeat: Duration,
+    #[arg(long, default_value = "60s", value_parser = GoDuration::parse)]
+    pub heartbeat: GoDuration,
     /// Minimum time between two refreshes of an engine.
-    #[arg(long = "engine-refresh-min-interval", default_value = "30s", value_parser = crate::duration::parse)]
-    pub refresh_min: Duration,
+    #[arg(long = "engine-refresh-min-interval", default_value = "30s", value_parser = GoDuration::parse)]
+    pub refresh_min: GoDuration,
     /// Maximum time between two refreshes of an engine.
-    #[arg(long = "engine-refresh-max-interval", default_value = "60s", value_parser = crate::duration::parse)]
-    pub refresh_max: Duration,
+    #[arg(long = "engine-refresh-max-interval", default_value = "60s", value_parser = GoDuration::parse)]
+    pub refresh_max: GoDuration,
     /// Failed refreshes in a row before an engine is flagged unhealthy.
     #[arg(long = "engine-failure-retry", default_value_t = 3)]
-    pub failure_retry: u32,
+    pub failure_retry: i64,
+    /// The original's name for --engine-failure-retry; only its default (3) is accepted.
+    #[arg(long = "engine-refresh-retry", default_value_t = 3, hide = true)]
+    pub deprecated_refresh_retry: i64,
     /// Add CORS headers to the remote API.
     #[arg(long = "api-enable-cors", visible_alias = "cors")]
     pub cors: bool,
@@ -147,13 +160,124 @@ pub struct ManageArgs {
     /// How long the store keeps a silent primary's lock; a primary that cannot
     /// renew for two thirds of it steps down (Consul: TTL of the lock's health
     /// check; etcd: lease TTL, at least 2s; ZooKeeper: session timeout, bounded by the server).
-    #[arg(long = "replication-ttl", default_value = "2s", value_parser = crate::duration::parse)]
-    pub replication_ttl: Duration,
+    #[arg(long = "replication-ttl", default_value = "2s", value_parser = GoDuration::parse)]
+    pub replication_ttl: GoDuration,
     /// Address other managers reach this one at, for replication: ip:port or hostname:port.
     #[arg(long = "advertise", visible_alias = "addr", env = "SWARM_ADVERTISE")]
     pub advertise: Option<String>,
     #[command(flatten)]
     pub discovery: DiscoveryArgs,
+}
+
+impl Cli {
+    /// Reads a command line the way the original's Go flag parser did: a long
+    /// flag takes one dash or two, with its value after `=` or as the next
+    /// item, whatever that item looks like (`--timeout -10s`).
+    pub fn parse_go_style<I, T>(argv: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString>,
+    {
+        let mut command = values_may_start_with_a_dash(Cli::command());
+        // Built, the subcommands carry the global flags and --help too.
+        command.build();
+        let argv = single_dash_longs_to_double(&command, argv.into_iter().map(Into::into).collect());
+        let mut matches = command.try_get_matches_from_mut(argv)?;
+        Cli::from_arg_matches_mut(&mut matches).map_err(|e| e.format(&mut command))
+    }
+}
+
+/// Go's flag package gives an option the next item as its value whatever it
+/// looks like; clap would take `-10s` for a flag of its own.
+fn values_may_start_with_a_dash(command: clap::Command) -> clap::Command {
+    command
+        .mut_args(|arg| {
+            if !arg.is_positional() && arg.get_action().takes_values() {
+                arg.allow_hyphen_values(true)
+            } else {
+                arg
+            }
+        })
+        .mut_subcommands(values_may_start_with_a_dash)
+}
+
+/// Rewrites `-name` and `-name=value` into `--name...` when `name` is a long
+/// flag or alias of the command being read (built, so with the global flags):
+/// Go accepts both forms, clap only the second. A one-letter item keeps its
+/// short meaning unless a long flag has that name. The item after an option
+/// that takes a value is its value and is passed as is, as is everything after `--`.
+fn single_dash_longs_to_double(root: &clap::Command, argv: Vec<OsString>) -> Vec<OsString> {
+    let mut command = root;
+    let mut rewritten = Vec::with_capacity(argv.len());
+    let mut items = argv.into_iter();
+    rewritten.extend(items.next());
+    while let Some(item) = items.next() {
+        let Some(text) = item.to_str() else {
+            rewritten.push(item);
+            continue;
+        };
+        if text == "--" {
+            rewritten.push(item);
+            rewritten.extend(items.by_ref());
+            break;
+        }
+        if text.len() < 2 || !text.starts_with('-') {
+            if let Some(subcommand) = command.find_subcommand(text) {
+                command = subcommand;
+            }
+            rewritten.push(item);
+            continue;
+        }
+        let flag = WrittenFlag::read(command, text);
+        let awaits_value = flag.arg.is_some_and(|arg| arg.get_action().takes_values()) && !flag.value_attached;
+        rewritten.push(flag.double_dashed.map_or(item, OsString::from));
+        if awaits_value {
+            rewritten.extend(items.next());
+        }
+    }
+    rewritten
+}
+
+/// A flag item as the user wrote it, matched against a command's flags.
+struct WrittenFlag<'c> {
+    /// The flag it names, when it names one.
+    arg: Option<&'c Arg>,
+    /// Whether the value is in the same item (`--name=value`, `-Hvalue`).
+    value_attached: bool,
+    /// The item with two dashes, when it was a long flag written with one.
+    double_dashed: Option<String>,
+}
+
+impl<'c> WrittenFlag<'c> {
+    /// Reads `text`, an item of at least two characters starting with `-`.
+    fn read(command: &'c clap::Command, text: &str) -> WrittenFlag<'c> {
+        let (dashes, body) = match text.strip_prefix("--") {
+            Some(body) => (2, body),
+            None => (1, &text[1..]),
+        };
+        let (name, value) = match body.split_once('=') {
+            Some((name, value)) => (name, Some(value)),
+            None => (body, None),
+        };
+        let long = command.get_arguments().find(|arg| {
+            arg.get_long() == Some(name) || arg.get_all_aliases().is_some_and(|aliases| aliases.contains(&name))
+        });
+        if let Some(arg) = long {
+            let double_dashed = (dashes == 1).then(|| format!("-{text}"));
+            return WrittenFlag { arg: Some(arg), value_attached: value.is_some(), double_dashed };
+        }
+        if dashes == 2 {
+            return WrittenFlag { arg: None, value_attached: value.is_some(), double_dashed: None };
+        }
+        let mut chars = body.chars();
+        let short = chars.next().and_then(|letter| {
+            command.get_arguments().find(|arg| {
+                arg.get_short() == Some(letter)
+                    || arg.get_all_short_aliases().is_some_and(|aliases| aliases.contains(&letter))
+            })
+        });
+        WrittenFlag { arg: short, value_attached: !chars.as_str().is_empty(), double_dashed: None }
+    }
 }
 
 /// Checks an `--advertise` value: `ip:port` or `hostname:port`.
@@ -211,15 +335,24 @@ impl ClusterOpts {
                 opt.split_once('=').ok_or_else(|| format!("invalid --cluster-opt {opt:?}: expected key=value"))?;
             match key {
                 "swarm.overcommit" => {
-                    parsed.overcommit =
-                        value.parse::<f64>().ok().filter(|v| v.is_finite() && *v > -1.0).ok_or_else(|| {
-                            format!("invalid --cluster-opt {opt:?}: overcommit must be a number above -1")
-                        })?
+                    let overcommit = value.parse::<f64>().ok().filter(|v| v.is_finite()).ok_or_else(|| {
+                        format!("invalid --cluster-opt {opt:?}: overcommit must be a number above -1")
+                    })?;
+                    if overcommit <= -1.0 {
+                        // Go's %f: six decimals.
+                        return Err(format!("swarm.overcommit should be larger than -1, {overcommit:.6} is invalid"));
+                    }
+                    parsed.overcommit = overcommit;
                 }
                 "swarm.createretry" => {
-                    parsed.create_retry = value
-                        .parse::<u32>()
-                        .map_err(|_| format!("invalid --cluster-opt {opt:?}: createretry must be a whole number"))?
+                    let create_retry = value
+                        .parse::<i64>()
+                        .map_err(|_| format!("invalid --cluster-opt {opt:?}: createretry must be a whole number"))?;
+                    if create_retry < 0 {
+                        return Err(format!("swarm.createretry can not be negative, {create_retry} is invalid"));
+                    }
+                    parsed.create_retry = u32::try_from(create_retry)
+                        .map_err(|_| format!("invalid --cluster-opt {opt:?}: createretry is too large"))?;
                 }
                 _ => {
                     return Err(format!(
@@ -235,6 +368,97 @@ impl ClusterOpts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The command line clap is given for `argv` (after `swarm`).
+    fn rewritten(argv: &[&str]) -> Vec<String> {
+        let mut command = values_may_start_with_a_dash(Cli::command());
+        command.build();
+        let argv = std::iter::once("swarm").chain(argv.iter().copied()).map(OsString::from).collect();
+        single_dash_longs_to_double(&command, argv)
+            .into_iter()
+            .skip(1)
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    fn parsed(argv: &[&str]) -> Cli {
+        Cli::parse_go_style(std::iter::once("swarm").chain(argv.iter().copied())).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn single_dash_long_flags_get_two() {
+        assert_eq!(
+            rewritten(&[
+                "-l",
+                "debug",
+                "-experimental",
+                "manage",
+                "-H",
+                "127.0.0.1:4000",
+                "--heartbeat=1s",
+                "nodes://h:1"
+            ]),
+            ["-l", "debug", "--experimental", "manage", "-H", "127.0.0.1:4000", "--heartbeat=1s", "nodes://h:1"]
+        );
+        assert_eq!(
+            rewritten(&["manage", "-cluster-opt", "swarm.createretry=1", "-heartbeat=5s", "-cors", "-addr", "h:1"]),
+            ["manage", "--cluster-opt", "swarm.createretry=1", "--heartbeat=5s", "--cors", "--addr", "h:1"]
+        );
+        // Global flags after the command, and the ones clap adds.
+        assert_eq!(
+            rewritten(&["list", "-debug", "-log-level=warn", "-help"]),
+            ["list", "--debug", "--log-level=warn", "--help"]
+        );
+        assert_eq!(rewritten(&["-version"]), ["--version"]);
+    }
+
+    #[test]
+    fn short_flags_keep_their_meaning() {
+        assert_eq!(
+            rewritten(&["manage", "-c", "swarm", "-f", "health", "-H=:4000", "-Htcp://h:1", "-v"]),
+            ["manage", "-c", "swarm", "-f", "health", "-H=:4000", "-Htcp://h:1", "-v"]
+        );
+    }
+
+    #[test]
+    fn values_are_never_rewritten() {
+        // `-strategy` is a flag's name, but here it is --advertise's value.
+        assert_eq!(
+            rewritten(&["join", "-advertise", "-strategy", "-ttl", "-10s"]),
+            ["join", "--advertise", "-strategy", "--ttl", "-10s"]
+        );
+        assert_eq!(rewritten(&["manage", "-H", "-heartbeat"]), ["manage", "-H", "-heartbeat"]);
+        // After `--`, and flags of another command (`-ttl` is join's, not manage's).
+        assert_eq!(rewritten(&["manage", "-ttl", "--", "-heartbeat"]), ["manage", "-ttl", "--", "-heartbeat"]);
+        // Unknown single-dash items are left for clap to refuse.
+        assert_eq!(rewritten(&["manage", "-nope=1", "-10s"]), ["manage", "-nope=1", "-10s"]);
+    }
+
+    #[test]
+    fn parses_go_style_command_lines() {
+        let cli =
+            parsed(&["-l", "debug", "-experimental", "m", "-H", "127.0.0.1:4000", "-heartbeat", "1s", "nodes://h:1"]);
+        assert!(cli.experimental);
+        assert_eq!(cli.log_level, "debug");
+        let Some(Command::Manage(manage)) = cli.command else { panic!("not manage") };
+        assert_eq!(manage.hosts, ["127.0.0.1:4000"]);
+        assert_eq!(manage.heartbeat, GoDuration::parse("1s").unwrap());
+        assert_eq!(manage.discovery.url.as_deref(), Some("nodes://h:1"));
+
+        let Some(Command::List(list)) = parsed(&["list", "--timeout", "-10s", "nodes://h:1"]).command else {
+            panic!("not list")
+        };
+        assert_eq!(list.timeout, GoDuration::parse("-10s").unwrap());
+
+        let Some(Command::Join(join)) = parsed(&["join", "-delay=-30s", "-advertise=", "etcd://h:1"]).command else {
+            panic!("not join")
+        };
+        assert_eq!(join.delay, GoDuration::parse("-30s").unwrap());
+        assert_eq!(join.advertise.as_deref(), Some(""));
+
+        assert!(matches!(parsed(&["c"]).command, Some(Command::Create)));
+        assert!(Cli::parse_go_style(["swarm", "manage", "-nope", "nodes://h:1"]).is_err());
+    }
 
     #[test]
     fn parses_listen_addresses() {
@@ -262,5 +486,14 @@ mod tests {
         assert!(ClusterOpts::parse(&["swarm.overcommit=x".into()]).is_err());
         assert!(ClusterOpts::parse(&["nope=1".into()]).is_err());
         assert!(ClusterOpts::parse(&["novalue".into()]).is_err());
+        assert_eq!(
+            ClusterOpts::parse(&["swarm.overcommit=-1".into()]),
+            Err("swarm.overcommit should be larger than -1, -1.000000 is invalid".into())
+        );
+        assert_eq!(ClusterOpts::parse(&["swarm.overcommit=-0.5".into()]).map(|o| o.overcommit), Ok(-0.5));
+        assert_eq!(
+            ClusterOpts::parse(&["swarm.createretry=-1".into()]),
+            Err("swarm.createretry can not be negative, -1 is invalid".into())
+        );
     }
 }

@@ -16,13 +16,19 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// then deregisters it at once.
 pub async fn join(args: JoinArgs) -> Result<(), String> {
     let url = args.discovery.url("join")?;
-    let advertise = parse_advertise(args.advertise.as_deref().ok_or("missing mandatory --advertise flag")?)?;
-    if args.heartbeat < Duration::from_secs(1) {
-        return Err("--heartbeat should be at least one second".into());
-    }
-    if args.ttl <= args.heartbeat {
-        return Err("--ttl must be strictly superior to the heartbeat value".into());
-    }
+    let advertise = args.advertise.as_deref().filter(|a| !a.is_empty()).ok_or("missing mandatory --advertise flag")?;
+    let advertise = parse_advertise(advertise)?;
+    let delay = args.delay.to_std().ok_or("--delay should not be a negative number")?;
+    let heartbeat = args
+        .heartbeat
+        .to_std()
+        .filter(|hb| *hb >= Duration::from_secs(1))
+        .ok_or("--heartbeat should be at least one second")?;
+    let ttl = args
+        .ttl
+        .to_std()
+        .filter(|ttl| *ttl > heartbeat)
+        .ok_or("--ttl must be strictly superior to the heartbeat value")?;
     let backend = args.discovery.backend("join")?;
     let Backend::Kv(config) = backend else {
         return Err(format!(
@@ -30,15 +36,15 @@ pub async fn join(args: JoinArgs) -> Result<(), String> {
              address there instead"
         ));
     };
-    if !args.delay.is_zero() {
-        let wait = rand::thread_rng().gen_range(Duration::ZERO..args.delay);
+    if !delay.is_zero() {
+        let wait = rand::thread_rng().gen_range(Duration::ZERO..delay);
         tokio::time::sleep(wait).await;
     }
     let store = Store::connect(&config, CONNECT_TIMEOUT).await.map_err(|e| e.to_string())?;
     let key = join_key(&config.nodes_dir(), &advertise);
-    Observed::JoinRegistering { addr: &advertise, discovery: url, heartbeat: args.heartbeat }.emit();
-    let mut registration = store.register(&key, advertise.as_bytes(), args.ttl).await.map_err(|e| e.to_string())?;
-    let mut ticker = tokio::time::interval(args.heartbeat);
+    Observed::JoinRegistering { addr: &advertise, discovery: url, heartbeat }.emit();
+    let mut registration = store.register(&key, advertise.as_bytes(), ttl).await.map_err(|e| e.to_string())?;
+    let mut ticker = tokio::time::interval(heartbeat);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
     let shutdown = crate::shutdown_signal();
@@ -63,10 +69,11 @@ pub async fn join(args: JoinArgs) -> Result<(), String> {
 /// Prints the registered addresses, one per line.
 pub async fn list(args: ListArgs) -> Result<(), String> {
     let url = args.discovery.url("list")?;
+    let timeout = args.timeout.to_std().filter(|t| !t.is_zero()).ok_or("--timeout should be a positive number")?;
     let backend = args.discovery.backend("list")?;
-    let entries = tokio::time::timeout(args.timeout, backend.fetch())
+    let entries = tokio::time::timeout(timeout, backend.fetch())
         .await
-        .map_err(|_| format!("Timed out after {} waiting for {url}", crate::duration::format(args.timeout)))?
+        .map_err(|_| format!("Timed out after {} waiting for {url}", crate::duration::format(timeout)))?
         .map_err(|e| e.to_string())?;
     for entry in entries {
         println!("{entry}");

@@ -17,14 +17,15 @@ mod reschedule;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 use cli::{Cli, Command};
 
 /// The `swarm` command: parses the command line, runs the command, and
 /// returns the process exit code.
 pub fn run() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::parse_go_style(std::env::args_os()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     if cli.version {
         println!("swarm version {} (swarm-rs)", cli::VERSION);
         return ExitCode::SUCCESS;
@@ -46,6 +47,7 @@ pub fn run() -> ExitCode {
         Command::Manage(args) => runtime.block_on(manage::run(args)),
         Command::Join(args) => runtime.block_on(join::join(args)),
         Command::List(args) => runtime.block_on(join::list(args)),
+        Command::Create => Err(cli::CREATE_IS_GONE.to_string()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -35,54 +35,69 @@ struct Settings {
 }
 
 impl Settings {
+    /// Checks the flags in the original's order, with its messages.
     fn from_args(args: ManageArgs) -> Result<Settings, String> {
+        let refresh_min = args
+            .refresh_min
+            .to_std()
+            .filter(|min| !min.is_zero())
+            .ok_or("min refresh interval should be a positive number")?;
+        let refresh_max = args
+            .refresh_max
+            .to_std()
+            .filter(|max| *max >= refresh_min)
+            .ok_or("max refresh interval cannot be less than min refresh interval")?;
+        if args.deprecated_refresh_retry != 3 {
+            return Err("--engine-refresh-retry is deprecated. Use --engine-failure-retry".into());
+        }
+        let failure_retry =
+            u32::try_from(args.failure_retry).ok().filter(|n| *n > 0).ok_or("invalid failure retry count")?;
         args.discovery.url("manage")?;
+        let heartbeat = args
+            .heartbeat
+            .to_std()
+            .filter(|hb| *hb >= Duration::from_secs(1))
+            .ok_or("--heartbeat should be at least one second")?;
+        let backend = args.discovery.backend("manage")?;
         if args.cluster_driver != "swarm" {
             return Err(format!("unsupported cluster driver {:?} (only \"swarm\")", args.cluster_driver));
         }
-        if args.heartbeat < Duration::from_secs(1) {
-            return Err("--heartbeat should be at least one second".into());
-        }
-        if args.refresh_min.is_zero() {
-            return Err("min refresh interval should be a positive number".into());
-        }
-        if args.refresh_max < args.refresh_min {
-            return Err("max refresh interval cannot be less than min refresh interval".into());
-        }
-        if args.failure_retry == 0 {
-            return Err("invalid failure retry count".into());
-        }
-        let listen: Vec<Listen> = args.hosts.iter().map(|h| Listen::parse(h)).collect::<Result<_, _>>()?;
         let opts = ClusterOpts::parse(&args.cluster_opts)?;
-        let policy = PlacementPolicy::new(&args.strategy, &args.filters, opts, args.failure_retry)?;
-        let backend = args.discovery.backend("manage")?;
-        let replication = if args.replication {
+        let policy = PlacementPolicy::new(&args.strategy, &args.filters, opts, failure_retry)?;
+        let listen: Vec<Listen> = args.hosts.iter().map(|h| Listen::parse(h)).collect::<Result<_, _>>()?;
+        let (replication, replication_ttl) = if args.replication {
+            let advertise = args
+                .advertise
+                .as_deref()
+                .filter(|a| !a.is_empty())
+                .ok_or("--advertise address must be provided when using --leader-election")?;
+            let advertise = cli::parse_advertise(advertise)?;
+            let ttl = args
+                .replication_ttl
+                .to_std()
+                .filter(|ttl| !ttl.is_zero())
+                .ok_or("--replication-ttl should be a positive number")?;
+            if ttl < Duration::from_millis(500) {
+                return Err("--replication-ttl should be at least 500ms".into());
+            }
             let swarm_discovery::Backend::Kv(kv) = &backend else {
                 return Err("Leader election is only supported with consul, etcd and zookeeper discovery.".into());
             };
-            let advertise =
-                args.advertise.as_deref().ok_or("--advertise address must be provided when using --leader-election")?;
-            let advertise = cli::parse_advertise(advertise)?;
-            if args.replication_ttl < Duration::from_millis(500) {
-                return Err("--replication-ttl should be at least 500ms".into());
-            }
-            Some((kv.clone(), advertise))
+            (Some((kv.clone(), advertise)), ttl)
         } else {
-            None
+            // As in the original, --replication-ttl means nothing without --replication
+            // (only a replica waits for a failover).
+            (None, Duration::ZERO)
         };
         Ok(Settings {
             listen,
             backend,
-            heartbeat: args.heartbeat,
+            heartbeat,
             policy,
-            monitor: MonitorConfig {
-                refresh_min: args.refresh_min,
-                refresh_max: args.refresh_max,
-                failure_retry: args.failure_retry,
-            },
+            monitor: MonitorConfig { refresh_min, refresh_max, failure_retry },
             cors: args.cors,
             replication,
-            replication_ttl: args.replication_ttl,
+            replication_ttl,
         })
     }
 }
