@@ -10,7 +10,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Parser;
 use swarm_leadership::Leadership;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -121,7 +120,7 @@ impl Manager {
         listener: tokio::net::TcpListener,
         leadership: Option<Arc<Leadership>>,
     ) -> Result<Manager, String> {
-        let cli = Cli::try_parse_from(["swarm", "manage"].into_iter().chain(args.iter().copied()))
+        let cli = Cli::parse_go_style(["swarm", "manage"].into_iter().chain(args.iter().copied()))
             .map_err(|e| e.to_string())?;
         let Some(Command::Manage(args)) = cli.command else {
             return Err("not a manage command line".into());
