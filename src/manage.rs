@@ -84,9 +84,10 @@ impl Settings {
             };
             (Some((kv.clone(), advertise)), ttl)
         } else {
-            // As in the original, --replication-ttl means nothing without --replication
-            // (only a replica waits for a failover).
-            (None, Duration::ZERO)
+            // As in the original, --replication-ttl is not validated without
+            // --replication; it still sets how long a replica waits for a
+            // failover when the caller runs the election (`Manager::start`).
+            (None, args.replication_ttl.to_std().unwrap_or(Duration::ZERO))
         };
         Ok(Settings {
             listen,
