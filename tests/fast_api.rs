@@ -607,3 +607,164 @@ async fn no_healthy_node_is_a_500() {
         assert_eq!(reply.message(), "No healthy node available in the cluster", "{method} {path}");
     }
 }
+
+#[tokio::test]
+async fn create_on_a_nodes_network_is_pinned_there() {
+    let engines = two_engines().await;
+    engines[1].add_network("testn", "bridge");
+    let c = Cluster::start(engines, &[]).await;
+    let body = json!({"Image": "nginx", "HostConfig": {"NetworkMode": "fake-02/testn"},
+        "NetworkingConfig": {"EndpointsConfig": {"fake-02/testn": {"Aliases": ["web"]}}}});
+    let created = post(c.addr, "/v1.41/containers/create?name=web", body).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{created:?}");
+    let sent = c.engine("fake-02").requests_to(Method::POST, "/containers/create");
+    let sent = sent.first().expect("created on fake-02").json();
+    assert_eq!(sent["HostConfig"]["NetworkMode"], "testn", "the engine gets the network's own name");
+    assert_eq!(sent["NetworkingConfig"]["EndpointsConfig"]["testn"]["Aliases"], json!(["web"]));
+    assert_eq!(sent["Labels"]["com.docker.swarm.constraints"], r#"["node==fake-02"]"#, "kept for rescheduling");
+    assert_eq!(sent["Env"], json!([]), "the pin is not passed on as an environment variable");
+}
+
+#[tokio::test]
+async fn ps_is_task_filters_on_the_swarm_task_label() {
+    let c = Cluster::start(two_engines().await, &[]).await;
+    let task = json!({"Image": "nginx", "Labels": {"com.docker.swarm.task": ""}});
+    assert_eq!(post(c.addr, "/containers/create?name=task", task).await.status, StatusCode::CREATED);
+    assert_eq!(
+        post(c.addr, "/containers/create?name=plain", json!({"Image": "nginx"})).await.status,
+        StatusCode::CREATED
+    );
+    let listed = |values: Value| format!("/containers/json?all=1&filters={}", filters(json!({"is-task": values})));
+    let bare = |list: Value| names(&list).iter().map(|n| n.rsplit('/').next().unwrap().to_string()).collect::<Vec<_>>();
+    assert_eq!(bare(get(c.addr, &listed(json!(["true"]))).await.json()), ["task"]);
+    assert_eq!(bare(get(c.addr, &listed(json!(["false"]))).await.json()), ["plain"]);
+    assert_eq!(bare(get(c.addr, &listed(json!(["false", "true"]))).await.json()), ["task"], "true wins, as in dockerd");
+    let bad = get(c.addr, &listed(json!(["maybe"]))).await;
+    assert_eq!((bad.status, bad.message()), (StatusCode::BAD_REQUEST, "Invalid filter 'is-task=[maybe]'".to_string()));
+}
+
+#[tokio::test]
+async fn create_errors_the_cli_must_not_answer_with_a_pull() {
+    let engines = two_engines().await;
+    let plugin = json!({"message": "create x: error looking up volume plugin nope: plugin \"nope\" not found"});
+    let image = json!({"message": "No such image: ghost:latest"});
+    for engine in &engines {
+        engine.force(Method::POST, "/containers/create", StatusCode::NOT_FOUND, plugin.clone());
+    }
+    let c = Cluster::start(engines, &[]).await;
+
+    let hex = "0123456789abcdef".repeat(4);
+    let refused = post(c.addr, "/v1.41/containers/create", json!({"Image": hex})).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        refused.message(),
+        format!("invalid repository name ({hex}), cannot specify 64-byte hexadecimal strings")
+    );
+    let sent = c.engines.iter().map(|e| e.requests_to(Method::POST, "/containers/create").len()).sum::<usize>();
+    assert_eq!(sent, 0, "refused before scheduling");
+
+    let driver = post(c.addr, "/v1.41/containers/create", json!({"Image": "nginx"})).await;
+    assert_eq!((driver.status, driver.json()), (StatusCode::BAD_REQUEST, plugin), "not a 404: the CLI would pull");
+
+    let without_image = FakeEngine::start("fake-03", &[]).await;
+    without_image.force(Method::POST, "/containers/create", StatusCode::NOT_FOUND, image.clone());
+    let c = Cluster::start(vec![without_image], &[]).await;
+    let missing = post(c.addr, "/v1.41/containers/create", json!({"Image": "ghost"})).await;
+    assert_eq!((missing.status, missing.json()), (StatusCode::NOT_FOUND, image), "a missing image stays a 404");
+}
+
+#[tokio::test]
+async fn save_goes_to_an_engine_holding_every_image() {
+    let engines = two_engines().await;
+    engines[0].add_image("sha256:bbb", &["busybox:latest"]);
+    engines[1].add_image("sha256:bbb", &["busybox:1"]);
+    engines[1].add_image("sha256:rrr", &["redis:7"]);
+    let c = Cluster::start(engines, &[]).await;
+    let both = get(c.addr, "/v1.41/images/get?names=busybox&names=redis%3A7").await;
+    assert_eq!((both.status, both.text().as_str()), (StatusCode::OK, "image archive"));
+    assert_eq!(c.engine("fake-02").requests_to(Method::GET, "/images/get").len(), 1);
+    assert!(c.engine("fake-01").requests_to(Method::GET, "/images/get").is_empty());
+    let none = get(c.addr, "/v1.41/images/get?names=busybox%3Alatest&names=redis%3A7").await;
+    assert_eq!(none.status, StatusCode::NOT_FOUND);
+    assert_eq!(none.message(), "Unable to find a healthy engine containing all images: [busybox:latest redis:7]");
+}
+
+#[tokio::test]
+async fn images_and_volumes_filter_by_node_on_the_manager() {
+    let engines = two_engines().await;
+    engines[0].add_image("sha256:bbb", &["busybox:latest"]);
+    engines[1].add_image("sha256:bbb", &["busybox:latest", "mine:1"]);
+    engines[0].add_volume("data");
+    engines[0].add_volume("logs");
+    engines[1].add_volume("data");
+    let c = Cluster::start(engines, &[]).await;
+
+    let images = get(c.addr, &format!("/v1.41/images/json?filters={}", filters(json!({"node": ["fake-01"]})))).await;
+    assert_eq!(images.json()[0]["RepoTags"], json!(["busybox:latest"]), "only fake-01's tags: {images:?}");
+    assert!(c.engine("fake-02").requests_to(Method::GET, "/images/json").iter().all(|r| !r.uri.contains("filters")));
+    let dangling = filters(json!({"node": ["02$"], "dangling": ["false"]}));
+    get(c.addr, &format!("/images/json?filters={dangling}")).await;
+    let forwarded = c.engine("fake-02").requests_to(Method::GET, "/images/json").pop().expect("asked fake-02");
+    assert_eq!(forwarded.uri, format!("/images/json?filters={}", filters(json!({"dangling": {"false": true}}))));
+
+    let volumes = |f: Value| {
+        let path = format!("/v1.41/volumes?filters={}", filters(f));
+        async move {
+            let list = get(c.addr, &path).await.json();
+            let mut names: Vec<String> =
+                list["Volumes"].as_array().unwrap().iter().map(|v| v["Name"].as_str().unwrap().to_string()).collect();
+            names.sort();
+            names
+        }
+    };
+    assert_eq!(volumes(json!({"node": ["fake-02"]})).await, ["fake-02/data"]);
+    assert_eq!(volumes(json!({"name": ["at"]})).await, ["fake-01/data", "fake-02/data"], "substring of the name");
+    assert_eq!(volumes(json!({"name": ["01/"]})).await, ["fake-01/data", "fake-01/logs"], "as listed, node included");
+}
+
+#[tokio::test]
+async fn volume_creates_follow_placement_rules() {
+    let c = Cluster::start(two_engines().await, &[]).await;
+    let labelled = json!({"Name": "by-label", "Labels": {"com.docker.swarm.constraints": "[\"zone==b\"]"}});
+    assert_eq!(post(c.addr, "/volumes/create", labelled).await.status, StatusCode::CREATED);
+    assert!(c.engine("fake-02").has_volume("by-label") && !c.engine("fake-01").has_volume("by-label"));
+
+    let opt = json!({"Name": "by-opt", "DriverOpts": {"constraint:node": "=fake-01", "size": "1g"}});
+    assert_eq!(post(c.addr, "/volumes/create", opt).await.status, StatusCode::CREATED);
+    let sent =
+        c.engine("fake-01").requests_to(Method::POST, "/volumes/create").pop().expect("created on fake-01").json();
+    assert_eq!(sent["DriverOpts"], json!({"size": "1g"}), "the driver never sees the rule");
+    assert_eq!(sent["Labels"]["com.docker.swarm.constraints"], r#"["node==fake-01"]"#);
+    assert!(!c.engine("fake-02").has_volume("by-opt"));
+
+    let white = json!({"Name": "white", "Labels": {"com.docker.swarm.whitelists": "[\"node==fake-02\"]"}});
+    assert_eq!(post(c.addr, "/volumes/create", white).await.status, StatusCode::CREATED);
+    assert!(c.engine("fake-02").has_volume("white") && !c.engine("fake-01").has_volume("white"));
+
+    let nowhere = json!({"Name": "nowhere", "Labels": {"com.docker.swarm.constraints": "[\"node==fake-09\"]"}});
+    let reply = post(c.addr, "/volumes/create", nowhere).await;
+    assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(reply.message().starts_with("Unable to find a node that satisfies"), "{}", reply.message());
+
+    let bad = json!({"Name": "bad", "Labels": {"com.docker.swarm.affinities": "container==x"}});
+    let reply = post(c.addr, "/volumes/create", bad).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        reply.message(),
+        "label com.docker.swarm.affinities must hold a JSON array of strings, got 'container==x'"
+    );
+    let created = c.engines.iter().flat_map(|e| e.requests_to(Method::POST, "/volumes/create")).count();
+    assert_eq!(created, 3, "neither refused create reached an engine");
+}
+
+#[tokio::test]
+async fn placement_labels_that_are_not_json_arrays_are_a_400() {
+    let c = Cluster::start(two_engines().await, &[]).await;
+    let body = json!({"Image": "nginx", "Labels": {"com.docker.swarm.constraints": "node==fake-01"}});
+    let reply = post(c.addr, "/containers/create", body).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        reply.message(),
+        "label com.docker.swarm.constraints must hold a JSON array of strings, got 'node==fake-01'"
+    );
+}

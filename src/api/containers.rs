@@ -11,7 +11,7 @@ use swarm_proxy::ProxyBody;
 
 use super::forward::forward_to;
 use super::reply::json_bytes;
-use super::request::{parse_filters, parse_json, query_bool, query_get, query_set, read_body};
+use super::request::{parse_filters, parse_json, query_bool, query_get, query_set, read_body, NodeFilter};
 use super::{ApiError, Ctx};
 use crate::cluster::container::Container;
 use crate::cluster::engine::{Engine, Health};
@@ -39,6 +39,8 @@ const LIST_FILTERS: [&str; 16] = [
     "volume",
 ];
 const STATES: [&str; 7] = ["created", "restarting", "running", "removing", "paused", "exited", "dead"];
+/// The label swarm mode puts on its tasks' containers (`--filter is-task=`).
+const SWARM_TASK_LABEL: &str = "com.docker.swarm.task";
 
 /// `GET /containers/json`: answered from the cache, names prefixed with their node.
 pub fn list(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<ProxyBody>, ApiError> {
@@ -104,7 +106,10 @@ pub fn list(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<ProxyBody
 struct Matcher<'a> {
     filters: &'a std::collections::BTreeMap<String, Vec<String>>,
     names: Vec<regex::Regex>,
-    nodes: Vec<regex::Regex>,
+    nodes: NodeFilter,
+    /// `is-task=true|false`: whether only swarm-mode tasks, or only other
+    /// containers, are listed; `None` lists both.
+    is_task: Option<bool>,
 }
 
 impl<'a> Matcher<'a> {
@@ -119,7 +124,15 @@ impl<'a> Matcher<'a> {
                 })
                 .collect()
         };
-        Ok(Matcher { filters, names: compile("name")?, nodes: compile("node")? })
+        let values = |key: &str| filters.get(key).map(Vec::as_slice).unwrap_or_default();
+        // dockerd's reading: `true` wins over `false`; anything else is refused.
+        let is_task = match values("is-task") {
+            [] => None,
+            v if v.iter().any(|v| v == "true") => Some(true),
+            v if v.iter().any(|v| v == "false") => Some(false),
+            v => return Err(ApiError::BadRequest(format!("Invalid filter 'is-task=[{}]'", v.join(" ")))),
+        };
+        Ok(Matcher { filters, names: compile("name")?, nodes: NodeFilter::new(values("node"))?, is_task })
     }
 
     fn any(&self, key: &str, pred: impl Fn(&str) -> bool) -> bool {
@@ -134,7 +147,8 @@ impl<'a> Matcher<'a> {
             || self.names.iter().any(|re| {
                 c.names.iter().any(|n| re.is_match(&format!("/{n}")) || re.is_match(&format!("/{node}/{n}")))
             }))
-            && (self.nodes.is_empty() || self.nodes.iter().any(|re| re.is_match(node)))
+            && self.nodes.matches(node)
+            && self.is_task.is_none_or(|task| c.labels.contains_key(SWARM_TASK_LABEL) == task)
             && self.any("id", |v| c.id.starts_with(v))
             && self.any("status", |v| c.state == v)
             && self.filters.get("label").into_iter().flatten().all(|l| match l.split_once('=') {

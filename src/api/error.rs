@@ -7,6 +7,7 @@ use thiserror::Error;
 
 use super::reply::json_error;
 use crate::cluster::engine::{Engine, EngineError, Unreachable};
+use crate::cluster::volumes::VolumePlacementError;
 use crate::cluster::{CreateError, NameInUse};
 
 /// Everything a request can fail with. [`ApiError::status`] is the single
@@ -96,14 +97,29 @@ impl From<ScheduleError> for ApiError {
 impl From<CreateError> for ApiError {
     fn from(e: CreateError) -> ApiError {
         match e {
-            CreateError::NotAnObject | CreateError::Expression(_) | CreateError::ReschedulePolicy(_) => {
-                ApiError::BadRequest(e.to_string())
-            }
+            CreateError::NotAnObject
+            | CreateError::HexRepositoryName(_)
+            | CreateError::Expression(_)
+            | CreateError::ReschedulePolicy(_) => ApiError::BadRequest(e.to_string()),
+            // Not a 404: the Docker CLI answers any 404 to a create by
+            // pulling the image and trying again, which hides the message.
+            CreateError::MissingReference(message) => ApiError::BadRequest(message),
             CreateError::NameInUse(e) => e.into(),
             CreateError::Unschedulable(e) => e.into(),
             CreateError::Unreachable(e) => ApiError::Engine(e),
             CreateError::Refused { status, message } => ApiError::Refused { status, message },
             CreateError::Encode(_) => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<VolumePlacementError> for ApiError {
+    fn from(e: VolumePlacementError) -> ApiError {
+        match e {
+            VolumePlacementError::NotAnObject | VolumePlacementError::Expression(_) => {
+                ApiError::BadRequest(e.to_string())
+            }
+            VolumePlacementError::Unschedulable(e) => e.into(),
         }
     }
 }
@@ -144,5 +160,10 @@ mod tests {
             CreateError::Refused { status: StatusCode::BAD_REQUEST, message: "invalid mount".into() }.into();
         assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
         assert_eq!(ApiError::from(CreateError::NotAnObject).status(), StatusCode::BAD_REQUEST);
+        let plugin: ApiError = CreateError::MissingReference("plugin \"x\" not found".into()).into();
+        assert_eq!((plugin.status(), plugin.to_string().as_str()), (StatusCode::BAD_REQUEST, "plugin \"x\" not found"));
+        let hex = ApiError::from(CreateError::HexRepositoryName("ab".into()));
+        assert_eq!(hex.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(hex.to_string(), "invalid repository name (ab), cannot specify 64-byte hexadecimal strings");
     }
 }

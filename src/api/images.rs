@@ -15,15 +15,21 @@ use tokio::sync::mpsc;
 
 use super::forward::{forward_to, healthy, replay};
 use super::reply::json_response;
-use super::request::{query_get, read_body};
+use super::request::{query_get, query_pairs, read_body, take_filters, NodeFilter};
+use super::routes::Handler;
 use super::{ApiError, Ctx};
 use crate::cluster::engine::Engine;
 use crate::cluster::monitor::{self, Kind};
+use swarm_scheduler::ImageSnapshot;
 
-/// `GET /images/json`: every engine's answer to the same query, de-duplicated by ID.
+/// `GET /images/json`: every engine's answer to the same query, de-duplicated
+/// by ID. `--filter node=` is the manager's own: it picks the engines asked
+/// (engines do not know the filter).
 pub async fn list(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<ProxyBody>, ApiError> {
-    let engines = healthy(ctx.cluster())?;
-    let path = ctx.path("/images/json", req.uri().query());
+    let (taken, query) = take_filters(req.uri().query(), &["node"])?;
+    let nodes = NodeFilter::new(taken.get("node").map(Vec::as_slice).unwrap_or_default())?;
+    let engines: Vec<Arc<Engine>> = healthy(ctx.cluster())?.into_iter().filter(|e| nodes.matches(&e.name())).collect();
+    let path = ctx.path("/images/json", Some(&query));
     let answers = join_all(engines.iter().map(|e| e.get_json::<Value>(&path))).await;
     let mut merged: Vec<Value> = Vec::new();
     let mut by_id: HashMap<String, usize> = HashMap::new();
@@ -189,8 +195,53 @@ pub async fn load(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<Pro
     }
 }
 
-/// Single-image reads and push: relayed to the first engine that has the image.
+/// `GET /images/get?names=…` (`docker save`): relayed to an engine that holds
+/// every image named, as the original did; one name alone goes to the first
+/// engine that has it, whose own error answers when none has.
+async fn save(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<ProxyBody>, ApiError> {
+    let names: Vec<String> =
+        query_pairs(req.uri().query()).into_iter().filter(|(k, _)| k == "names").map(|(_, v)| v).collect();
+    let holder = healthy(ctx.cluster())?.into_iter().find(|e| {
+        let images = e.images();
+        names.iter().all(|name| images.iter().any(|image| image_matches(image, name)))
+    });
+    match holder {
+        Some(engine) => {
+            let path = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_default();
+            forward_to(&engine, req, &path).await
+        }
+        None if names.len() > 1 => Err(ApiError::NotFound(format!(
+            "Unable to find a healthy engine containing all images: [{}]",
+            names.join(" ")
+        ))),
+        None => first_with_image(ctx, req).await,
+    }
+}
+
+/// True when `name` (as `docker save` takes it: `repo:tag`, `repo` for all
+/// its tags, `repo@digest`, or an ID or ID prefix) names `image`.
+fn image_matches(image: &ImageSnapshot, name: &str) -> bool {
+    let id = image.id.trim_start_matches("sha256:");
+    let has_tag = name.contains('@') || name.rsplit('/').next().is_some_and(|last| last.contains(':'));
+    image.id == name
+        || (name.len() >= 12 && id.starts_with(name))
+        || if has_tag {
+            image.repo_tags.iter().chain(&image.repo_digests).any(|t| t == name)
+        } else {
+            image.repo_tags.iter().any(|t| t.rsplit_once(':').is_some_and(|(repo, _)| repo == name))
+        }
+}
+
+/// Single-image reads and push: relayed to the first engine that has the
+/// image; `docker save` as [`save`] says.
 pub async fn first_with(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<ProxyBody>, ApiError> {
+    if ctx.route.handler == Handler::ImagesSave {
+        return save(ctx, req).await;
+    }
+    first_with_image(ctx, req).await
+}
+
+async fn first_with_image(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<ProxyBody>, ApiError> {
     let engines = healthy(ctx.cluster())?;
     let pq = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_default();
     let (parts, body) = read_body(req).await?;
@@ -282,6 +333,19 @@ mod tests {
         let mut null = Value::Null;
         union_strings(&mut null, &json!(["x"]));
         assert_eq!(null, json!(["x"]));
+    }
+
+    #[test]
+    fn save_names_match_tags_repositories_digests_and_ids() {
+        let mut image =
+            ImageSnapshot::new(&format!("sha256:{}", "ab".repeat(32)), &["busybox:latest", "reg:5000/x:v1"]);
+        image.repo_digests.push("busybox@sha256:cd".into());
+        for name in ["busybox:latest", "busybox", "reg:5000/x", "reg:5000/x:v1", "busybox@sha256:cd", "abababababab"] {
+            assert!(image_matches(&image, name), "{name}");
+        }
+        for name in ["busybox:1", "busy", "reg:5000/x:v2", "abab", "nope"] {
+            assert!(!image_matches(&image, name), "{name}");
+        }
     }
 
     #[test]

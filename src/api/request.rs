@@ -66,6 +66,49 @@ pub fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("invalid JSON in request body: {e}")))
 }
 
+/// `--filter node=`: node names matched by any of the patterns (regular
+/// expressions, unanchored, as `docker ps --filter node=` always did). No
+/// pattern matches every node.
+pub struct NodeFilter {
+    patterns: Vec<regex::Regex>,
+}
+
+impl NodeFilter {
+    pub fn new(patterns: &[String]) -> Result<NodeFilter, ApiError> {
+        let patterns = patterns
+            .iter()
+            .map(|p| regex::Regex::new(p).map_err(|e| ApiError::BadRequest(format!("invalid filter 'node={p}': {e}"))))
+            .collect::<Result<_, _>>()?;
+        Ok(NodeFilter { patterns })
+    }
+
+    pub fn matches(&self, node: &str) -> bool {
+        self.patterns.is_empty() || self.patterns.iter().any(|re| re.is_match(node))
+    }
+}
+
+/// Takes the filters named `keys` out of the query's `filters` parameter,
+/// for the manager to apply itself: returns their values and the query to
+/// forward to the engines (the other filters, or no `filters` at all).
+pub fn take_filters(query: Option<&str>, keys: &[&str]) -> Result<(BTreeMap<String, Vec<String>>, String), ApiError> {
+    let mut rest = parse_filters(query_get(query, "filters").as_deref())?;
+    let taken = keys.iter().filter_map(|k| rest.remove_entry(*k)).collect();
+    let mut out = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in query_pairs(query) {
+        if k != "filters" {
+            out.append_pair(&k, &v);
+        }
+    }
+    if !rest.is_empty() {
+        let encoded: serde_json::Map<String, Value> = rest
+            .into_iter()
+            .map(|(key, values)| (key, Value::Object(values.into_iter().map(|v| (v, Value::Bool(true))).collect())))
+            .collect();
+        out.append_pair("filters", &Value::Object(encoded).to_string());
+    }
+    Ok((taken, out.finish()))
+}
+
 /// Parses Docker's `filters` query parameter, in either of its two forms:
 /// `{"key":["v1","v2"]}` or `{"key":{"v1":true}}`.
 pub fn parse_filters(raw: Option<&str>) -> Result<BTreeMap<String, Vec<String>>, ApiError> {
@@ -102,6 +145,27 @@ mod tests {
         assert!(parse_filters(Some("{nope")).is_err());
         assert!(parse_filters(Some("[1]")).is_err());
         assert!(parse_filters(None).unwrap().is_empty());
+    }
+
+    #[test]
+    fn takes_filters_out_of_the_query() {
+        let query = r#"all=1&filters={"node":["node-01"],"dangling":{"true":true}}"#;
+        let (taken, rest) = take_filters(Some(query), &["node", "name"]).unwrap();
+        assert_eq!(taken["node"], ["node-01"]);
+        assert!(!taken.contains_key("name"));
+        assert_eq!(query_get(Some(&rest), "all").as_deref(), Some("1"));
+        assert_eq!(query_get(Some(&rest), "filters").as_deref(), Some(r#"{"dangling":{"true":true}}"#));
+        let (_, rest) = take_filters(Some(r#"filters={"node":["n"]}"#), &["node"]).unwrap();
+        assert_eq!(rest, "");
+    }
+
+    #[test]
+    fn node_filters_are_unanchored_patterns() {
+        let filter = NodeFilter::new(&["node-0".to_string(), "^other$".to_string()]).unwrap();
+        assert!(filter.matches("node-01") && filter.matches("other"));
+        assert!(!filter.matches("another"));
+        assert!(NodeFilter::new(&[]).unwrap().matches("any"));
+        assert!(NodeFilter::new(&["(".to_string()]).is_err());
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Volumes: local to each engine, shown as `node/name`. A create without a
-//! node prefix makes the volume on every engine, as the original did.
+//! node prefix makes the volume on every engine, as the original did, or on
+//! those its placement rules allow (`src/cluster/volumes.rs`).
 
 use std::sync::Arc;
 
@@ -11,7 +12,7 @@ use swarm_proxy::ProxyBody;
 
 use super::forward::{forward_to, healthy, replay};
 use super::reply::json_response;
-use super::request::{parse_json, read_body};
+use super::request::{parse_json, read_body, take_filters, NodeFilter};
 use super::{ApiError, Ctx};
 use crate::cluster::engine::Engine;
 use crate::cluster::monitor::{self, Kind};
@@ -27,9 +28,14 @@ fn on_node(ctx: &Ctx<'_>, key: &str) -> Option<(Arc<Engine>, String)> {
 }
 
 /// `GET /volumes`: every engine's answer to the same query, names prefixed.
+/// `node` and `name` filters are the manager's own: `node` picks the engines
+/// asked, `name` is a substring of the name as listed (`node/name`).
 pub async fn list(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<ProxyBody>, ApiError> {
-    let engines = healthy(ctx.cluster())?;
-    let path = ctx.path("/volumes", req.uri().query());
+    let (taken, query) = take_filters(req.uri().query(), &["node", "name"])?;
+    let nodes = NodeFilter::new(taken.get("node").map(Vec::as_slice).unwrap_or_default())?;
+    let names = taken.get("name").map(Vec::as_slice).unwrap_or_default();
+    let engines: Vec<Arc<Engine>> = healthy(ctx.cluster())?.into_iter().filter(|e| nodes.matches(&e.name())).collect();
+    let path = ctx.path("/volumes", Some(&query));
     let answers = join_all(engines.iter().map(|e| e.get_json::<Value>(&path))).await;
     let mut volumes = Vec::new();
     for (engine, answer) in engines.iter().zip(answers) {
@@ -37,31 +43,26 @@ pub async fn list(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<Pro
         let mut answer = answer?;
         if let Value::Array(items) = answer["Volumes"].take() {
             for mut v in items {
-                if let Some(name) = v["Name"].as_str() {
-                    v["Name"] = Value::String(format!("{node}/{name}"));
+                let listed = format!("{node}/{}", v["Name"].as_str().unwrap_or_default());
+                if names.is_empty() || names.iter().any(|n| listed.contains(n.as_str())) {
+                    v["Name"] = Value::String(listed);
+                    volumes.push(v);
                 }
-                volumes.push(v);
             }
         }
     }
     Ok(json_response(StatusCode::OK, &json!({"Volumes": volumes, "Warnings": null})))
 }
 
-/// `POST /volumes/create`.
+/// `POST /volumes/create`: on the engines [`Cluster::volume_targets`]
+/// picks (every healthy engine unless a node or placement rules are given).
+///
+/// [`Cluster::volume_targets`]: crate::cluster::Cluster::volume_targets
 pub async fn create(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<ProxyBody>, ApiError> {
     let path = ctx.path("/volumes/create", req.uri().query());
     let (parts, body) = read_body(req).await?;
     let mut config = parse_json(&body)?;
-    let name = config["Name"].as_str().unwrap_or_default().to_string();
-    let targets: Vec<Arc<Engine>> = if let Some((engine, local)) = on_node(ctx, &name) {
-        config["Name"] = Value::String(local);
-        vec![engine]
-    } else if name.is_empty() {
-        // An anonymous volume lives on one node; its generated name differs per engine.
-        vec![healthy(ctx.cluster())?.remove(0)]
-    } else {
-        healthy(ctx.cluster())?
-    };
+    let targets = ctx.cluster().volume_targets(&mut config)?;
     let body = Bytes::from(serde_json::to_vec(&config).unwrap_or_default());
     let answers = join_all(targets.iter().map(|e| replay(e, &parts.method, &parts.headers, &path, body.clone()))).await;
     let mut first = None;

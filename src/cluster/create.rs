@@ -9,6 +9,10 @@
 //! the next ranked node up to `swarm.createretry` times. A created container
 //! is in the cache before [`Cluster::create_container`] returns, so its name
 //! resolves as soon as the client has its ID.
+//!
+//! `--net node/network` names one node's network: the node becomes a
+//! `node==` constraint (kept in the container's labels, so a rescheduled copy
+//! stays there) and the engine is sent the network's own name.
 
 use std::sync::Arc;
 
@@ -51,6 +55,10 @@ pub struct Created {
 pub enum CreateError {
     #[error("invalid JSON in request body: expected an object")]
     NotAnObject,
+    /// The image is 64 hex characters that no engine has as an image ID;
+    /// the original's (and the registry client's) message for it.
+    #[error("invalid repository name ({0}), cannot specify 64-byte hexadecimal strings")]
+    HexRepositoryName(String),
     #[error(transparent)]
     NameInUse(#[from] NameInUse),
     #[error(transparent)]
@@ -65,6 +73,10 @@ pub enum CreateError {
     /// The engine refused the create; its status and message are the answer.
     #[error("{message}")]
     Refused { status: StatusCode, message: String },
+    /// The engine answered 404 for something the request names other than
+    /// its image (a volume driver, ...); its message is the answer.
+    #[error("{0}")]
+    MissingReference(String),
     #[error("cannot encode the create request: {0}")]
     Encode(#[from] serde_json::Error),
 }
@@ -79,6 +91,11 @@ impl Cluster {
         if !config.is_object() {
             return Err(CreateError::NotAnObject);
         }
+        let image = config["Image"].as_str().unwrap_or_default();
+        if is_hex_id(image) && !self.has_image(image) {
+            return Err(CreateError::HexRepositoryName(image.to_string()));
+        }
+        self.pin_to_network_node(&mut config);
         let name = name.filter(|n| !n.is_empty());
         let _name = match &name {
             Some(n) => Some(self.reserve_name(n)?),
@@ -106,7 +123,11 @@ impl Cluster {
         }
         let (engine, status, answer) = attempt?;
         if status != StatusCode::CREATED {
-            return Err(CreateError::Refused { status, message: error_message(&answer) });
+            let message = error_message(&answer);
+            if status == StatusCode::NOT_FOUND && !is_missing_image_message(&message) {
+                return Err(CreateError::MissingReference(message));
+            }
+            return Err(CreateError::Refused { status, message });
         }
         let id = serde_json::from_slice::<Value>(&answer)
             .ok()
@@ -116,6 +137,56 @@ impl Cluster {
         let _ = monitor::refresh_container(&engine, &id).await;
         Ok(Created { engine, id, answer })
     }
+}
+
+impl Cluster {
+    /// Rewrites `HostConfig.NetworkMode` `node/network` (a node of the
+    /// cluster) to the network's name on that node and adds the
+    /// `constraint:node==node` the scheduler crate moves into the
+    /// constraints label. Endpoint settings keyed by `node/network` are
+    /// re-keyed the same way.
+    fn pin_to_network_node(&self, config: &mut Value) {
+        let Some(mode) = config.pointer("/HostConfig/NetworkMode").and_then(Value::as_str) else {
+            return;
+        };
+        if mode.starts_with("container:") {
+            return;
+        }
+        let Some((node, network)) = mode.split_once('/') else {
+            return;
+        };
+        let Some(engine) = self.engine(node) else {
+            return;
+        };
+        let (given, node) = (mode.to_string(), engine.name());
+        let network = engine
+            .networks()
+            .iter()
+            .find(|n| n.name == network || n.id == network)
+            .map(|n| n.name.clone())
+            .unwrap_or_else(|| network.to_string());
+        if let Some(mode) = config.pointer_mut("/HostConfig/NetworkMode") {
+            *mode = Value::String(network.clone());
+        }
+        if let Some(endpoints) = config.pointer_mut("/NetworkingConfig/EndpointsConfig").and_then(Value::as_object_mut)
+        {
+            if let Some(settings) = endpoints.remove(&given) {
+                endpoints.insert(network, settings);
+            }
+        }
+        let pin = Value::String(format!("constraint:node=={node}"));
+        match config.get_mut("Env") {
+            Some(Value::Array(env)) => env.push(pin),
+            None | Some(Value::Null) => config["Env"] = Value::Array(vec![pin]),
+            // Any other type is refused when the body is parsed.
+            Some(_) => {}
+        }
+    }
+}
+
+/// True for what Docker reads as a full image ID: 64 lowercase hex characters.
+fn is_hex_id(image: &str) -> bool {
+    image.len() == 64 && image.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Labels the container with a new swarm ID unless it has one (a
@@ -151,7 +222,12 @@ async fn create_on(engine: &Arc<Engine>, config: &Value, path: &str) -> Attempt 
 
 fn is_missing_image(attempt: &Attempt) -> bool {
     matches!(attempt, Ok((_, status, answer)) if *status == StatusCode::NOT_FOUND
-        && error_message(answer).contains("No such image"))
+        && is_missing_image_message(&error_message(answer)))
+}
+
+/// True when an engine's 404 to a create is about the image.
+fn is_missing_image_message(message: &str) -> bool {
+    message.contains("No such image")
 }
 
 fn is_retryable(attempt: &Attempt) -> bool {
@@ -174,5 +250,13 @@ mod tests {
         let mut kept = serde_json::json!({"Labels": {SWARM_ID_LABEL: "old"}});
         set_swarm_id(&mut kept);
         assert_eq!(kept["Labels"][SWARM_ID_LABEL], "old");
+    }
+
+    #[test]
+    fn recognises_full_image_ids() {
+        assert!(is_hex_id(&"0123456789abcdef".repeat(4)));
+        assert!(!is_hex_id(&"0123456789ABCDEF".repeat(4)), "Docker's IDs are lowercase");
+        assert!(!is_hex_id(&"0123456789abcdef".repeat(3)));
+        assert!(!is_hex_id("busybox"));
     }
 }

@@ -11,6 +11,7 @@ pub mod events;
 pub mod monitor;
 pub mod networks;
 mod placement;
+pub mod volumes;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};

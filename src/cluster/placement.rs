@@ -69,26 +69,43 @@ impl Cluster {
     /// Decides where `request` goes and reserves it there, in one step.
     pub fn place(&self, request: &ContainerRequest) -> Result<Placement<'_>, ScheduleError> {
         let (ranked, reservation) = self.with_pending(|pending| {
-            let mut nodes = Vec::new();
-            let mut engines = Vec::new();
-            for engine in self.engines() {
-                let Some(mut node) = engine.node_snapshot() else {
-                    continue;
-                };
-                node.containers
-                    .extend(pending.iter().filter(|(_, addr, _)| *addr == engine.addr).map(|(_, _, c)| c.clone()));
-                nodes.push(node);
-                engines.push(engine);
-            }
-            let placement = self.policy.scheduler.select(&nodes, request)?;
-            for warning in &placement.warnings {
-                Observed::PlacementWarning { warning }.emit();
-            }
-            let ranked: Vec<Arc<Engine>> = placement.ranked.iter().map(|&i| engines[i].clone()).collect();
+            let ranked = self.rank(pending, request)?;
             let reserve = ranked.first().map(|e| (e.addr.clone(), ContainerSnapshot::pending_from_request(request)));
             Ok((ranked, reserve))
         })?;
         Ok(Placement { ranked, reservation })
+    }
+
+    /// Every engine the filters allow `request` on, best first, reserving
+    /// nothing: where a volume with placement rules is created.
+    pub fn engines_matching(&self, request: &ContainerRequest) -> Result<Vec<Arc<Engine>>, ScheduleError> {
+        let (ranked, _) = self.with_pending(|pending| Ok((self.rank(pending, request)?, None)))?;
+        Ok(ranked)
+    }
+
+    /// Runs the scheduler on every engine's snapshot, with the `pending`
+    /// creates counted on their engines.
+    fn rank(
+        &self,
+        pending: &[(u64, String, ContainerSnapshot)],
+        request: &ContainerRequest,
+    ) -> Result<Vec<Arc<Engine>>, ScheduleError> {
+        let mut nodes = Vec::new();
+        let mut engines = Vec::new();
+        for engine in self.engines() {
+            let Some(mut node) = engine.node_snapshot() else {
+                continue;
+            };
+            node.containers
+                .extend(pending.iter().filter(|(_, addr, _)| *addr == engine.addr).map(|(_, _, c)| c.clone()));
+            nodes.push(node);
+            engines.push(engine);
+        }
+        let placement = self.policy.scheduler.select(&nodes, request)?;
+        for warning in &placement.warnings {
+            Observed::PlacementWarning { warning }.emit();
+        }
+        Ok(placement.ranked.iter().map(|&i| engines[i].clone()).collect())
     }
 
     /// True when some healthy engine has `image` (by tag, repository or ID prefix).
