@@ -73,7 +73,10 @@ fn an_unhealthy_engine_s_containers_are_host_down_and_answer_at_once() {
     });
     let running = ps(&m, false);
     assert!(running.iter().any(|l| l.starts_with("node-01/survivor Up")), "{running:?}");
-    assert!(!running.iter().any(|l| l.starts_with("node-02/victim")), "a dead engine's containers do not run: {running:?}");
+    assert!(
+        !running.iter().any(|l| l.starts_with("node-02/victim")),
+        "a dead engine's containers do not run: {running:?}"
+    );
     let all = ps(&m, true);
     assert!(all.contains(&"node-02/victim Host Down".to_string()), "{all:?}");
 
@@ -149,9 +152,8 @@ fn a_restart_shorter_than_the_failure_retries_changes_nothing() {
         "600",
     ]);
     let expected = ["node-02/phoenix", "node-02/steady"];
-    let listed_running = |lines: &[String]| {
-        expected.iter().all(|name| lines.iter().any(|l| l.starts_with(&format!("{name} Up"))))
-    };
+    let listed_running =
+        |lines: &[String]| expected.iter().all(|name| lines.iter().any(|l| l.starts_with(&format!("{name} Up"))));
     assert!(listed_running(&ps(&m, false)));
 
     // Watch `docker ps` and `docker info` for as long as the restart lasts.
