@@ -23,6 +23,10 @@ pub enum Observed<'a> {
     EngineRevived { name: &'a str, id: &'a str, retries: u32 },
     /// One refresh of an engine failed (counted towards `--engine-failure-retry`).
     EngineRefreshFailed { name: &'a str, error: &'a str },
+    /// An early refresh (woken by the events stream) failed on an engine
+    /// already failing: not counted, the retry count is kept for refreshes
+    /// spaced by the refresh interval.
+    EngineRefreshUncounted { name: &'a str, error: &'a str },
     /// Discovery no longer lists the engine.
     EngineRemoved { name: &'a str, addr: &'a str },
     /// The engine's events stream ended; it will be reopened.
@@ -84,6 +88,9 @@ impl Observed<'_> {
             ),
             Observed::EngineRefreshFailed { name, error } => {
                 tracing::debug!(name = %name, "Engine refresh failed: {error}")
+            }
+            Observed::EngineRefreshUncounted { name, error } => {
+                tracing::debug!(name = %name, "Engine refresh failed (early, not counted): {error}")
             }
             Observed::EngineRemoved { name, addr } => {
                 tracing::info!("Removed Engine {name} at {addr}")

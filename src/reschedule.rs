@@ -10,7 +10,7 @@ use swarm_leadership::Leadership;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::cluster::container::Container;
-use crate::cluster::engine::{error_message, Engine};
+use crate::cluster::engine::{error_message, Engine, Health};
 use crate::cluster::{monitor, Cluster, CreateRequest, EngineSignal, SWARM_ID_LABEL};
 use crate::observe::Observed;
 
@@ -52,6 +52,10 @@ fn wants_rescheduling(c: &Container) -> bool {
 async fn reschedule_from(cluster: &Cluster, engine: &Arc<Engine>) {
     let from = engine.name();
     for old in engine.containers_where(wants_rescheduling) {
+        // An engine that answered again meanwhile keeps its containers.
+        if engine.health() != Health::Unhealthy {
+            return;
+        }
         monitor::forget_container(engine, &old.id).await;
         match recreate(cluster, &old).await {
             Ok((to, new_id)) => Observed::Rescheduled { id: &old.id, from: &from, to: &to, new_id: &new_id }.emit(),

@@ -768,3 +768,61 @@ async fn placement_labels_that_are_not_json_arrays_are_a_400() {
         "label com.docker.swarm.constraints must hold a JSON array of strings, got 'node==fake-01'"
     );
 }
+
+#[tokio::test]
+async fn an_unhealthy_engine_s_containers_leave_ps_and_answer_at_once() {
+    let engines = two_engines().await;
+    engines[0].add_container("web", "nginx", "running", json!([]));
+    let db = engines[1].add_container("db", "postgres", "running", json!([]));
+    let quick = ["--engine-refresh-min-interval", "100ms", "--engine-refresh-max-interval", "100ms"];
+    let c = Cluster::start(engines, &[&quick[..], &["--engine-failure-retry", "2"]].concat()).await;
+    let down = c.engine("fake-02");
+    down.stop().await;
+    manager::wait_until("fake-02 is Unhealthy", || async {
+        get(c.addr, "/info").await.system_status().iter().any(|(k, v)| k == "  └ Status" && v == "Unhealthy")
+    })
+    .await;
+
+    assert_eq!(names(&get(c.addr, "/containers/json").await.json()), ["/fake-01/web"]);
+    let all = get(c.addr, "/containers/json?all=1").await.json();
+    let db_entry = all.as_array().unwrap().iter().find(|e| e["Names"][0] == "/fake-02/db").expect("listed with all");
+    assert_eq!(db_entry["Status"], "Host Down");
+
+    for (method, path, named) in [
+        (Method::GET, "/v1.41/containers/db/json".to_string(), "db".to_string()),
+        (Method::POST, "/containers/db/stop".to_string(), "db".to_string()),
+        (Method::GET, format!("/containers/{}/logs?stdout=1", &db[..12]), db[..12].to_string()),
+        (Method::POST, "/containers/fake-02/db/exec".to_string(), "fake-02/db".to_string()),
+        (Method::DELETE, "/containers/db?force=1".to_string(), "db".to_string()),
+    ] {
+        let reply = client::send(c.addr, method.clone(), &path, "{\"Cmd\":[\"true\"]}").await;
+        assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR, "{method} {path}: {reply:?}");
+        assert_eq!(reply.message(), format!("Container {named} running on unhealthy node fake-02"), "{method} {path}");
+    }
+    assert_eq!(names(&get(c.addr, "/containers/json?all=1").await.json()), ["/fake-01/web", "/fake-02/db"]);
+}
+
+#[tokio::test]
+async fn only_refreshes_spaced_by_the_refresh_interval_count_toward_the_failure_retry() {
+    let c = Cluster::start(
+        two_engines().await,
+        &["--engine-refresh-min-interval", "1s", "--engine-refresh-max-interval", "1s", "--engine-failure-retry", "3"],
+    )
+    .await;
+    // An engine half up: its events stream opens and ends at once, each
+    // time waking a refresh, and every refresh fails.
+    let flaky = c.engine("fake-02");
+    flaky.force(Method::GET, "/info", StatusCode::INTERNAL_SERVER_ERROR, json!({"message": "starting"}));
+    flaky.force(Method::GET, "/events", StatusCode::OK, json!(null));
+    flaky.end_event_streams();
+    let status = || async {
+        let info = get(c.addr, "/info").await.system_status();
+        let at = info.iter().position(|(k, _)| k == " fake-02").expect("a node section");
+        info[at + 2].1.clone()
+    };
+    // Counted failures come at 0 s, 2 s and 5 s (the interval, times one
+    // more than the failures so far); the early ones in between do not count.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(status().await, "Healthy");
+    manager::wait_until("fake-02 is Unhealthy", || async { status().await == "Unhealthy" }).await;
+}

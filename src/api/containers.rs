@@ -64,7 +64,13 @@ pub fn list(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<ProxyBody
 
     let mut entries: Vec<(Arc<Engine>, Arc<Container>)> = Vec::new();
     for engine in ctx.cluster().engines() {
-        if engine.health() == Health::Pending {
+        // An Unhealthy engine's containers are not known to run: `Host Down`, listed with `-a` only.
+        let listed = match engine.health() {
+            Health::Pending => false,
+            Health::Unhealthy => all,
+            Health::Healthy | Health::Disconnected => true,
+        };
+        if !listed {
             continue;
         }
         let node = engine.name();
@@ -189,10 +195,16 @@ struct Target {
 }
 
 impl Target {
-    /// Resolves `name` (ID, name, `node/name`, ID prefix) or answers 404.
+    /// Resolves `name` (ID, name, `node/name`, ID prefix) or answers 404;
+    /// a container of an Unhealthy engine is answered at once, without
+    /// trying to connect (`docker rm` included: the engine cannot remove it,
+    /// and forgetting it would only see it back when the engine returns).
     fn resolve(ctx: &Ctx<'_>, name: &str, query: Option<&str>) -> Result<Target, ApiError> {
         let (engine, container) =
             ctx.cluster().find_container(name).ok_or_else(|| ApiError::no_such_container(name))?;
+        if engine.health() == Health::Unhealthy {
+            return Err(ApiError::UnhealthyNode { container: name.to_string(), node: engine.name() });
+        }
         let path = ctx.with_name(&container.id, query);
         Ok(Target { engine, container, path })
     }

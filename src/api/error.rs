@@ -27,6 +27,10 @@ pub enum ApiError {
     /// An engine could not be reached or failed; names the node.
     #[error(transparent)]
     Engine(#[from] Unreachable),
+    /// The container's engine is flagged Unhealthy: answered at once rather
+    /// than trying to connect. `container` is the name the client gave.
+    #[error("Container {container} running on unhealthy node {node}")]
+    UnhealthyNode { container: String, node: String },
     /// An engine's own refusal, answered with the engine's status.
     #[error("{message}")]
     Refused { status: StatusCode, message: String },
@@ -45,7 +49,9 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Refused { status, .. } => *status,
             ApiError::NoPrimary(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::NoNode(_) | ApiError::Engine(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::NoNode(_) | ApiError::Engine(_) | ApiError::UnhealthyNode { .. } | ApiError::Internal(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         }
     }
 
@@ -146,6 +152,9 @@ mod tests {
             },
         });
         assert_eq!(down.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let unhealthy = ApiError::UnhealthyNode { container: "web".into(), node: "node-02".into() };
+        assert_eq!(unhealthy.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(unhealthy.to_string(), "Container web running on unhealthy node node-02");
         assert!(down.to_string().starts_with("node-02 (10.0.0.2:2375): "), "{down}");
     }
 

@@ -227,9 +227,13 @@ fn empty_raw() -> Arc<RawValue> {
 #[derive(Debug)]
 struct EngineState {
     health: Health,
-    /// Failed refreshes in a row; reset by a successful one.
+    /// Failed refreshes in a row that count toward `--engine-failure-retry`
+    /// (the monitor counts only refreshes spaced by the refresh interval);
+    /// reset by a successful refresh.
     failures: u32,
-    /// The last failure, shown as `└ Error` in `docker info`.
+    /// The error of the last contact (validation or refresh, counted or
+    /// not), shown as `└ Error` in `docker info`; `None` exactly when the
+    /// last contact succeeded. Placement skips an engine while it is set.
     last_error: Option<String>,
     /// When the state was last refreshed successfully.
     updated_at: SystemTime,
@@ -377,7 +381,9 @@ impl Engine {
         node.labels = info.labels.clone();
         node.total_cpus = info.cpus;
         node.total_memory = info.memory;
-        node.healthy = state.health == Health::Healthy;
+        // A placement decision, not a health verdict: a create sent to an
+        // engine that just failed to answer would most likely fail too.
+        node.healthy = state.health == Health::Healthy && state.last_error.is_none();
         node.failure_count = state.failures;
         node.containers = state.containers.values().map(|c| c.snapshot.clone()).collect();
         node.images = state.images.as_ref().clone();
@@ -421,11 +427,12 @@ impl Engine {
         revived
     }
 
-    /// A refresh failed. Returns the failure count when this failure made a
-    /// Healthy engine Unhealthy (after `failure_retry` in a row).
+    /// A refresh that counts toward the retry count failed. Returns the
+    /// failure count when this failure made a Healthy engine Unhealthy
+    /// (after `failure_retry` in a row).
     pub(super) fn refresh_failed(&self, error: String, failure_retry: u32) -> Option<u32> {
         let mut state = self.state.write();
-        state.failures += 1;
+        state.failures = state.failures.saturating_add(1);
         state.last_error = Some(error);
         if state.health == Health::Healthy && state.failures >= failure_retry {
             state.health = Health::Unhealthy;
@@ -435,9 +442,16 @@ impl Engine {
         }
     }
 
-    /// True while the last refreshes failed.
-    pub(super) fn is_failing(&self) -> bool {
-        self.state.read().failures > 0
+    /// A refresh failed that does not count toward the retry count (it came
+    /// sooner than the refresh interval after a counted one): only the
+    /// error is kept.
+    pub(super) fn contact_failed(&self, error: String) {
+        self.state.write().last_error = Some(error);
+    }
+
+    /// Counted failed refreshes in a row.
+    pub(super) fn failures(&self) -> u32 {
+        self.state.read().failures
     }
 
     /// Discovery no longer lists the engine.
@@ -517,6 +531,23 @@ mod tests {
         assert_eq!(e.labels["storage"], "ssd");
         assert_eq!(e.labels["storagedriver"], "vfs");
         assert_eq!(e.api_version, "1.41");
+    }
+
+    #[test]
+    fn only_counted_failures_flag_an_engine() {
+        let engine = Engine::new("10.0.0.1:2375").unwrap();
+        let info = json!({"ID": "ABCD", "Name": "node-01", "NCPU": 2, "MemTotal": 1024});
+        engine.validated(Arc::new(EngineInfo::from_answers(&engine.addr, &info, &json!({})).unwrap()));
+        engine.contact_failed("refused".into());
+        assert_eq!((engine.health(), engine.failures()), (Health::Healthy, 0));
+        assert!(!engine.node_snapshot().unwrap().healthy, "placement skips an engine whose last contact failed");
+        assert_eq!(engine.refresh_failed("refused".into(), 2), None);
+        assert_eq!(engine.refresh_failed("refused".into(), 2), Some(2));
+        assert_eq!(engine.health(), Health::Unhealthy);
+        assert_eq!(engine.refresh_failed("refused".into(), 2), None, "flagged once");
+        assert_eq!(engine.refresh_succeeded(), Some(3));
+        assert_eq!((engine.health(), engine.failures()), (Health::Healthy, 0));
+        assert!(engine.node_snapshot().unwrap().healthy);
     }
 
     #[test]

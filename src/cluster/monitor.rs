@@ -28,7 +28,8 @@ const EVENTS_RETRY_START: Duration = Duration::from_millis(100);
 pub struct MonitorConfig {
     pub refresh_min: Duration,
     pub refresh_max: Duration,
-    /// Failed refreshes in a row before a healthy engine is flagged unhealthy; ≥ 1.
+    /// Failed refreshes in a row, spaced by the refresh interval, before a
+    /// healthy engine is flagged unhealthy; ≥ 1.
     pub failure_retry: u32,
 }
 
@@ -38,6 +39,14 @@ impl MonitorConfig {
             return self.refresh_min;
         }
         rand::thread_rng().gen_range(self.refresh_min..=self.refresh_max)
+    }
+
+    /// The wait before the next scheduled refresh of an engine with
+    /// `failures` counted failures in a row: a random refresh interval,
+    /// times one more than the failures (at most `failure_retry`), as the
+    /// original backed off from failing engines.
+    fn wait_after(&self, failures: u32) -> Duration {
+        self.random_interval().saturating_mul(failures.min(self.failure_retry).saturating_add(1))
     }
 }
 
@@ -56,12 +65,20 @@ pub async fn run(engine: Arc<Engine>, context: Arc<MonitorContext>) {
 
     let events = tokio::spawn(follow_events(engine.clone(), context.clone(), tag.clone()));
     let _abort_events = AbortOnDrop(events);
+    // The next scheduled refresh. A wake (the events stream broke or
+    // reopened, an engine came back) refreshes sooner, but leaves the
+    // schedule alone when it fails on an engine already failing: only
+    // refreshes spaced by the refresh interval count toward
+    // `--engine-failure-retry`, so a dockerd restart shorter than the
+    // retries is never flagged.
+    let schedule = tokio::time::sleep(context.config.wait_after(engine.failures()));
+    tokio::pin!(schedule);
     loop {
-        let wait = if engine.is_failing() { context.config.refresh_min } else { context.config.random_interval() };
         tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
+            _ = &mut schedule => {}
             _ = engine.wake.notified() => {}
         }
+        let scheduled = schedule.is_elapsed();
         let result = match engine.fetch_info().await {
             Ok(fresh) => {
                 let fresh = Arc::new(fresh);
@@ -72,8 +89,13 @@ pub async fn run(engine: Arc<Engine>, context: Arc<MonitorContext>) {
         };
         match result {
             Ok(()) => note_success(&engine, &context, &tag),
-            Err(e) => note_failure(&engine, &context, &tag, &e),
+            Err(e) if scheduled || engine.failures() == 0 => note_failure(&engine, &context, &tag, &e),
+            Err(e) => {
+                note_early_failure(&engine, &tag, &e);
+                continue;
+            }
         }
+        schedule.set(tokio::time::sleep(context.config.wait_after(engine.failures())));
     }
 }
 
@@ -123,6 +145,7 @@ fn note_success(engine: &Arc<Engine>, context: &MonitorContext, tag: &NodeTag) {
     }
 }
 
+/// A refresh that counts toward the retry count failed.
 fn note_failure(engine: &Arc<Engine>, context: &MonitorContext, tag: &NodeTag, error: &EngineError) {
     let error = error.to_string();
     Observed::EngineRefreshFailed { name: &tag.name, error: &error }.emit();
@@ -131,6 +154,14 @@ fn note_failure(engine: &Arc<Engine>, context: &MonitorContext, tag: &NodeTag, e
         context.events.publish(tag.swarm_event("engine_disconnect"));
         context.signal(EngineSignal::Lost(engine.clone()));
     }
+}
+
+/// A refresh failed sooner than the refresh interval after a counted
+/// failure: the engine's last contact failed, but its health is unchanged.
+fn note_early_failure(engine: &Engine, tag: &NodeTag, error: &EngineError) {
+    let error = error.to_string();
+    Observed::EngineRefreshUncounted { name: &tag.name, error: &error }.emit();
+    engine.contact_failed(error);
 }
 
 /// Refreshes containers, images, networks and volumes.
@@ -423,4 +454,23 @@ fn react(engine: &Arc<Engine>, event: &Value) {
 /// manager, destroyed, or rescheduled away), in order with refreshes.
 pub async fn forget_container(engine: &Engine, id: &str) {
     engine.lock_containers().await.remove(id);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failing_engines_are_refreshed_less_often() {
+        let second = Duration::from_secs(1);
+        let config = MonitorConfig { refresh_min: second, refresh_max: second, failure_retry: 3 };
+        assert_eq!(config.wait_after(0), second);
+        assert_eq!(config.wait_after(1), 2 * second);
+        assert_eq!(config.wait_after(3), 4 * second);
+        assert_eq!(config.wait_after(u32::MAX), 4 * second, "at most failure_retry + 1 intervals");
+        let spread = MonitorConfig { refresh_min: second, refresh_max: 2 * second, failure_retry: 3 };
+        for _ in 0..20 {
+            assert!((2 * second..=4 * second).contains(&spread.wait_after(1)));
+        }
+    }
 }

@@ -213,6 +213,11 @@ impl FakeEngine {
         self.state.lock().event_streams.retain(|tx| tx.send(line.clone()).is_ok());
     }
 
+    /// Ends every open `/events` stream, as an engine going away does.
+    pub fn end_event_streams(&self) {
+        self.state.lock().event_streams.clear();
+    }
+
     pub fn requests(&self) -> Vec<Recorded> {
         self.state.lock().requests.clone()
     }
