@@ -52,19 +52,7 @@ fn an_unhealthy_engine_s_containers_are_host_down_and_answer_at_once() {
     let tb = Testbed::start(2, &[], false);
     let m = Manager::start(&tb.addrs().join(","), &[]);
     m.wait_healthy(2);
-    let victim = m.docker_ok([
-        "run",
-        "-d",
-        "--name",
-        "victim",
-        "--restart",
-        "always",
-        "-e",
-        "constraint:node==node-02",
-        "busybox",
-        "sleep",
-        "600",
-    ]);
+    let victim = run_sleeper(&m, "victim", &["--restart", "always", "-e", "constraint:node==node-02"]);
     m.docker_ok(["run", "-d", "--name", "survivor", "-e", "constraint:node==node-01", "busybox", "sleep", "600"]);
 
     tb.stop_engine("node-02");
@@ -122,35 +110,13 @@ fn a_restart_shorter_than_the_failure_retries_changes_nothing() {
         ])
         .start();
     m.wait_healthy(2);
-    m.docker_ok([
-        "run",
-        "-d",
-        "--name",
-        "steady",
-        "--restart",
-        "always",
-        "-e",
-        "constraint:node==node-02",
-        "busybox",
-        "sleep",
-        "600",
-    ]);
+    run_sleeper(&m, "steady", &["--restart", "always", "-e", "constraint:node==node-02"]);
     // Soft: were node-02 flagged, the copy would have somewhere to go.
-    m.docker_ok([
-        "run",
-        "-d",
-        "--name",
+    run_sleeper(
+        &m,
         "phoenix",
-        "--restart",
-        "always",
-        "-e",
-        "reschedule:on-node-failure",
-        "-e",
-        "constraint:node==~node-02",
-        "busybox",
-        "sleep",
-        "600",
-    ]);
+        &["--restart", "always", "-e", "reschedule:on-node-failure", "-e", "constraint:node==~node-02"],
+    );
     let expected = ["node-02/phoenix", "node-02/steady"];
     let listed_running =
         |lines: &[String]| expected.iter().all(|name| lines.iter().any(|l| l.starts_with(&format!("{name} Up"))));
@@ -198,4 +164,12 @@ fn a_restart_shorter_than_the_failure_retries_changes_nothing() {
     let copies = m.docker_ok(["ps", "-a", "--filter", "name=phoenix", "--format", "{{.Names}}"]);
     assert_eq!(copies, "node-02/phoenix", "one copy, where it was");
     assert!(tb.docker_ok("node-01", ["ps", "-aq"]).is_empty(), "nothing was created on node-01");
+}
+
+/// `docker run -d --name NAME FLAGS... busybox sleep 600` through the manager.
+fn run_sleeper(m: &Manager, name: &str, flags: &[&str]) -> String {
+    let mut args = vec!["run", "-d", "--name", name];
+    args.extend_from_slice(flags);
+    args.extend(["busybox", "sleep", "600"]);
+    m.docker_ok(args)
 }
