@@ -6,10 +6,13 @@ mod fast;
 
 use std::process::Command;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::StatusCode;
 use serde_json::json;
+use swarm_leadership::{Election, ElectionConfig, Role};
 use swarm_proxy::TlsConfigs;
+use tokio::sync::watch;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::CertificateDer;
 use tokio_rustls::rustls::{ClientConfig, RootCertStore};
@@ -17,10 +20,14 @@ use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 use fast::certs::{CertFiles, TestCa};
 use fast::client::{self, tls_get, Reply};
 use fast::engine::FakeEngine;
+use fast::lock_store::MemoryLockStore;
 use fast::manager::{self, wait_until, Cluster, ManagerProcess};
 
 /// What Go's HTTPS server answers plain HTTP with, byte for byte.
 const PLAIN_HTTP_ANSWER: &[u8] = b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n";
+
+/// The election lock's TTL: long enough never to expire during a test.
+const TTL: Duration = Duration::from_secs(10);
 
 /// The value of `└ key` for the node at `addr` in an `/info` answer.
 fn node_status(info: &Reply, addr: &str, key: &str) -> Option<String> {
@@ -83,9 +90,17 @@ async fn verified_tls_from_clients_through_the_manager_to_the_engines() {
     // An inspect is relayed to the engine, over TLS.
     let inspect = tls_get(c.addr, "/containers/web/json", good.clone()).await.expect("inspect over TLS");
     assert_eq!((inspect.status, inspect.json()["Id"].as_str()), (StatusCode::OK, Some(web.as_str())));
-    assert!(
-        !c.engine("tls-01").requests_to(http::Method::GET, "/containers/web/json").is_empty()
-            || !c.engine("tls-01").requests_to(http::Method::GET, &format!("/containers/{web}/json")).is_empty()
+    let relayed = c.engine("tls-01").requests_to(http::Method::GET, &format!("/containers/{web}/json"));
+    assert!(!relayed.is_empty(), "the inspect went to the engine");
+
+    // A hijacked attach is relayed over TLS on both sides, half-close included.
+    let (status, output) =
+        client::tls_hijack(c.addr, "/containers/web/attach?stream=1&stdin=1&stdout=1", good.clone(), b"hello over TLS")
+            .await
+            .expect("attach over TLS");
+    assert_eq!(
+        (status, String::from_utf8_lossy(&output).as_ref()),
+        (StatusCode::SWITCHING_PROTOCOLS, "echo:hello over TLS")
     );
 
     let refused = tls_get(c.addr, "/_ping", anonymous_client(&client_files)).await;
@@ -223,4 +238,48 @@ fn the_originals_tls_flag_messages() {
         .collect::<Vec<_>>());
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("Couldn't read CA certificate: "), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_replica_relays_to_the_primary_over_verified_tls() {
+    let ca = TestCa::new("swarm");
+    let store = MemoryLockStore::default();
+    let mut members = Vec::new();
+    for name in ["a", "b"] {
+        let engine =
+            FakeEngine::start_tls(&format!("engine-{name}"), &[], ca.issue(&format!("engine-{name}")).verifying())
+                .await;
+        engine.add_container(&format!("from-{name}"), "nginx", "running", json!([]));
+        let listener = manager::bind();
+        let addr = listener.local_addr().expect("address").to_string();
+        let config = ElectionConfig { key: "tls/docker/swarm/leader".into(), advertise: addr.clone(), ttl: TTL };
+        let (election, leadership) = Election::new(Arc::new(store.clone()), config, |_| {});
+        let (stop, stopped) = watch::channel(false);
+        let mut manager_flags = ca.issue(&format!("manager-{name}")).verify_flags();
+        manager_flags.push(manager::discovery(&[&engine]));
+        let manager = ManagerProcess::start(
+            listener,
+            &flags(&manager_flags),
+            Some(leadership.clone()),
+            Some(Box::pin(election.run(stopped))),
+        )
+        .await;
+        engine.wait_for_request(http::Method::GET, "/events").await;
+        // The first one is primary before the second one starts.
+        wait_until("an election result", || async { leadership.role() != Role::Replica { primary: None } }).await;
+        members.push((manager, addr, leadership, engine, stop));
+    }
+    let (primary, replica) = (&members[0], &members[1]);
+    assert_eq!(primary.2.role(), Role::Primary);
+    wait_until("b is a replica of a", || async {
+        replica.2.role() == Role::Replica { primary: Some(primary.1.clone()) }
+    })
+    .await;
+    let client = ca.issue("client").verifying().client_config();
+
+    let list = tls_get(replica.0.addr, "/containers/json?all=1", client.clone()).await.expect("list over TLS").json();
+    let names: Vec<&str> = list.as_array().expect("a list").iter().filter_map(|c| c["Names"][0].as_str()).collect();
+    assert_eq!(names, ["/engine-a/from-a"], "answered by the primary, reached over TLS");
+    let inspect = tls_get(replica.0.addr, "/containers/from-a/json", client).await.expect("inspect over TLS");
+    assert_eq!((inspect.status, inspect.json()["Node"]["Name"].as_str()), (StatusCode::OK, Some("engine-a")));
 }

@@ -151,3 +151,38 @@ pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> Vec<u8> {
         Err(_) => panic!("raw exchange with {addr}: not closed in {REQUEST_TIMEOUT:?}"),
     }
 }
+
+/// Hijacks a connection over TLS as `docker attach` does: asks for an
+/// upgrade at `path`, sends `input`, shuts its side, and returns the status
+/// and everything received until the server closed.
+pub async fn tls_hijack(
+    addr: SocketAddr,
+    path: &str,
+    config: Arc<ClientConfig>,
+    input: &[u8],
+) -> Result<(StatusCode, Vec<u8>), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let stream = TcpStream::connect(addr).await?;
+        let stream = TlsConnector::from(config).connect(ServerName::IpAddress(addr.ip().into()), stream).await?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(conn.with_upgrades());
+        let req = Request::post(path)
+            .header(http::header::HOST, addr.to_string())
+            .header(http::header::CONNECTION, "Upgrade")
+            .header(http::header::UPGRADE, "tcp")
+            .body(Full::new(Bytes::new()))?;
+        let mut resp = sender.send_request(req).await?;
+        let status = resp.status();
+        let mut upgraded = TokioIo::new(hyper::upgrade::on(&mut resp).await?);
+        upgraded.write_all(input).await?;
+        upgraded.shutdown().await?;
+        let mut received = Vec::new();
+        upgraded.read_to_end(&mut received).await?;
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>((status, received))
+    };
+    match tokio::time::timeout(REQUEST_TIMEOUT, exchange).await {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("hijack {path} on {addr}: not done in {REQUEST_TIMEOUT:?}")),
+    }
+}

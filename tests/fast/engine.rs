@@ -304,7 +304,8 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let service = service_fn(move |req| handle(identity.clone(), state.clone(), req));
-    let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+    let _ =
+        http1::Builder::new().half_close(true).serve_connection(TokioIo::new(stream), service).with_upgrades().await;
 }
 
 fn path_of(uri: &str) -> &str {
@@ -349,8 +350,11 @@ fn not_found(what: &str) -> Response<Body> {
 async fn handle(
     identity: Arc<Identity>,
     state: Arc<Mutex<State>>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
+    if req.headers().contains_key(http::header::UPGRADE) {
+        return Ok(hijack(&state, &mut req));
+    }
     let method = req.method().clone();
     let uri = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_default();
     let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
@@ -364,6 +368,29 @@ async fn handle(
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     Ok(route(&identity, &mut state, &method, &segments, &query, &body))
+}
+
+/// Takes over the connection (attach, exec) and answers, once the client
+/// has shut its side, `echo:` followed by everything it sent.
+fn hijack(state: &Mutex<State>, req: &mut Request<Incoming>) -> Response<Body> {
+    let uri = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_default();
+    state.lock().requests.push(Recorded { method: req.method().clone(), uri, body: Bytes::new() });
+    let upgrade = hyper::upgrade::on(req);
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let Ok(upgraded) = upgrade.await else { return };
+        let mut stream = TokioIo::new(upgraded);
+        let mut input = Vec::new();
+        if stream.read_to_end(&mut input).await.is_ok() {
+            let _ = stream.write_all(&[b"echo:".as_slice(), &input].concat()).await;
+            let _ = stream.shutdown().await;
+        }
+    });
+    let mut resp = full(StatusCode::SWITCHING_PROTOCOLS, Bytes::new());
+    resp.headers_mut().remove(http::header::CONTENT_TYPE);
+    resp.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("Upgrade"));
+    resp.headers_mut().insert(http::header::UPGRADE, http::HeaderValue::from_static("tcp"));
+    resp
 }
 
 fn route(
