@@ -40,7 +40,7 @@ pub struct Cli {
 pub enum Command {
     /// Manage a docker cluster.
     #[command(visible_alias = "m")]
-    Manage(ManageArgs),
+    Manage(Box<ManageArgs>),
     /// Join a docker cluster: register an engine in the discovery service.
     #[command(visible_alias = "j")]
     Join(JoinArgs),
@@ -165,6 +165,21 @@ pub struct ManageArgs {
     /// Address other managers reach this one at, for replication: ip:port or hostname:port.
     #[arg(long = "advertise", visible_alias = "addr", env = "SWARM_ADVERTISE")]
     pub advertise: Option<String>,
+    /// Use TLS; implied by --tlsverify.
+    #[arg(long)]
+    pub tls: bool,
+    /// Use TLS and verify the remote.
+    #[arg(long)]
+    pub tlsverify: bool,
+    /// Trust only remotes providing a certificate signed by the CA given here.
+    #[arg(long)]
+    pub tlscacert: Option<String>,
+    /// Path to TLS certificate file.
+    #[arg(long)]
+    pub tlscert: Option<String>,
+    /// Path to TLS key file.
+    #[arg(long)]
+    pub tlskey: Option<String>,
     #[command(flatten)]
     pub discovery: DiscoveryArgs,
 }

@@ -44,7 +44,7 @@ pub fn run() -> ExitCode {
         Err(e) => return fatal(&logger, &format!("cannot start the runtime: {e}")),
     };
     let result = match command {
-        Command::Manage(args) => runtime.block_on(manage::run(args)),
+        Command::Manage(args) => runtime.block_on(manage::run(*args)),
         Command::Join(args) => runtime.block_on(join::join(args)),
         Command::List(args) => runtime.block_on(join::list(args)),
         Command::Create => Err(cli::CREATE_IS_GONE.to_string()),

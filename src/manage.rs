@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use swarm_leadership::Leadership;
+use swarm_proxy::TlsConfigs;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -18,6 +19,7 @@ use crate::api::{self, Api};
 use crate::cli::{self, Cli, ClusterOpts, Command, Listen, ManageArgs};
 use crate::cluster::monitor::MonitorConfig;
 use crate::cluster::{Cluster, PlacementPolicy};
+use crate::observe::Observed;
 use crate::{replication, reschedule};
 
 /// What `swarm manage` was asked to do, validated.
@@ -31,11 +33,15 @@ struct Settings {
     /// `Some((store, advertise))` with `--replication`.
     replication: Option<(swarm_discovery::kv::KvConfig, String)>,
     replication_ttl: Duration,
+    /// With `--tls` or `--tlsverify`: the configurations of the API
+    /// listeners and of the connections to engines and to the primary.
+    tls: Option<Arc<TlsConfigs>>,
 }
 
 impl Settings {
     /// Checks the flags in the original's order, with its messages.
     fn from_args(args: ManageArgs) -> Result<Settings, String> {
+        let tls = tls_configs(&args)?;
         let refresh_min = args
             .refresh_min
             .to_std()
@@ -98,8 +104,30 @@ impl Settings {
             cors: args.cors,
             replication,
             replication_ttl,
+            tls,
         })
     }
+}
+
+/// Loads the certificates of `--tls`/`--tlsverify`, checked as the original did.
+fn tls_configs(args: &ManageArgs) -> Result<Option<Arc<TlsConfigs>>, String> {
+    if !args.tls && !args.tlsverify {
+        if args.tlscert.is_some() || args.tlskey.is_some() || args.tlscacert.is_some() {
+            return Err("--tlscert, --tlskey and --tlscacert require the use of either --tls or --tlsverify".into());
+        }
+        return Ok(None);
+    }
+    let (Some(cert), Some(key)) = (&args.tlscert, &args.tlskey) else {
+        return Err("--tlscert and --tlskey must be provided when using --tls".into());
+    };
+    // As in the original, the CA is read only when peers are verified.
+    let ca = match (args.tlsverify, &args.tlscacert) {
+        (true, None) => return Err("--tlscacert must be provided when using --tlsverify".into()),
+        (true, Some(ca)) => Some(std::path::Path::new(ca)),
+        (false, _) => None,
+    };
+    let configs = TlsConfigs::load(cert.as_ref(), key.as_ref(), ca).map_err(|e| e.to_string())?;
+    Ok(Some(Arc::new(configs)))
 }
 
 /// A running manager: the cluster following discovery, rescheduling, and
@@ -126,7 +154,7 @@ impl Manager {
         let Some(Command::Manage(args)) = cli.command else {
             return Err("not a manage command line".into());
         };
-        let settings = Settings::from_args(args)?;
+        let settings = Settings::from_args(*args)?;
         let addr = listener.local_addr().ok();
         let (api, mut tasks) = wire(&settings, leadership);
         tasks.push(tokio::spawn(api::accept_all(api, vec![api::Listener::Tcp(listener)])));
@@ -149,7 +177,10 @@ impl Drop for Manager {
 
 /// Builds the cluster and the API, and starts discovery and rescheduling.
 fn wire(settings: &Settings, leadership: Option<Arc<Leadership>>) -> (Arc<Api>, Vec<JoinHandle<()>>) {
-    let cluster = Cluster::new(settings.monitor, settings.policy.clone());
+    if settings.tls.as_ref().is_some_and(|tls| !tls.verifies_peers()) {
+        Observed::TlsPeersUnverified.emit();
+    }
+    let cluster = Cluster::new(settings.monitor, settings.policy.clone(), settings.tls.clone());
     let discovery = tokio::spawn(cluster.clone().run_discovery(settings.backend.clone(), settings.heartbeat));
     let rescheduling = tokio::spawn(reschedule::run(cluster.clone(), leadership.clone()));
     let api = Arc::new(Api {
@@ -159,6 +190,7 @@ fn wire(settings: &Settings, leadership: Option<Arc<Leadership>>) -> (Arc<Api>, 
         // Long enough for the TTL path of a failover, plus an election.
         failover_wait: settings.replication_ttl + Duration::from_secs(2),
         primaries: parking_lot::Mutex::new(HashMap::new()),
+        tls: settings.tls.clone(),
     });
     (api, vec![discovery, rescheduling])
 }

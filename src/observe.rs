@@ -57,6 +57,10 @@ pub enum Observed<'a> {
     AcceptFailed { error: &'a str },
     /// A client connection ended with an error.
     ConnectionEnded { error: &'a str },
+    /// A client's TLS handshake on a listener failed; the connection was closed.
+    TlsHandshakeFailed { peer: &'a str, error: &'a str },
+    /// `--tls` without `--tlsverify`: no peer certificate is checked.
+    TlsPeersUnverified,
     /// A request was answered with an error.
     RequestFailed { method: &'a str, path: &'a str, status: u16, error: &'a str },
     /// The primary election (`--replication`) did something.
@@ -134,6 +138,12 @@ impl Observed<'_> {
             }
             Observed::AcceptFailed { error } => tracing::warn!("accept failed: {error}"),
             Observed::ConnectionEnded { error } => tracing::debug!("connection ended: {error}"),
+            Observed::TlsHandshakeFailed { peer, error } => {
+                tracing::debug!(peer = %peer, "TLS handshake failed: {error}")
+            }
+            Observed::TlsPeersUnverified => tracing::warn!(
+                "TLS without --tlsverify: the certificates of clients, engines and the primary are not verified"
+            ),
             Observed::RequestFailed { method, path, status, error } => {
                 if *status >= 500 {
                     tracing::error!(method = %method, uri = %path, status = status, "HTTP error: {error}")

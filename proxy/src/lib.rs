@@ -4,16 +4,19 @@
 //! primary manager) goes through an [`Upstream`]: a pooled keep-alive HTTP/1.1
 //! client bound to one address. [`forward`] relays one request unchanged but
 //! for its path, streaming both bodies, and splices hijacked connections
-//! (`Upgrade: tcp`, used by attach and exec) into a raw byte pipe.
+//! (`Upgrade: tcp`, used by attach and exec) into a raw byte pipe. With
+//! [`TlsConfigs`], the same connections are TLS ones.
 #![forbid(unsafe_code)]
 
 mod body;
 mod error;
 mod forward;
+mod tls;
 mod upstream;
 
 pub use body::{empty, full, BoxError, ProxyBody};
 pub use error::ProxyError;
 pub use forward::{forward, forward_with_upgrade, is_upgrade_request, strip_hop_headers};
 pub use hyper::upgrade::OnUpgrade;
+pub use tls::{TlsConfigs, TlsError};
 pub use upstream::Upstream;

@@ -1,5 +1,6 @@
 //! A pooled HTTP/1.1 client bound to one upstream address.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -11,6 +12,7 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::body::{empty, ProxyBody};
 use crate::error::ProxyError;
+use crate::tls::{TlsConfigs, UpstreamConnector};
 
 /// How long a plain (non-streaming) API call may take before it is abandoned.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -24,8 +26,9 @@ pub struct Upstream {
     addr: String,
     /// `Host` header value matching `addr`, precomputed once.
     host_header: HeaderValue,
-    /// Pooled connections; idle ones are reused by later requests.
-    client: Client<HttpConnector, ProxyBody>,
+    /// Pooled connections (TLS ones when the manager has TLS); idle ones
+    /// are reused by later requests.
+    client: Client<UpstreamConnector, ProxyBody>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -35,19 +38,26 @@ impl std::fmt::Debug for Upstream {
 }
 
 impl Upstream {
-    /// A client for `addr` (`host:port`). Connections are opened lazily.
-    pub fn new(addr: &str) -> Result<Upstream, ProxyError> {
-        Upstream::with_connect_timeout(addr, Duration::from_secs(5))
+    /// A client for `addr` (`host:port`), over TLS when `tls` is given.
+    /// Connections are opened lazily.
+    pub fn new(addr: &str, tls: Option<Arc<TlsConfigs>>) -> Result<Upstream, ProxyError> {
+        Upstream::with_connect_timeout(addr, Duration::from_secs(5), tls)
     }
 
-    /// A client whose connection attempts give up after `connect_timeout`.
-    pub fn with_connect_timeout(addr: &str, connect_timeout: Duration) -> Result<Upstream, ProxyError> {
+    /// A client whose connection attempts (TCP, then the TLS handshake if
+    /// any) give up after `connect_timeout`.
+    pub fn with_connect_timeout(
+        addr: &str,
+        connect_timeout: Duration,
+        tls: Option<Arc<TlsConfigs>>,
+    ) -> Result<Upstream, ProxyError> {
         let host_header = HeaderValue::from_str(addr)
             .map_err(|e| ProxyError::Invalid { addr: addr.to_string(), reason: e.to_string() })?;
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(connect_timeout));
         connector.set_keepalive(Some(Duration::from_secs(30)));
+        let connector = UpstreamConnector { tcp: connector, tls, handshake_timeout: connect_timeout };
         let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(90)).build(connector);
         Ok(Upstream { addr: addr.to_string(), host_header, client })
     }

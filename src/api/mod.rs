@@ -54,6 +54,9 @@ pub struct Api {
     /// Pooled clients to primary managers, by address; an entry is made on
     /// the first request relayed to that address and kept.
     pub primaries: parking_lot::Mutex<HashMap<String, Upstream>>,
+    /// With `--tls`/`--tlsverify`: TCP listeners serve TLS and the primary
+    /// is reached over TLS. Unix sockets stay plain.
+    pub tls: Option<Arc<swarm_proxy::TlsConfigs>>,
 }
 
 /// One routed request, as handlers see it.
@@ -117,7 +120,7 @@ impl Api {
         if let Some(upstream) = primaries.get(addr) {
             return Ok(upstream.clone());
         }
-        let upstream = to_primary::primary_client(addr)?;
+        let upstream = to_primary::primary_client(addr, self.tls.clone())?;
         primaries.insert(addr.to_string(), upstream.clone());
         Ok(upstream)
     }

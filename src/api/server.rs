@@ -2,15 +2,18 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http_body_util::BodyExt;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use swarm_proxy::BoxError;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::task::JoinSet;
+use tokio_rustls::rustls::ServerConfig;
+use tokio_rustls::TlsAcceptor;
 
 use super::Api;
 use crate::cli::Listen;
@@ -70,7 +73,11 @@ async fn accept(api: Arc<Api>, listener: Listener) {
             accepted = listener.accept() => match accepted {
                 Ok(Connection::Tcp(stream)) => {
                     let _ = stream.set_nodelay(true);
-                    connections.spawn(serve_connection(api.clone(), stream));
+                    match &api.tls {
+                        // Read per connection: certificates may be replaced while serving.
+                        Some(tls) => connections.spawn(serve_tls(api.clone(), stream, tls.server_config())),
+                        None => connections.spawn(serve_connection(api.clone(), stream)),
+                    };
                 }
                 Ok(Connection::Unix(stream)) => {
                     connections.spawn(serve_connection(api.clone(), stream));
@@ -119,4 +126,57 @@ where
     if let Err(e) = conn.await {
         Observed::ConnectionEnded { error: &e.to_string() }.emit();
     }
+}
+
+/// How long a client of a TLS listener may take to send its first bytes and
+/// complete the handshake; a silent client must not hold a task forever.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What Go's HTTPS server answers a client that speaks plain HTTP to it.
+const PLAIN_HTTP_ANSWER: &[u8] = b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n";
+
+/// How a connection to a TLS listener began.
+enum Opening {
+    /// The handshake succeeded.
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    /// The client spoke plain HTTP and was told so.
+    PlainHttp,
+}
+
+/// Serves one connection of a TLS listener. A client that fails the
+/// handshake gets nothing but a closed connection, and one debug line is logged.
+async fn serve_tls(api: Arc<Api>, stream: TcpStream, config: Arc<ServerConfig>) {
+    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, open_tls(stream, config)).await {
+        Ok(Ok(Opening::Tls(stream))) => serve_connection(api, stream).await,
+        Ok(Ok(Opening::PlainHttp)) => {}
+        Ok(Err(e)) => Observed::TlsHandshakeFailed { peer: &peer, error: &e.to_string() }.emit(),
+        Err(_) => Observed::TlsHandshakeFailed { peer: &peer, error: "timed out" }.emit(),
+    }
+}
+
+/// Answers a plain HTTP request as Go does (only when the first five bytes
+/// look like one; anything else fails the handshake), or completes the handshake.
+async fn open_tls(mut stream: TcpStream, config: Arc<ServerConfig>) -> std::io::Result<Opening> {
+    let mut first = [0u8; 5];
+    loop {
+        // A peek leaves the bytes for the handshake; the first five may come in pieces.
+        let read = stream.peek(&mut first).await?;
+        if read == 0 || read == first.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    if matches!(&first, b"GET /" | b"HEAD " | b"POST " | b"PUT /" | b"OPTIO") {
+        stream.write_all(PLAIN_HTTP_ANSWER).await?;
+        stream.shutdown().await?;
+        // Closing with the request unread would reset the connection and
+        // could destroy the answer before the client reads it; a bounded
+        // drain lets the client read it and close first.
+        let (mut unread, mut sink) = ((&mut stream).take(64 * 1024), tokio::io::sink());
+        let _ = tokio::time::timeout(Duration::from_secs(1), tokio::io::copy(&mut unread, &mut sink)).await;
+        return Ok(Opening::PlainHttp);
+    }
+    let stream = TlsAcceptor::from(config).accept(stream).await?;
+    Ok(Opening::Tls(Box::new(stream)))
 }

@@ -139,7 +139,7 @@ async fn primary_to_try(leadership: &Leadership, avoid: Option<&str>, deadline: 
     }
 }
 
-/// A pooled client to a primary address.
-pub fn primary_client(addr: &str) -> Result<Upstream, ProxyError> {
-    Upstream::with_connect_timeout(addr, PRIMARY_CONNECT_TIMEOUT)
+/// A pooled client to a primary address, over TLS when configured.
+pub fn primary_client(addr: &str, tls: Option<Arc<swarm_proxy::TlsConfigs>>) -> Result<Upstream, ProxyError> {
+    Upstream::with_connect_timeout(addr, PRIMARY_CONNECT_TIMEOUT, tls)
 }

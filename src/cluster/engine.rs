@@ -298,7 +298,8 @@ impl RefreshGuard<'_> {
 }
 
 impl Engine {
-    pub fn new(addr: &str) -> Result<Engine, ProxyError> {
+    /// An engine at `addr`, reached over TLS when `tls` is given.
+    pub fn new(addr: &str, tls: Option<Arc<swarm_proxy::TlsConfigs>>) -> Result<Engine, ProxyError> {
         let ip = addr
             .rsplit_once(':')
             .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']'))
@@ -307,7 +308,7 @@ impl Engine {
         Ok(Engine {
             addr: addr.to_string(),
             ip,
-            client: Upstream::new(addr)?,
+            client: Upstream::new(addr, tls)?,
             state: RwLock::new(EngineState {
                 health: Health::Pending,
                 failures: 0,
@@ -535,7 +536,7 @@ mod tests {
 
     #[test]
     fn only_counted_failures_flag_an_engine() {
-        let engine = Engine::new("10.0.0.1:2375").unwrap();
+        let engine = Engine::new("10.0.0.1:2375", None).unwrap();
         let info = json!({"ID": "ABCD", "Name": "node-01", "NCPU": 2, "MemTotal": 1024});
         engine.validated(Arc::new(EngineInfo::from_answers(&engine.addr, &info, &json!({})).unwrap()));
         engine.contact_failed("refused".into());

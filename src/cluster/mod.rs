@@ -111,6 +111,9 @@ struct Member {
 
 /// All engines of the cluster.
 pub struct Cluster {
+    /// With `--tls`/`--tlsverify`: every engine added is reached over TLS
+    /// with these configurations; fixed for the cluster's life.
+    engine_tls: Option<Arc<swarm_proxy::TlsConfigs>>,
     pub context: Arc<MonitorContext>,
     /// How containers are placed.
     pub policy: PlacementPolicy,
@@ -165,8 +168,14 @@ impl Drop for NameReservation<'_> {
 }
 
 impl Cluster {
-    pub fn new(monitor: MonitorConfig, policy: PlacementPolicy) -> Arc<Cluster> {
+    /// A cluster with no engine yet; engines are reached over TLS when `engine_tls` is given.
+    pub fn new(
+        monitor: MonitorConfig,
+        policy: PlacementPolicy,
+        engine_tls: Option<Arc<swarm_proxy::TlsConfigs>>,
+    ) -> Arc<Cluster> {
         Arc::new(Cluster {
+            engine_tls,
             context: Arc::new(MonitorContext {
                 config: monitor,
                 events: EventBus::default(),
@@ -223,7 +232,7 @@ impl Cluster {
             if members.contains_key(&addr) {
                 continue;
             }
-            match Engine::new(&addr) {
+            match Engine::new(&addr, self.engine_tls.clone()) {
                 Ok(engine) => {
                     let engine = Arc::new(engine);
                     let task = tokio::spawn(monitor::run(engine.clone(), self.context.clone()));

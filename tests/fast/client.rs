@@ -2,6 +2,7 @@
 //! request, so no pooled connection hides what a manager does.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -11,6 +12,9 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::net::TcpStream;
+use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_rustls::rustls::ClientConfig;
+use tokio_rustls::TlsConnector;
 
 /// No request of the fast layer may take longer than this.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
@@ -110,4 +114,75 @@ pub async fn read_line_until(body: &mut Incoming, wanted: impl Fn(&Value) -> boo
         }
     };
     tokio::time::timeout(REQUEST_TIMEOUT, search).await.expect("no such line in time")
+}
+
+/// A GET over TLS with `config`, on a connection of its own. An error is
+/// returned, not raised, so a test can check that a client is refused.
+pub async fn tls_get(addr: SocketAddr, path: &str, config: Arc<ClientConfig>) -> Result<Reply, String> {
+    let exchange = async {
+        let stream = TcpStream::connect(addr).await?;
+        let stream = TlsConnector::from(config).connect(ServerName::IpAddress(addr.ip().into()), stream).await?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        let req = Request::get(path).header(http::header::HOST, addr.to_string()).body(Full::new(Bytes::new()))?;
+        let (parts, body) = sender.send_request(req).await?.into_parts();
+        let body = body.collect().await?.to_bytes();
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Reply { status: parts.status, headers: parts.headers, body })
+    };
+    match tokio::time::timeout(REQUEST_TIMEOUT, exchange).await {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("GET {path} on {addr}: no answer in {REQUEST_TIMEOUT:?}")),
+    }
+}
+
+/// Writes `request` on a plain TCP connection and returns every byte
+/// received until the server closes it.
+pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut stream = TcpStream::connect(addr).await?;
+        stream.write_all(request).await?;
+        let mut received = Vec::new();
+        stream.read_to_end(&mut received).await?;
+        Ok::<_, std::io::Error>(received)
+    };
+    match tokio::time::timeout(REQUEST_TIMEOUT, exchange).await {
+        Ok(result) => result.unwrap_or_else(|e| panic!("raw exchange with {addr}: {e}")),
+        Err(_) => panic!("raw exchange with {addr}: not closed in {REQUEST_TIMEOUT:?}"),
+    }
+}
+
+/// Hijacks a connection over TLS as `docker attach` does: asks for an
+/// upgrade at `path`, sends `input`, shuts its side, and returns the status
+/// and everything received until the server closed.
+pub async fn tls_hijack(
+    addr: SocketAddr,
+    path: &str,
+    config: Arc<ClientConfig>,
+    input: &[u8],
+) -> Result<(StatusCode, Vec<u8>), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let stream = TcpStream::connect(addr).await?;
+        let stream = TlsConnector::from(config).connect(ServerName::IpAddress(addr.ip().into()), stream).await?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(conn.with_upgrades());
+        let req = Request::post(path)
+            .header(http::header::HOST, addr.to_string())
+            .header(http::header::CONNECTION, "Upgrade")
+            .header(http::header::UPGRADE, "tcp")
+            .body(Full::new(Bytes::new()))?;
+        let mut resp = sender.send_request(req).await?;
+        let status = resp.status();
+        let mut upgraded = TokioIo::new(hyper::upgrade::on(&mut resp).await?);
+        upgraded.write_all(input).await?;
+        upgraded.shutdown().await?;
+        let mut received = Vec::new();
+        upgraded.read_to_end(&mut received).await?;
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>((status, received))
+    };
+    match tokio::time::timeout(REQUEST_TIMEOUT, exchange).await {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("hijack {path} on {addr}: not done in {REQUEST_TIMEOUT:?}")),
+    }
 }

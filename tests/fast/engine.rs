@@ -18,9 +18,11 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
 use serde_json::{json, Value};
+use swarm_proxy::TlsConfigs;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
+use tokio_rustls::TlsAcceptor;
 
 type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
@@ -122,6 +124,16 @@ fn now() -> i64 {
 impl FakeEngine {
     /// Starts an engine named `name` with the engine labels `labels` (`key=value`).
     pub async fn start(name: &str, labels: &[&str]) -> FakeEngine {
+        FakeEngine::start_with(name, labels, None).await
+    }
+
+    /// Starts an engine that serves TLS only, with `tls`'s server
+    /// configuration (client certificates required when it verifies peers).
+    pub async fn start_tls(name: &str, labels: &[&str], tls: Arc<TlsConfigs>) -> FakeEngine {
+        FakeEngine::start_with(name, labels, Some(tls)).await
+    }
+
+    async fn start_with(name: &str, labels: &[&str], tls: Option<Arc<TlsConfigs>>) -> FakeEngine {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind a fake engine");
         let addr = listener.local_addr().expect("fake engine address");
         let identity = Arc::new(Identity {
@@ -130,7 +142,7 @@ impl FakeEngine {
             labels: labels.iter().map(|l| l.to_string()).collect(),
         });
         let state = Arc::new(Mutex::new(State::default()));
-        let server = tokio::spawn(serve(listener, identity.clone(), state.clone()));
+        let server = tokio::spawn(serve(listener, identity.clone(), state.clone(), tls));
         let engine = FakeEngine { addr, name: name.to_string(), identity, state, server: Mutex::new(Some(server)) };
         engine.add_network("bridge", "bridge");
         engine
@@ -266,17 +278,34 @@ fn find_image<'a>(images: &'a [Value], reference: &str) -> Option<&'a Value> {
 }
 
 /// Accepts connections until aborted; the connections end with it.
-async fn serve(listener: TcpListener, identity: Arc<Identity>, state: Arc<Mutex<State>>) {
+async fn serve(listener: TcpListener, identity: Arc<Identity>, state: Arc<Mutex<State>>, tls: Option<Arc<TlsConfigs>>) {
     let mut connections = JoinSet::new();
     loop {
         let Ok((stream, _)) = listener.accept().await else { continue };
         while connections.try_join_next().is_some() {}
         let (identity, state) = (identity.clone(), state.clone());
+        let tls = tls.as_ref().map(|tls| TlsAcceptor::from(tls.server_config()));
         connections.spawn(async move {
-            let service = service_fn(move |req| handle(identity.clone(), state.clone(), req));
-            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            match tls {
+                Some(acceptor) => {
+                    // A client the handshake refuses just gets a closed connection.
+                    if let Ok(stream) = acceptor.accept(stream).await {
+                        serve_http(stream, identity, state).await;
+                    }
+                }
+                None => serve_http(stream, identity, state).await,
+            }
         });
     }
+}
+
+async fn serve_http<S>(stream: S, identity: Arc<Identity>, state: Arc<Mutex<State>>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| handle(identity.clone(), state.clone(), req));
+    let _ =
+        http1::Builder::new().half_close(true).serve_connection(TokioIo::new(stream), service).with_upgrades().await;
 }
 
 fn path_of(uri: &str) -> &str {
@@ -321,8 +350,11 @@ fn not_found(what: &str) -> Response<Body> {
 async fn handle(
     identity: Arc<Identity>,
     state: Arc<Mutex<State>>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
+    if req.headers().contains_key(http::header::UPGRADE) {
+        return Ok(hijack(&state, &mut req));
+    }
     let method = req.method().clone();
     let uri = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_default();
     let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
@@ -336,6 +368,29 @@ async fn handle(
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     Ok(route(&identity, &mut state, &method, &segments, &query, &body))
+}
+
+/// Takes over the connection (attach, exec) and answers, once the client
+/// has shut its side, `echo:` followed by everything it sent.
+fn hijack(state: &Mutex<State>, req: &mut Request<Incoming>) -> Response<Body> {
+    let uri = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_default();
+    state.lock().requests.push(Recorded { method: req.method().clone(), uri, body: Bytes::new() });
+    let upgrade = hyper::upgrade::on(req);
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let Ok(upgraded) = upgrade.await else { return };
+        let mut stream = TokioIo::new(upgraded);
+        let mut input = Vec::new();
+        if stream.read_to_end(&mut input).await.is_ok() {
+            let _ = stream.write_all(&[b"echo:".as_slice(), &input].concat()).await;
+            let _ = stream.shutdown().await;
+        }
+    });
+    let mut resp = full(StatusCode::SWITCHING_PROTOCOLS, Bytes::new());
+    resp.headers_mut().remove(http::header::CONTENT_TYPE);
+    resp.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("Upgrade"));
+    resp.headers_mut().insert(http::header::UPGRADE, http::HeaderValue::from_static("tcp"));
+    resp
 }
 
 fn route(
