@@ -231,8 +231,9 @@ fn containers_are_rescheduled_when_their_node_dies() {
     });
     let new_id = m.docker_ok(["inspect", "-f", "{{.Id}}", "phoenix"]);
     assert_ne!(new_id, old_id);
-    let log = m.log();
-    assert!(log.contains(&format!("Rescheduled container {old_id} from node-02 to node-01 as {new_id}")), "{log}");
+    // The line is written once the new copy has started, which the client may see first.
+    let rescheduled = format!("Rescheduled container {old_id} from node-02 to node-01 as {new_id}");
+    m.wait_until(std::time::Duration::from_secs(10), "the rescheduling is logged", |m| m.log().contains(&rescheduled));
     // Without the policy a container stays with its node.
     let ps = m.docker_ok(["ps", "-a", "--format", "{{.Names}} {{.Status}}"]);
     assert!(ps.contains("node-02/mortal Host Down"), "{ps}");
