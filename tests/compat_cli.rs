@@ -5,30 +5,15 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::Command;
 use std::time::Duration;
 
-use swarm_testkit::manager::SwarmProcess;
+use swarm_testkit::manager::{swarm_exit, SwarmProcess};
 use swarm_testkit::process::free_port;
-
-/// Runs `swarm args` to its end without the environment variables that
-/// stand in for flags; returns its exit code and stderr.
-fn run(args: &[&str]) -> (Option<i32>, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_swarm"))
-        .args(args)
-        .env_remove("SWARM_DISCOVERY")
-        .env_remove("SWARM_ADVERTISE")
-        .env_remove("SWARM_HOST")
-        .env_remove("DEBUG")
-        .output()
-        .expect("run swarm");
-    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
-}
 
 /// Asserts that `swarm args` exits with 1 after logging exactly `message`
 /// as its one fatal line (stderr is a pipe: logrus's key=value form).
 fn assert_fatal(args: &[&str], message: &str) {
-    let (code, stderr) = run(args);
+    let (code, stderr) = swarm_exit(args);
     assert_eq!(code, Some(1), "swarm {args:?}: exit status; stderr:\n{stderr}");
     assert_eq!(stderr.lines().count(), 1, "swarm {args:?}: one line:\n{stderr}");
     assert!(
@@ -107,7 +92,7 @@ fn a_single_dash_long_flag_is_never_read_as_short_ones() {
     // `-experimental` is not `-e ...`, also after the command.
     assert_fatal(&["manage", "-experimental", "--engine-failure-retry", "0", &nodes], "invalid failure retry count");
     // A one-letter flag keeps its short meaning.
-    let (code, stderr) = run(&["manage", "-c", "mesos", &nodes]);
+    let (code, stderr) = swarm_exit(&["manage", "-c", "mesos", &nodes]);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("unsupported cluster driver"), "{stderr}");
 }
@@ -123,7 +108,7 @@ fn negative_and_zero_durations_reach_validation() {
         assert_fatal(&args, "--timeout should be a positive number");
     }
     // A positive one is accepted (the static list is printed without contacting anything).
-    let (code, _) = run(&["list", "-timeout", "1s", &nodes]);
+    let (code, _) = swarm_exit(&["list", "-timeout", "1s", &nodes]);
     assert_eq!(code, Some(0));
 
     let advertise = "--advertise=127.0.0.1:2376";
@@ -195,7 +180,7 @@ fn the_originals_messages() {
 #[test]
 fn create_says_the_token_service_is_gone() {
     for command in ["create", "c"] {
-        let (code, stderr) = run(&[command]);
+        let (code, stderr) = swarm_exit(&[command]);
         assert_eq!(code, Some(1), "swarm {command}: {stderr}");
         assert_eq!(stderr.lines().count(), 1, "swarm {command}: one line:\n{stderr}");
         assert!(stderr.contains(" level=fatal msg=\"swarm create is gone: "), "{stderr}");

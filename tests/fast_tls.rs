@@ -4,7 +4,6 @@
 
 mod fast;
 
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +11,7 @@ use http::StatusCode;
 use serde_json::json;
 use swarm_leadership::{Election, ElectionConfig, Role};
 use swarm_proxy::TlsConfigs;
+use swarm_testkit::manager::swarm_exit;
 use tokio::sync::watch;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::CertificateDer;
@@ -172,20 +172,8 @@ async fn tls_without_verification_accepts_any_engine_certificate() {
     assert_eq!(node_status(&info, &c.engines[0].addr(), "Status").as_deref(), Some("Healthy"), "{info:?}");
 }
 
-/// Runs `swarm args` to its end; returns its exit code and stderr.
-fn run(args: &[&str]) -> (Option<i32>, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_swarm"))
-        .args(args)
-        .env_remove("SWARM_DISCOVERY")
-        .env_remove("SWARM_HOST")
-        .env_remove("DEBUG")
-        .output()
-        .expect("run swarm");
-    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
-}
-
 fn assert_fatal(args: &[&str], message: &str) {
-    let (code, stderr) = run(args);
+    let (code, stderr) = swarm_exit(args);
     assert_eq!(code, Some(1), "swarm {args:?}: exit status; stderr:\n{stderr}");
     assert!(
         stderr.ends_with(&format!(" level=fatal msg=\"{message}\"\n")),
@@ -219,23 +207,28 @@ fn the_originals_tls_flag_messages() {
         "--tlscert, --tlskey and --tlscacert require the use of either --tls or --tlsverify",
     );
     let missing = "/nonexistent/cert.pem";
-    let (code, stderr) =
-        run(&manage(&["--tls", "--tlscert", missing, "--tlskey", &key]).iter().map(String::as_str).collect::<Vec<_>>());
+    let (code, stderr) = swarm_exit(
+        &manage(&["--tls", "--tlscert", missing, "--tlskey", &key]).iter().map(String::as_str).collect::<Vec<_>>(),
+    );
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains(&format!("Couldn't load X509 key pair ({missing}, {key}): ")), "{stderr}");
     assert!(stderr.contains(". Key encrypted?"), "{stderr}");
     // A key that is not the certificate's.
     let other = ca.issue("other");
-    let (code, stderr) = run(&manage(&["--tls", "--tlscert", &cert, "--tlskey", &other.key.display().to_string()])
-        .iter()
-        .map(String::as_str)
-        .collect::<Vec<_>>());
+    let (code, stderr) = swarm_exit(
+        &manage(&["--tls", "--tlscert", &cert, "--tlskey", &other.key.display().to_string()])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("Couldn't load X509 key pair ("), "{stderr}");
-    let (code, stderr) = run(&manage(&["--tlsverify", "--tlscacert", missing, "--tlscert", &cert, "--tlskey", &key])
-        .iter()
-        .map(String::as_str)
-        .collect::<Vec<_>>());
+    let (code, stderr) = swarm_exit(
+        &manage(&["--tlsverify", "--tlscacert", missing, "--tlscert", &cert, "--tlskey", &key])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("Couldn't read CA certificate: "), "{stderr}");
 }

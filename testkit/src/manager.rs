@@ -407,6 +407,20 @@ impl SwarmProcess {
 }
 
 /// Runs [`swarm_binary`] to completion; returns (success, stdout, stderr).
+/// Runs `swarm args` to its end without the environment variables that
+/// stand in for flags; returns its exit code and stderr.
+pub fn swarm_exit(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(swarm_binary())
+        .args(args)
+        .env_remove("SWARM_DISCOVERY")
+        .env_remove("SWARM_ADVERTISE")
+        .env_remove("SWARM_HOST")
+        .env_remove("DEBUG")
+        .output()
+        .expect("run swarm");
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
 pub fn swarm_output(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(swarm_binary()).args(args).output().expect("run swarm");
     (
