@@ -196,7 +196,8 @@ impl Cli {
         let mut command = values_may_start_with_a_dash(Cli::command());
         // Built, the subcommands carry the global flags and --help too.
         command.build();
-        let argv = single_dash_longs_to_double(&command, argv.into_iter().map(Into::into).collect());
+        let argv = single_dash_longs_to_double(&command, argv.into_iter().map(Into::into).collect())
+            .map_err(|message| command.error(clap::error::ErrorKind::InvalidValue, message))?;
         let mut matches = command.try_get_matches_from_mut(argv)?;
         Cli::from_arg_matches_mut(&mut matches).map_err(|e| e.format(&mut command))
     }
@@ -221,7 +222,9 @@ fn values_may_start_with_a_dash(command: clap::Command) -> clap::Command {
 /// Go accepts both forms, clap only the second. A one-letter item keeps its
 /// short meaning unless a long flag has that name. The item after an option
 /// that takes a value is its value and is passed as is, as is everything after `--`.
-fn single_dash_longs_to_double(root: &clap::Command, argv: Vec<OsString>) -> Vec<OsString> {
+/// A switch given a value (`--tlsverify=true`, Go's syntax for booleans) is
+/// written as the switch or left out; a value Go would refuse is an error.
+fn single_dash_longs_to_double(root: &clap::Command, argv: Vec<OsString>) -> Result<Vec<OsString>, String> {
     let mut command = root;
     let mut rewritten = Vec::with_capacity(argv.len());
     let mut items = argv.into_iter();
@@ -244,13 +247,30 @@ fn single_dash_longs_to_double(root: &clap::Command, argv: Vec<OsString>) -> Vec
             continue;
         }
         let flag = WrittenFlag::read(command, text);
+        if let (Some(arg), Some((name, value))) = (flag.switch(), text.split_once('=')) {
+            match go_bool(value) {
+                Some(true) => rewritten.push(format!("--{}", arg.get_long().unwrap_or_default()).into()),
+                Some(false) => {}
+                None => return Err(format!("invalid boolean value {value:?} for {name}: parse error")),
+            }
+            continue;
+        }
         let awaits_value = flag.arg.is_some_and(|arg| arg.get_action().takes_values()) && !flag.value_attached;
         rewritten.push(flag.double_dashed.map_or(item, OsString::from));
         if awaits_value {
             rewritten.extend(items.next());
         }
     }
-    rewritten
+    Ok(rewritten)
+}
+
+/// A boolean as Go's `strconv.ParseBool` reads it.
+fn go_bool(text: &str) -> Option<bool> {
+    match text {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
+    }
 }
 
 /// A flag item as the user wrote it, matched against a command's flags.
@@ -264,6 +284,11 @@ struct WrittenFlag<'c> {
 }
 
 impl<'c> WrittenFlag<'c> {
+    /// The long switch (a flag without a value) this item names.
+    fn switch(&self) -> Option<&'c Arg> {
+        self.arg.filter(|arg| matches!(arg.get_action(), clap::ArgAction::SetTrue) && arg.get_long().is_some())
+    }
+
     /// Reads `text`, an item of at least two characters starting with `-`.
     fn read(command: &'c clap::Command, text: &str) -> WrittenFlag<'c> {
         let (dashes, body) = match text.strip_prefix("--") {
@@ -390,6 +415,7 @@ mod tests {
         command.build();
         let argv = std::iter::once("swarm").chain(argv.iter().copied()).map(OsString::from).collect();
         single_dash_longs_to_double(&command, argv)
+            .unwrap_or_else(|e| panic!("{e}"))
             .into_iter()
             .skip(1)
             .map(|a| a.to_string_lossy().into_owned())
@@ -425,6 +451,16 @@ mod tests {
             ["list", "--debug", "--log-level=warn", "--help"]
         );
         assert_eq!(rewritten(&["-version"]), ["--version"]);
+    }
+
+    #[test]
+    fn switches_take_go_boolean_values() {
+        assert_eq!(
+            rewritten(&["manage", "--tlsverify=true", "-replication=1", "--cors=false", "-debug=F", "h:1"]),
+            ["manage", "--tlsverify", "--replication", "h:1"]
+        );
+        let err = Cli::parse_go_style(["swarm", "manage", "--tls=yes", "h:1"]).map(|_| ()).unwrap_err();
+        assert!(err.to_string().contains("invalid boolean value \"yes\" for --tls: parse error"), "{err}");
     }
 
     #[test]

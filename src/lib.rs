@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 mod api;
+pub mod cert_reload;
 mod cli;
 mod cluster;
 mod duration;

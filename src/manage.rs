@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use swarm_leadership::Leadership;
-use swarm_proxy::TlsConfigs;
-use tokio::sync::watch;
+use swarm_proxy::{TlsConfigs, TlsFiles};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::api::{self, Api};
@@ -20,7 +20,7 @@ use crate::cli::{self, Cli, ClusterOpts, Command, Listen, ManageArgs};
 use crate::cluster::monitor::MonitorConfig;
 use crate::cluster::{Cluster, PlacementPolicy};
 use crate::observe::Observed;
-use crate::{replication, reschedule};
+use crate::{cert_reload, replication, reschedule};
 
 /// What `swarm manage` was asked to do, validated.
 struct Settings {
@@ -123,10 +123,11 @@ fn tls_configs(args: &ManageArgs) -> Result<Option<Arc<TlsConfigs>>, String> {
     // As in the original, the CA is read only when peers are verified.
     let ca = match (args.tlsverify, &args.tlscacert) {
         (true, None) => return Err("--tlscacert must be provided when using --tlsverify".into()),
-        (true, Some(ca)) => Some(std::path::Path::new(ca)),
+        (true, Some(ca)) => Some(ca.into()),
         (false, _) => None,
     };
-    let configs = TlsConfigs::load(cert.as_ref(), key.as_ref(), ca).map_err(|e| e.to_string())?;
+    let files = TlsFiles { cert: cert.into(), key: key.into(), ca };
+    let configs = TlsConfigs::load(files).map_err(|e| e.to_string())?;
     Ok(Some(Arc::new(configs)))
 }
 
@@ -156,7 +157,7 @@ impl Manager {
         };
         let settings = Settings::from_args(*args)?;
         let addr = listener.local_addr().ok();
-        let (api, mut tasks) = wire(&settings, leadership);
+        let (api, mut tasks) = wire(&settings, leadership, None);
         tasks.push(tokio::spawn(api::accept_all(api, vec![api::Listener::Tcp(listener)])));
         Ok(Manager { addr, tasks })
     }
@@ -175,10 +176,19 @@ impl Drop for Manager {
     }
 }
 
-/// Builds the cluster and the API, and starts discovery and rescheduling.
-fn wire(settings: &Settings, leadership: Option<Arc<Leadership>>) -> (Arc<Api>, Vec<JoinHandle<()>>) {
-    if settings.tls.as_ref().is_some_and(|tls| !tls.verifies_peers()) {
-        Observed::TlsPeersUnverified.emit();
+/// Builds the cluster and the API, and starts discovery, rescheduling and,
+/// with TLS, the certificate reloads (also on every value of `hangups`).
+fn wire(
+    settings: &Settings,
+    leadership: Option<Arc<Leadership>>,
+    hangups: Option<mpsc::Receiver<()>>,
+) -> (Arc<Api>, Vec<JoinHandle<()>>) {
+    let mut tasks = Vec::new();
+    if let Some(tls) = &settings.tls {
+        if !tls.verifies_peers() {
+            Observed::TlsPeersUnverified.emit();
+        }
+        tasks.push(tokio::spawn(cert_reload::run(tls.clone(), hangups)));
     }
     let cluster = Cluster::new(settings.monitor, settings.policy.clone(), settings.tls.clone());
     let discovery = tokio::spawn(cluster.clone().run_discovery(settings.backend.clone(), settings.heartbeat));
@@ -192,7 +202,8 @@ fn wire(settings: &Settings, leadership: Option<Arc<Leadership>>) -> (Arc<Api>, 
         primaries: parking_lot::Mutex::new(HashMap::new()),
         tls: settings.tls.clone(),
     });
-    (api, vec![discovery, rescheduling])
+    tasks.extend([discovery, rescheduling]);
+    (api, tasks)
 }
 
 /// `swarm manage` as a command: serves until SIGINT or SIGTERM.
@@ -206,7 +217,11 @@ pub(crate) async fn run(args: ManageArgs) -> Result<(), String> {
         }
         None => (None, None),
     };
-    let (api, _tasks) = wire(&settings, leadership);
+    let hangups = match settings.tls {
+        Some(_) => Some(cert_reload::hangups().map_err(|e| format!("cannot handle SIGHUP: {e}"))?),
+        None => None,
+    };
+    let (api, _tasks) = wire(&settings, leadership, hangups);
     let listeners = api::bind(&settings.listen).await?;
     tokio::select! {
         _ = api::accept_all(api, listeners) => {}

@@ -61,6 +61,11 @@ pub enum Observed<'a> {
     TlsHandshakeFailed { peer: &'a str, error: &'a str },
     /// `--tls` without `--tlsverify`: no peer certificate is checked.
     TlsPeersUnverified,
+    /// The TLS files were read again; new connections use them.
+    TlsReloaded { trigger: &'a str },
+    /// The TLS files were read again but do not make a usable set; the
+    /// previous certificates stay in use.
+    TlsReloadRefused { trigger: &'a str, error: &'a str },
     /// A request was answered with an error.
     RequestFailed { method: &'a str, path: &'a str, status: u16, error: &'a str },
     /// The primary election (`--replication`) did something.
@@ -143,6 +148,13 @@ impl Observed<'_> {
             }
             Observed::TlsPeersUnverified => tracing::warn!(
                 "TLS without --tlsverify: the certificates of clients, engines and the primary are not verified"
+            ),
+            Observed::TlsReloaded { trigger } => {
+                tracing::info!(trigger = %trigger, "TLS certificates reloaded; new connections use them")
+            }
+            Observed::TlsReloadRefused { trigger, error } => tracing::error!(
+                trigger = %trigger,
+                "TLS certificates not reloaded, the previous ones stay in use: {error}"
             ),
             Observed::RequestFailed { method, path, status, error } => {
                 if *status >= 500 {

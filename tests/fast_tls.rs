@@ -10,7 +10,6 @@ use std::time::Duration;
 use http::StatusCode;
 use serde_json::json;
 use swarm_leadership::{Election, ElectionConfig, Role};
-use swarm_proxy::TlsConfigs;
 use swarm_testkit::manager::swarm_exit;
 use tokio::sync::watch;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
@@ -18,7 +17,7 @@ use tokio_rustls::rustls::pki_types::CertificateDer;
 use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 
 use fast::certs::{CertFiles, TestCa};
-use fast::client::{self, tls_get, Reply};
+use fast::client::{self, tls_get, Reply, TlsSession};
 use fast::engine::FakeEngine;
 use fast::lock_store::MemoryLockStore;
 use fast::manager::{self, wait_until, Cluster, ManagerProcess};
@@ -107,7 +106,7 @@ async fn verified_tls_from_clients_through_the_manager_to_the_engines() {
     assert!(refused.is_err(), "a client without a certificate is refused: {refused:?}");
     let other_ca = TestCa::new("other");
     let intruder = other_ca.issue("intruder");
-    let intruder = TlsConfigs::load(&intruder.cert, &intruder.key, Some(&client_files.ca)).expect("intruder files");
+    let intruder = intruder.load(Some(client_files.ca.clone()));
     let refused = tls_get(c.addr, "/_ping", intruder.client_config()).await;
     assert!(refused.is_err(), "a client certified by another CA is refused: {refused:?}");
     let again = tls_get(c.addr, "/_ping", good).await.expect("a good client after the refusals");
@@ -152,9 +151,8 @@ async fn engines_certified_by_another_ca_are_never_healthy() {
 #[tokio::test]
 async fn tls_without_verification_accepts_any_engine_certificate() {
     let engine_ca = TestCa::new("engines");
-    let engine_files = engine_ca.issue("engine");
     // An engine run with --tls alone: it asks for no client certificate.
-    let engine_tls = Arc::new(TlsConfigs::load(&engine_files.cert, &engine_files.key, None).expect("engine files"));
+    let engine_tls = engine_ca.issue("engine").accepting_anyone();
     let engines = vec![FakeEngine::start_tls("tls-only", &[], engine_tls).await];
     let swarm_ca = TestCa::new("swarm");
     let manager_files = swarm_ca.issue("manager");
@@ -275,4 +273,63 @@ async fn a_replica_relays_to_the_primary_over_verified_tls() {
     assert_eq!(names, ["/engine-a/from-a"], "answered by the primary, reached over TLS");
     let inspect = tls_get(replica.0.addr, "/containers/from-a/json", client).await.expect("inspect over TLS");
     assert_eq!((inspect.status, inspect.json()["Node"]["Name"].as_str()), (StatusCode::OK, Some("engine-a")));
+}
+
+/// Replaces the manager's certificate files in `live` with `files`, the CA
+/// file holding `cas` (a bundle). Each file is written aside and renamed
+/// into place, as certificate tools do.
+fn install(live: &std::path::Path, files: &CertFiles, cas: &[&std::path::Path]) {
+    let bundle: String = cas.iter().map(|ca| std::fs::read_to_string(ca).expect("read a CA")).collect();
+    for (name, content) in [
+        ("ca.pem", bundle),
+        ("cert.pem", std::fs::read_to_string(&files.cert).expect("read a certificate")),
+        ("key.pem", std::fs::read_to_string(&files.key).expect("read a key")),
+    ] {
+        let aside = live.join(format!(".{name}.new"));
+        std::fs::write(&aside, content).expect("write a certificate file");
+        std::fs::rename(&aside, live.join(name)).expect("put a certificate file in place");
+    }
+}
+
+#[tokio::test]
+async fn certificates_rotate_without_a_restart_and_a_broken_set_is_refused() {
+    let old_ca = TestCa::new("old");
+    let new_ca = TestCa::new("new");
+    let engines = vec![FakeEngine::start_tls("rotating", &[], old_ca.issue("engine").accepting_anyone()).await];
+    let web = engines[0].add_container("web", "nginx", "running", json!([]));
+    let live = tempfile::tempdir().expect("a directory for the live certificates");
+    install(live.path(), &old_ca.issue("manager"), &[&old_ca.ca_file()]);
+    let live_flags = vec![
+        "--tlsverify".to_string(),
+        format!("--tlscacert={}", live.path().join("ca.pem").display()),
+        format!("--tlscert={}", live.path().join("cert.pem").display()),
+        format!("--tlskey={}", live.path().join("key.pem").display()),
+    ];
+    let c = Cluster::start(engines, &flags(&live_flags)).await;
+    let old_client = old_ca.issue("client").verifying().client_config();
+    let new_client = new_ca.issue("client").verifying().client_config();
+    let mut kept_alive = TlsSession::open(c.addr, old_client.clone()).await.expect("a connection before the rotation");
+    assert_eq!(kept_alive.get("/_ping").await.status, StatusCode::OK);
+    assert!(tls_get(c.addr, "/_ping", new_client.clone()).await.is_err(), "the new CA is not trusted yet");
+
+    // The new pair comes from a new CA; the CA bundle keeps the old CA so
+    // that the engines' certificates still verify.
+    install(live.path(), &new_ca.issue("manager"), &[&new_ca.ca_file(), &old_ca.ca_file()]);
+    wait_until("new connections get the new certificate", || async {
+        tls_get(c.addr, "/_ping", new_client.clone()).await.is_ok()
+    })
+    .await;
+    let refused = tls_get(c.addr, "/_ping", anonymous_client(&old_ca.issue("old-only"))).await;
+    assert!(refused.is_err(), "a client that trusts only the old CA no longer verifies the manager: {refused:?}");
+    let inspect = tls_get(c.addr, "/containers/web/json", new_client.clone()).await.expect("inspect after rotation");
+    assert_eq!(inspect.json()["Id"], web.as_str());
+    // The connection made before the rotation goes on with its certificate.
+    assert_eq!(kept_alive.get("/containers/web/json").await.json()["Id"], web.as_str());
+
+    // A key that does not match its certificate is refused; the set in use stays.
+    let mismatched = CertFiles { key: old_ca.issue("stranger").key, ..new_ca.issue("manager-2") };
+    install(live.path(), &mismatched, &[&new_ca.ca_file()]);
+    tokio::time::sleep(swarm::cert_reload::POLL_INTERVAL + Duration::from_millis(500)).await;
+    let ping = tls_get(c.addr, "/_ping", new_client).await.expect("the previous set is still served");
+    assert_eq!(ping.status, StatusCode::OK);
 }

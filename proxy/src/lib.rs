@@ -18,5 +18,5 @@ pub use body::{empty, full, BoxError, ProxyBody};
 pub use error::ProxyError;
 pub use forward::{forward, forward_with_upgrade, is_upgrade_request, strip_hop_headers};
 pub use hyper::upgrade::OnUpgrade;
-pub use tls::{TlsConfigs, TlsError};
+pub use tls::{FilesStamp, TlsConfigs, TlsError, TlsFiles};
 pub use upstream::Upstream;

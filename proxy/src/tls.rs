@@ -9,11 +9,12 @@
 
 use std::future::Future;
 use std::net::IpAddr;
-use std::path::Path;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::rt::TokioIo;
@@ -45,12 +46,43 @@ pub enum TlsError {
     Config(#[from] rustls::Error),
 }
 
+/// Where the TLS material comes from: read at start and again on every
+/// reload.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// Our certificate chain (PEM), presented to clients and to upstreams.
+    pub cert: PathBuf,
+    /// The private key of `cert` (PEM).
+    pub key: PathBuf,
+    /// The CA every peer's certificate must chain to; `None` with `--tls`
+    /// alone, where no peer certificate is checked.
+    pub ca: Option<PathBuf>,
+}
+
+impl TlsFiles {
+    /// What the files look like on disk now (inode, size and modification
+    /// time of each), to notice a replacement without reading them. A
+    /// missing file has its own stamp, so its return is noticed too.
+    pub fn stamp(&self) -> FilesStamp {
+        let of = |path: &Path| std::fs::metadata(path).ok().map(|m| (m.ino(), m.len(), m.modified().ok()));
+        FilesStamp([Some(&self.cert), Some(&self.key), self.ca.as_ref()].map(|path| path.and_then(|p| of(p))))
+    }
+}
+
+/// A snapshot of the TLS files' metadata; equal stamps mean the files were
+/// (very probably) not replaced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilesStamp([Option<(u64, u64, Option<SystemTime>)>; 3]);
+
 /// The TLS configurations of one manager, shared by its listeners and its
 /// outgoing connections.
 #[derive(Debug)]
 pub struct TlsConfigs {
+    /// The files the configurations are made of.
+    files: TlsFiles,
     /// True with `--tlsverify`: every peer must present a certificate signed
     /// by the CA. False with `--tls` alone: no peer certificate is checked.
+    /// Fixed for the manager's life: a reload changes the material, not the mode.
     verify: bool,
     /// What the API listeners present and require; read once per accepted
     /// connection, replaced whole when the certificates change.
@@ -65,17 +97,29 @@ impl TlsConfigs {
     /// (`--tlsverify`), the CA that every peer's certificate must chain to.
     /// Without a CA (`--tls`), clients are not asked for a certificate and
     /// servers' certificates are accepted unchecked.
-    pub fn load(cert: &Path, key: &Path, ca: Option<&Path>) -> Result<TlsConfigs, TlsError> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let certified = Arc::new(load_key_pair(cert, key, &provider)?);
-        let roots = ca.map(load_ca).transpose()?;
-        let server = server_config(&provider, &certified, roots.clone())?;
-        let client = client_config(&provider, &certified, roots.clone())?;
+    pub fn load(files: TlsFiles) -> Result<TlsConfigs, TlsError> {
+        let (server, client) = build(&files)?;
         Ok(TlsConfigs {
-            verify: roots.is_some(),
+            verify: files.ca.is_some(),
+            files,
             server: RwLock::new(Arc::new(server)),
             client: RwLock::new(Arc::new(client)),
         })
+    }
+
+    /// The files the configurations are made of.
+    pub fn files(&self) -> &TlsFiles {
+        &self.files
+    }
+
+    /// Reads the files again and, only if the whole new set is usable (the
+    /// key matches the certificate, the CA parses), puts it in place for
+    /// the connections made from now on. On error nothing changes.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let (server, client) = build(&self.files)?;
+        *self.server.write() = Arc::new(server);
+        *self.client.write() = Arc::new(client);
+        Ok(())
     }
 
     /// True when peers' certificates are verified (`--tlsverify`).
@@ -92,6 +136,16 @@ impl TlsConfigs {
     pub fn client_config(&self) -> Arc<ClientConfig> {
         self.client.read().clone()
     }
+}
+
+/// The server and client configurations made of `files`.
+fn build(files: &TlsFiles) -> Result<(ServerConfig, ClientConfig), TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let certified = Arc::new(load_key_pair(&files.cert, &files.key, &provider)?);
+    let roots = files.ca.as_deref().map(load_ca).transpose()?;
+    let server = server_config(&provider, &certified, roots.clone())?;
+    let client = client_config(&provider, &certified, roots)?;
+    Ok((server, client))
 }
 
 fn load_key_pair(cert: &Path, key: &Path, provider: &CryptoProvider) -> Result<CertifiedKey, TlsError> {

@@ -9,7 +9,7 @@ use rcgen::{
     BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
     SanType,
 };
-use swarm_proxy::TlsConfigs;
+use swarm_proxy::{TlsConfigs, TlsFiles};
 use tempfile::TempDir;
 
 /// A certificate authority whose files live as long as it does.
@@ -79,6 +79,18 @@ impl CertFiles {
 
     /// Configurations that present this certificate and verify peers against its CA.
     pub fn verifying(&self) -> Arc<TlsConfigs> {
-        Arc::new(TlsConfigs::load(&self.cert, &self.key, Some(&self.ca)).expect("load test certificates"))
+        self.load(Some(self.ca.clone()))
+    }
+
+    /// Configurations that present this certificate and check no peer's
+    /// (`--tls` alone).
+    pub fn accepting_anyone(&self) -> Arc<TlsConfigs> {
+        self.load(None)
+    }
+
+    /// Configurations that present this certificate and verify peers against `ca`.
+    pub fn load(&self, ca: Option<PathBuf>) -> Arc<TlsConfigs> {
+        let files = TlsFiles { cert: self.cert.clone(), key: self.key.clone(), ca };
+        Arc::new(TlsConfigs::load(files).expect("load test certificates"))
     }
 }

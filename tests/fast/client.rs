@@ -135,6 +135,48 @@ pub async fn tls_get(addr: SocketAddr, path: &str, config: Arc<ClientConfig>) ->
     }
 }
 
+/// A kept-alive HTTP/1.1 connection over TLS with `config`, for requests
+/// sent one after the other on the same connection.
+pub struct TlsSession {
+    addr: SocketAddr,
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+}
+
+impl TlsSession {
+    pub async fn open(addr: SocketAddr, config: Arc<ClientConfig>) -> Result<TlsSession, String> {
+        let opening = async {
+            let stream = TcpStream::connect(addr).await?;
+            let stream = TlsConnector::from(config).connect(ServerName::IpAddress(addr.ip().into()), stream).await?;
+            let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+            tokio::spawn(conn);
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(TlsSession { addr, sender })
+        };
+        match tokio::time::timeout(REQUEST_TIMEOUT, opening).await {
+            Ok(result) => result.map_err(|e| e.to_string()),
+            Err(_) => Err(format!("TLS connection to {addr}: not open in {REQUEST_TIMEOUT:?}")),
+        }
+    }
+
+    /// A GET on this connection; panics if it fails.
+    pub async fn get(&mut self, path: &str) -> Reply {
+        let exchange = async {
+            let req =
+                Request::get(path).header(http::header::HOST, self.addr.to_string()).body(Full::new(Bytes::new()))?;
+            let (parts, body) = self.sender.send_request(req).await?.into_parts();
+            let body = body.collect().await?.to_bytes();
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Reply {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+            })
+        };
+        match tokio::time::timeout(REQUEST_TIMEOUT, exchange).await {
+            Ok(result) => result.unwrap_or_else(|e| panic!("GET {path} on the kept-alive connection: {e}")),
+            Err(_) => panic!("GET {path} on the kept-alive connection: no answer in {REQUEST_TIMEOUT:?}"),
+        }
+    }
+}
+
 /// Writes `request` on a plain TCP connection and returns every byte
 /// received until the server closes it.
 pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> Vec<u8> {
