@@ -59,6 +59,8 @@ pub struct ManagerBuilder {
     test_refresh: bool,
     /// Whether to pass `--replication --advertise <addr>`.
     replicated: bool,
+    /// With `--tlsverify`: the directory of `ca.pem`, `cert.pem`, `key.pem`.
+    tls: Option<PathBuf>,
     /// Further arguments, before the discovery URL.
     extra: Vec<String>,
 }
@@ -89,6 +91,14 @@ impl ManagerBuilder {
         self
     }
 
+    /// Serves and calls with `--tlsverify` and the files of `dir` (`ca.pem`,
+    /// `cert.pem`, `key.pem`, as in `DOCKER_CERT_PATH`); the manager's CLI
+    /// and requests then use TLS with the same files.
+    pub fn tls(mut self, dir: &Path) -> ManagerBuilder {
+        self.tls = Some(dir.to_path_buf());
+        self
+    }
+
     /// Runs inside the network namespace `netns` (a testbed host), listening
     /// on `ip`; `cut` on that host cuts it off.
     pub fn in_netns(mut self, netns: &str, ip: &str) -> ManagerBuilder {
@@ -106,11 +116,22 @@ impl ManagerBuilder {
         if self.replicated {
             args.extend(["--replication".into(), "--advertise".into(), self.addr.clone()]);
         }
+        let link = match &self.tls {
+            Some(tls) => {
+                args.push("--tlsverify".into());
+                for (flag, file) in [("--tlscacert", "ca.pem"), ("--tlscert", "cert.pem"), ("--tlskey", "key.pem")] {
+                    args.extend([flag.into(), tls.join(file).display().to_string()]);
+                }
+                http::Link::tls_from_dir(tls).unwrap_or_else(|e| panic!("TLS files for the manager: {e}"))
+            }
+            None => http::Link::Plain,
+        };
         args.extend(self.extra);
         args.push(self.discovery);
         let dir = temp_dir("swarm-mgr-");
         let child = spawn_manager(&self.binary, &dir, &args, self.netns.as_deref());
-        let mut manager = Manager { child, addr: self.addr, dir, binary: self.binary, args, netns: self.netns };
+        let mut manager =
+            Manager { child, addr: self.addr, dir, binary: self.binary, args, netns: self.netns, tls: self.tls, link };
         manager.wait_started();
         manager
     }
@@ -131,6 +152,11 @@ pub struct Manager {
     args: Vec<String>,
     /// The testbed network namespace it runs in, if not the root one.
     netns: Option<String>,
+    /// With `--tlsverify`: the directory of its certificate files, which
+    /// its CLI uses too (`DOCKER_CERT_PATH`).
+    pub tls: Option<PathBuf>,
+    /// How its requests reach it: plain, or TLS with the files of `tls`.
+    pub link: http::Link,
 }
 
 impl Manager {
@@ -144,6 +170,7 @@ impl Manager {
             netns: None,
             test_refresh: true,
             replicated: false,
+            tls: None,
             extra: Vec::new(),
         }
     }
@@ -227,6 +254,10 @@ impl Manager {
             .env("DOCKER_HOST", format!("tcp://{}", self.addr))
             .env("DOCKER_CONFIG", self.dir.path().join("docker-config"))
             .args(args);
+        match &self.tls {
+            Some(tls) => cmd.env("DOCKER_TLS_VERIFY", "1").env("DOCKER_CERT_PATH", tls),
+            None => cmd.env_remove("DOCKER_TLS_VERIFY").env_remove("DOCKER_CERT_PATH"),
+        };
         cmd
     }
 
@@ -286,7 +317,8 @@ impl Manager {
 
     /// A raw HTTP/1.1 request on a fresh connection; returns status and body.
     pub fn request(&self, method: &str, path: &str, body: Option<&str>) -> std::io::Result<(u16, String)> {
-        http::request(&self.addr, method, path, body.unwrap_or("").as_bytes(), Duration::from_secs(30))
+        let body = body.unwrap_or("").as_bytes();
+        http::request_over(&self.link, &self.addr, method, path, body, Duration::from_secs(30))
     }
 
     /// `GET path` on a fresh connection.
@@ -330,11 +362,18 @@ impl Manager {
     /// namespace, so it answers even while its host is cut off.
     pub fn role_inside(&self) -> Option<(String, String)> {
         let Some(netns) = &self.netns else { return self.role() };
-        let out = Command::new("nsenter")
-            .arg(format!("--net=/var/run/netns/{netns}"))
-            .args(["curl", "-s", "-m", "1", &format!("http://{}/info", self.addr)])
-            .output()
-            .ok()?;
+        let mut curl = Command::new("nsenter");
+        curl.arg(format!("--net=/var/run/netns/{netns}")).args(["curl", "-s", "-m", "1"]);
+        let url = match &self.tls {
+            Some(tls) => {
+                for (flag, file) in [("--cacert", "ca.pem"), ("--cert", "cert.pem"), ("--key", "key.pem")] {
+                    curl.arg(flag).arg(tls.join(file));
+                }
+                format!("https://{}/info", self.addr)
+            }
+            None => format!("http://{}/info", self.addr),
+        };
+        let out = curl.arg(url).output().ok()?;
         parse_role(&String::from_utf8_lossy(&out.stdout))
     }
 }
