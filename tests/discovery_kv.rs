@@ -131,6 +131,51 @@ fn etcd_over_tls() {
     assert!(!ok && err.contains("all three"), "{err}");
 }
 
+/// `--discovery-opt` arguments giving the store's CA and our client
+/// certificate from `ca`.
+fn tls_opts(ca: &TestCa) -> Vec<String> {
+    [("kv.cacertfile", &ca.ca), ("kv.certfile", &ca.client_cert), ("kv.keyfile", &ca.client_key)]
+        .iter()
+        .flat_map(|(opt, path)| ["--discovery-opt".to_string(), format!("{opt}={}", path.display())])
+        .collect()
+}
+
+/// `join`, `list` and `manage` on a Consul agent whose API is HTTPS only
+/// and requires a client certificate; `list` without the certificates fails
+/// with one line saying what to set.
+#[test]
+fn consul_over_tls() {
+    let ca = TestCa::generate();
+    let store = ConsulServer::start_tls(&ca);
+    let tb = Testbed::shared();
+    let url = store.url("tls");
+    let opts = tls_opts(&ca);
+    let tls: Vec<&str> = opts.iter().map(String::as_str).collect();
+    let engine = tb.engines[0].addr.as_str();
+    let join_args = ["join", "--advertise", engine, "--heartbeat", "1s", "--ttl", ConsulServer::JOIN_TTL];
+    let join = SwarmProcess::start(&[&join_args[..], &tls, &[&url]].concat());
+    join.wait_for_log("Registering on the discovery service every 1s...", Duration::from_secs(15));
+    let list = [&["list", "--timeout", "5s"][..], &tls, &[&url]].concat();
+    let start = Instant::now();
+    loop {
+        let (ok, out, err) = swarm_output(&list);
+        if ok && out.trim() == engine {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "swarm list over HTTPS: {out} {err}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let m = Manager::start(&url, &tls);
+    m.wait_healthy(1);
+    assert_eq!(nodes(&m), 1);
+
+    let (ok, _, err) = swarm_output(&["list", "--timeout", "3s", &url]);
+    eprintln!("swarm list without certificates: {err}");
+    assert!(!ok && err.trim().lines().count() == 1, "swarm list fails with one line: {err}");
+    assert!(err.contains("speaks HTTPS") && err.contains("kv.cacertfile"), "{err}");
+    drop(join);
+}
+
 #[test]
 fn join_and_list_validate_their_input() {
     let cases: [(&[&str], &str); 6] = [

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use swarm_testkit::manager::{Manager, SwarmProcess};
 use swarm_testkit::per_store;
-use swarm_testkit::store::{ConsulServer, EtcdServer, StoreFixture, ZkServer};
+use swarm_testkit::store::{ConsulServer, EtcdServer, StoreFixture, TestCa, ZkServer};
 use swarm_testkit::testbed::Testbed;
 
 /// Three managers, three joined engines, one store.
@@ -339,4 +339,54 @@ fn a_store_outage_demotes_the_primary_and_the_election_resumes() {
     store.restart();
     let q = r.primary();
     r.managers[replica_of(q)].docker_ok(["ps"]);
+}
+
+/// Two replicated managers elect over a Consul agent whose API is HTTPS
+/// only and requires a client certificate (`kv.cacertfile`, `kv.certfile`,
+/// `kv.keyfile`): one is primary, the other names it; SIGKILL the primary
+/// and the other takes the lock over TLS (at once: the replica relaying
+/// `docker info` finds the primary gone and ends its lock, through the same
+/// HTTPS transport).
+#[test]
+fn consul_over_tls_elects_and_fails_over() {
+    let ca = TestCa::generate();
+    let store = ConsulServer::start_tls(&ca);
+    let url = store.url("tls-repl");
+    let opts: Vec<String> =
+        [("kv.cacertfile", &ca.ca), ("kv.certfile", &ca.client_cert), ("kv.keyfile", &ca.client_key)]
+            .iter()
+            .flat_map(|(opt, path)| ["--discovery-opt".to_string(), format!("{opt}={}", path.display())])
+            .collect();
+    let tls: Vec<&str> = opts.iter().map(String::as_str).collect();
+    let mut managers: Vec<Manager> = (0..2).map(|_| Manager::start_replicated(&url, &tls)).collect();
+    let roles = |m: &Manager| {
+        let info = m.docker_ok(["info"]);
+        let field =
+            |name: &str| info.lines().find_map(|l| l.strip_prefix(&format!(" {name}: ")).map(|v| v.trim().to_string()));
+        (field("Role"), field("Primary"))
+    };
+    let start = Instant::now();
+    let p = loop {
+        let seen: Vec<_> = managers.iter().map(roles).collect();
+        let primary = seen.iter().position(|(role, _)| role.as_deref() == Some("primary"));
+        if let Some(p) = primary {
+            let other = &seen[1 - p];
+            if other.0.as_deref() == Some("replica") && other.1.as_deref() == Some(managers[p].addr.as_str()) {
+                break p;
+            }
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "no settled primary over Consul HTTPS: {seen:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(managers[p].log().contains("Leader Election: Cluster leadership acquired"), "{}", managers[p].log());
+
+    let killed = Instant::now();
+    managers[p].signal("KILL");
+    managers[p].wait_exit();
+    let q = 1 - p;
+    managers[q].wait_until(Duration::from_secs(10), "the replica takes over over HTTPS", |m| {
+        roles(m).0.as_deref() == Some("primary")
+    });
+    eprintln!("consul over TLS: SIGKILL failover took {:?}", killed.elapsed());
+    assert!(managers[q].log().contains("Leader Election: Cluster leadership acquired"), "{}", managers[q].log());
 }

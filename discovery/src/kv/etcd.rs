@@ -33,7 +33,6 @@
 //! probe of the endpoints says why (e.g. "connection refused").
 
 use std::future::Future;
-use std::path::Path;
 use std::time::Duration;
 
 use etcd_client::{
@@ -377,23 +376,11 @@ fn endpoint_url(scheme: &str, endpoint: &str) -> String {
     }
 }
 
-/// Reads one PEM file of the TLS setup, naming it in errors.
-fn read_pem(what: &str, path: &Path) -> Result<Vec<u8>, KvError> {
-    let data =
-        std::fs::read(path).map_err(|e| KvError::Tls(format!("cannot read the {what} {}: {e}", path.display())))?;
-    if !data.windows(11).any(|w| w == b"-----BEGIN ") {
-        return Err(KvError::Tls(format!("the {what} {} is not a PEM file", path.display())));
-    }
-    Ok(data)
-}
-
 /// TLS options from the three PEM files: the CA that signed the members'
 /// certificates, and our client certificate and key.
 fn load_tls(files: &TlsFiles) -> Result<TlsOptions, KvError> {
-    let ca = read_pem("CA certificate (kv.cacertfile)", &files.ca)?;
-    let cert = read_pem("client certificate (kv.certfile)", &files.cert)?;
-    let key = read_pem("client key (kv.keyfile)", &files.key)?;
-    Ok(TlsOptions::new().ca_certificate(Certificate::from_pem(ca)).identity(Identity::from_pem(cert, key)))
+    let pem = files.read()?;
+    Ok(TlsOptions::new().ca_certificate(Certificate::from_pem(pem.ca)).identity(Identity::from_pem(pem.cert, pem.key)))
 }
 
 /// The key prefix of the directory `dir`: `dir/`, or empty for the root.

@@ -9,7 +9,7 @@ mod errors;
 pub mod etcd;
 pub mod zk;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use thiserror::Error;
@@ -42,6 +42,40 @@ pub struct TlsFiles {
     pub ca: PathBuf,
     pub cert: PathBuf,
     pub key: PathBuf,
+}
+
+/// The contents of the [`TlsFiles`], each checked to be PEM.
+pub(crate) struct TlsPem {
+    pub(crate) ca: Vec<u8>,
+    pub(crate) cert: Vec<u8>,
+    pub(crate) key: Vec<u8>,
+}
+
+/// What each file is, as errors name it: the option as well as the path,
+/// since the user wrote the option.
+pub(crate) const CA_FILE: &str = "CA certificate (kv.cacertfile)";
+pub(crate) const CERT_FILE: &str = "client certificate (kv.certfile)";
+pub(crate) const KEY_FILE: &str = "client key (kv.keyfile)";
+
+impl TlsFiles {
+    /// Reads the three files, naming the one that is unreadable or not PEM.
+    pub(crate) fn read(&self) -> Result<TlsPem, KvError> {
+        Ok(TlsPem {
+            ca: read_pem(CA_FILE, &self.ca)?,
+            cert: read_pem(CERT_FILE, &self.cert)?,
+            key: read_pem(KEY_FILE, &self.key)?,
+        })
+    }
+}
+
+/// Reads one PEM file of the TLS setup, naming it in errors.
+fn read_pem(what: &str, path: &Path) -> Result<Vec<u8>, KvError> {
+    let data =
+        std::fs::read(path).map_err(|e| KvError::Tls(format!("cannot read the {what} {}: {e}", path.display())))?;
+    if !data.windows(11).any(|w| w == b"-----BEGIN ") {
+        return Err(KvError::Tls(format!("the {what} {} is not a PEM file", path.display())));
+    }
+    Ok(data)
 }
 
 /// Where the store is and how to talk to it.

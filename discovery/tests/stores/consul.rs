@@ -4,8 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use swarm_discovery::kv::{Kind, KvConfig, KvError, KvPair, Lock, LockLoss, Registration, Store};
-use swarm_testkit::store::{ConsulServer, StoreFixture};
+use swarm_discovery::kv::{Kind, KvConfig, KvError, KvPair, Lock, LockLoss, Registration, Store, TlsFiles};
+use swarm_testkit::store::{ConsulServer, StoreFixture, TestCa};
 
 use crate::{config, connect, connect_for_locks, dead_addr, keys, start_and_connect, Backend, ClientProfile, KEY};
 
@@ -39,7 +39,6 @@ impl Backend for ConsulServer {
 
 crate::contract_tests!(ConsulServer:
     connect_to_a_dead_port_fails_fast,
-    tls_is_refused_clearly,
     racing_candidates_get_one_lock_and_the_loser_leaves_nothing,
     break_lock_ends_only_the_named_holder,
 );
@@ -584,4 +583,82 @@ async fn ttl_bounds_and_short_ttls() {
     assert!(matches!(lock.renew().await, Err(LockLoss::Lost(_))));
     lock.release().await.expect("release");
     assert_nothing_left(&server);
+}
+
+/// HTTPS with a client certificate (`kv.cacertfile`, `kv.certfile`,
+/// `kv.keyfile`) to an agent that requires one: registrations, watches and
+/// the leader lock (sessions, agent checks) all work over it, and every
+/// mismatch fails fast with a reason that says what to fix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_client_certificates() {
+    let ca = TestCa::generate();
+    let server = ConsulServer::start_tls(&ca);
+    let files = TlsFiles { ca: ca.ca.clone(), cert: ca.client_cert.clone(), key: ca.client_key.clone() };
+    let tls = tls_config(&server.addr, Some(files.clone()));
+    let store = Store::connect(&tls, ConsulServer::TIMEOUT).await.expect("connect over TLS");
+    let first = store.register(&key(A), A.as_bytes(), LONG_TTL).await.expect("register over TLS");
+    let known = store.list(DIR).await.expect("list over TLS");
+    assert_eq!(keys(&known), [key(A)]);
+    // A blocking query over TLS wakes on a new registration.
+    let wait = store.wait_dir(DIR, Some(&known), Duration::from_secs(20));
+    let register = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        store.register(&key(B), B.as_bytes(), LONG_TTL).await.expect("register")
+    };
+    let (got, second) = tokio::join!(wait, register);
+    assert_eq!(keys(&got.expect("wait_dir over TLS")), [key(A), key(B)]);
+    first.deregister().await.expect("deregister");
+    second.deregister().await.expect("deregister");
+
+    // The leader lock: one holder, renewals, release, takeover.
+    let other = Store::connect(&tls, ConsulServer::LOCK_TIMEOUT).await.expect("second client over TLS");
+    let ttl = Duration::from_secs(2);
+    let mut lock = take(&store, "a:1", ttl).await;
+    lock.renew().await.expect("renew over TLS");
+    assert_eq!(other.wait_holder(KEY, None, Duration::ZERO).await.expect("holder").as_deref(), Some("a:1"));
+    assert!(other.try_lock(KEY, "b:1", ttl).await.expect("try_lock").is_none(), "the lock is held");
+    lock.release().await.expect("release over TLS");
+    let taken = take(&other, "b:1", ttl).await;
+    taken.release().await.expect("release");
+    assert_nothing_left(&server);
+
+    // Plain HTTP to the HTTPS port.
+    let start = Instant::now();
+    let err = Store::connect(&tls_config(&server.addr, None), ConsulServer::TIMEOUT).await.unwrap_err();
+    eprintln!("consul HTTPS port without TLS: {err} after {:?}", start.elapsed());
+    assert!(
+        matches!(&err, KvError::Unreachable { reason, .. } if reason.contains("speaks HTTPS") && reason.contains("kv.cacertfile")),
+        "{err:?}"
+    );
+    assert!(start.elapsed() < Duration::from_secs(2));
+
+    // TLS to an agent that speaks plain HTTP.
+    let plain = ConsulServer::start();
+    let err = Store::connect(&tls_config(&plain.addr, Some(files.clone())), ConsulServer::TIMEOUT).await.unwrap_err();
+    eprintln!("consul TLS to a plain agent: {err}");
+    assert!(matches!(&err, KvError::Unreachable { reason, .. } if reason.contains("does not speak TLS")), "{err:?}");
+
+    // A client certificate the agent's CA did not sign.
+    let stranger = TestCa::generate();
+    let foreign = TlsFiles { cert: stranger.client_cert.clone(), key: stranger.client_key.clone(), ..files.clone() };
+    let start = Instant::now();
+    let err = Store::connect(&tls_config(&server.addr, Some(foreign)), ConsulServer::TIMEOUT).await.unwrap_err();
+    eprintln!("consul TLS with a foreign client cert: {err} after {:?}", start.elapsed());
+    assert!(matches!(&err, KvError::Unreachable { reason, .. } if reason.contains("client certificate")), "{err:?}");
+    assert!(start.elapsed() < Duration::from_secs(2));
+
+    // A CA that did not sign the agent's certificate.
+    let wrong_ca = TlsFiles { ca: stranger.ca.clone(), ..files.clone() };
+    let err = Store::connect(&tls_config(&server.addr, Some(wrong_ca)), ConsulServer::TIMEOUT).await.unwrap_err();
+    eprintln!("consul TLS with the wrong CA: {err}");
+    assert!(matches!(&err, KvError::Unreachable { reason, .. } if reason.contains("kv.cacertfile")), "{err:?}");
+
+    // Unreadable files are TLS errors naming the option and the file.
+    let missing = TlsFiles { key: ca.dir.path().join("nope.pem"), ..files };
+    let err = Store::connect(&tls_config(&server.addr, Some(missing)), ConsulServer::TIMEOUT).await.unwrap_err();
+    assert!(matches!(&err, KvError::Tls(m) if m.contains("nope.pem") && m.contains("kv.keyfile")), "{err:?}");
+}
+
+fn tls_config(addr: &str, tls: Option<TlsFiles>) -> KvConfig {
+    KvConfig { tls, ..config::<ConsulServer>(addr) }
 }

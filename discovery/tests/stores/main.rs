@@ -168,4 +168,28 @@ async fn assert_freed_after(
 /// Sends `signal` (`STOP`, `CONT`) to the server process this test started.
 fn signal(pid: u32, signal: &str) {
     assert!(swarm_testkit::process::signal(pid, signal), "kill -{signal} {pid}");
+    if signal == "STOP" {
+        wait_stopped(pid);
+    }
+}
+
+/// Waits (up to 2 s) until every thread of `pid` is stopped: `kill -STOP`
+/// returns before threads running on another core have stopped, and one of
+/// them could still answer a request meant to find the server frozen.
+fn wait_stopped(pid: u32) {
+    let stopped = || {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return false };
+        tasks.flatten().all(|task| {
+            // The state follows the command name, which is in parentheses.
+            std::fs::read_to_string(task.path().join("stat"))
+                .ok()
+                .and_then(|stat| stat.rsplit_once(") ").map(|(_, rest)| rest.starts_with('T')))
+                .unwrap_or(true) // a thread that just exited stops nothing
+        })
+    };
+    let start = Instant::now();
+    while !stopped() {
+        assert!(start.elapsed() < Duration::from_secs(2), "process {pid} did not stop after SIGSTOP");
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }

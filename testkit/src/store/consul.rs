@@ -3,14 +3,20 @@
 //! memory only, so after [`StoreFixture::restart`] it comes back **empty**
 //! (no keys, no sessions, an index history starting over): a store that
 //! lost its state, which clients must cope with anyway.
+//!
+//! [`ConsulServer::start_tls`] starts an agent whose API is HTTPS only,
+//! requiring a client certificate (Consul 1.8's top-level `ca_file`,
+//! `cert_file`, `key_file` and `verify_incoming_https` keys; the
+//! `tls { defaults { ... } }` block only came with 1.12).
 
 use std::io::Write;
-use std::process::Command;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use super::{ServerProcess, StoreFixture, StoreProfile};
-use crate::http;
+use super::{ServerProcess, StoreFixture, StoreProfile, TestCa};
 use crate::process::free_tcp_udp_ports;
+use crate::{http, INSTALL_HINT};
 
 /// How long an agent may take to elect itself and register its node.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -18,6 +24,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// The ports of one agent: HTTP API plus everything else it listens on.
 #[derive(Debug, Clone, Copy)]
 struct Ports {
+    /// The API's port: HTTP, or HTTPS (and no HTTP) for a TLS agent.
     http: u16,
     dns: u16,
     serf_lan: u16,
@@ -36,7 +43,7 @@ impl Ports {
 
 /// A running (or deliberately stopped) Consul agent.
 pub struct ConsulServer {
-    /// `ip:PORT` of the HTTP API.
+    /// `ip:PORT` of the HTTP (or, started with [`ConsulServer::start_tls`], HTTPS) API.
     pub addr: String,
     /// The agent's node name (unique per server).
     pub node: String,
@@ -46,6 +53,19 @@ pub struct ConsulServer {
     ports: Ports,
     /// Address the HTTP API listens on.
     client_ip: String,
+    /// The certificates of an HTTPS-only agent.
+    tls: Option<AgentTls>,
+}
+
+/// The PEM files of an HTTPS agent: what it presents and trusts, and what
+/// the fixture's own requests present.
+#[derive(Clone)]
+struct AgentTls {
+    ca: PathBuf,
+    server_cert: PathBuf,
+    server_key: PathBuf,
+    client_cert: PathBuf,
+    client_key: PathBuf,
 }
 
 impl StoreFixture for ConsulServer {
@@ -57,26 +77,7 @@ impl StoreFixture for ConsulServer {
     /// Starts an agent and waits until it has a leader and its node is
     /// registered (so sessions can be created).
     fn start_on(ip: &str) -> ConsulServer {
-        let mut last_error = String::new();
-        // A port picked free can be taken by someone else before consul binds
-        // it: try again with new ports.
-        for _ in 0..3 {
-            let ports = Ports::pick();
-            let addr = format!("{ip}:{}", ports.http);
-            let mut server = ConsulServer {
-                process: ServerProcess::new("consul", addr.clone()),
-                addr,
-                client_ip: ip.to_string(),
-                node: format!("consul-test-{}", ports.http),
-                ports,
-            };
-            match server.launch() {
-                Ok(()) => return server,
-                Err(e) if server.log().contains("address already in use") => last_error = e,
-                Err(e) => panic!("{e}"),
-            }
-        }
-        panic!("{last_error}");
+        Self::start_with(ip, None)
     }
 
     fn process(&self) -> &ServerProcess {
@@ -96,15 +97,54 @@ impl StoreFixture for ConsulServer {
 }
 
 impl ConsulServer {
+    /// Starts an agent on 127.0.0.1 whose API speaks only HTTPS, with the
+    /// server certificate of `ca`, and requires a client certificate signed
+    /// by `ca`. Its URL (`consul://127.0.0.1:PORT/...`) names the HTTPS port.
+    pub fn start_tls(ca: &TestCa) -> ConsulServer {
+        let tls = AgentTls {
+            ca: ca.ca.clone(),
+            server_cert: ca.server_cert.clone(),
+            server_key: ca.server_key.clone(),
+            client_cert: ca.client_cert.clone(),
+            client_key: ca.client_key.clone(),
+        };
+        Self::start_with("127.0.0.1", Some(tls))
+    }
+
+    fn start_with(ip: &str, tls: Option<AgentTls>) -> ConsulServer {
+        let mut last_error = String::new();
+        // A port picked free can be taken by someone else before consul binds
+        // it: try again with new ports.
+        for _ in 0..3 {
+            let ports = Ports::pick();
+            let addr = format!("{ip}:{}", ports.http);
+            let mut server = ConsulServer {
+                process: ServerProcess::new("consul", addr.clone()),
+                addr,
+                client_ip: ip.to_string(),
+                node: format!("consul-test-{}", ports.http),
+                ports,
+                tls: tls.clone(),
+            };
+            match server.launch() {
+                Ok(()) => return server,
+                Err(e) if server.log().contains("address already in use") => last_error = e,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        panic!("{last_error}");
+    }
+
     /// True while the agent process runs.
     pub fn is_running(&mut self) -> bool {
         self.process.is_running()
     }
 
     /// A raw HTTP request to the agent's API (for checks behind the client's
-    /// back): returns status and body.
+    /// back; HTTPS with the client certificate for a TLS agent): returns
+    /// status and body.
     pub fn request(&self, method: &str, path: &str, body: &[u8]) -> std::io::Result<(u16, String)> {
-        request(&self.addr, method, path, body)
+        request(&self.addr, self.tls.as_ref(), method, path, body)
     }
 
     fn launch(&mut self) -> Result<(), String> {
@@ -114,10 +154,17 @@ impl ConsulServer {
         }
         let p = self.ports;
         let mut command = Command::new("consul");
+        command.args(["agent", "-dev", "-client", &self.client_ip, "-bind", "127.0.0.1"]);
+        match &self.tls {
+            None => command.arg(format!("-http-port={}", p.http)).arg("-https-port=-1"),
+            Some(tls) => {
+                let config = self.process.dir.path().join("tls.json");
+                std::fs::write(&config, tls_config(tls).to_string())
+                    .map_err(|e| format!("cannot write {}: {e}", config.display()))?;
+                command.arg("-http-port=-1").arg(format!("-https-port={}", p.http)).arg("-config-file").arg(config)
+            }
+        };
         command
-            .args(["agent", "-dev", "-client", &self.client_ip, "-bind", "127.0.0.1"])
-            .arg(format!("-http-port={}", p.http))
-            .arg("-https-port=-1")
             .arg(format!("-dns-port={}", p.dns))
             .arg(format!("-serf-lan-port={}", p.serf_lan))
             .arg(format!("-serf-wan-port={}", p.serf_wan))
@@ -127,23 +174,76 @@ impl ConsulServer {
             // No phoning home: traffic stays on 127.0.0.1.
             .arg("-hcl=disable_update_check = true")
             .env("CHECKPOINT_DISABLE", "1");
-        let (addr, node) = (&self.addr, &self.node);
-        self.process.launch(&mut command, "consul", START_TIMEOUT, || ready(addr, node))
+        let (addr, node, tls) = (&self.addr, &self.node, self.tls.as_ref());
+        self.process.launch(&mut command, "consul", START_TIMEOUT, || ready(addr, tls, node))
     }
 }
 
-fn request(addr: &str, method: &str, path: &str, body: &[u8]) -> std::io::Result<(u16, String)> {
-    http::request(addr, method, path, body, Duration::from_secs(5))
+/// The agent configuration that makes its API HTTPS with client
+/// certificates (the ports come from the command line).
+fn tls_config(tls: &AgentTls) -> serde_json::Value {
+    serde_json::json!({
+        "ca_file": tls.ca,
+        "cert_file": tls.server_cert,
+        "key_file": tls.server_key,
+        // HTTPS clients must present a certificate signed by `ca_file`;
+        // RPC and gossip stay as they are (a -dev agent is alone anyway).
+        "verify_incoming_https": true,
+    })
+}
+
+fn request(
+    addr: &str,
+    tls: Option<&AgentTls>,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> std::io::Result<(u16, String)> {
+    match tls {
+        None => http::request(addr, method, path, body, Duration::from_secs(5)),
+        Some(tls) => curl(addr, tls, method, path, body),
+    }
+}
+
+/// An HTTPS request with curl (which does the TLS side), presenting the
+/// client certificate.
+fn curl(addr: &str, tls: &AgentTls, method: &str, path: &str, body: &[u8]) -> std::io::Result<(u16, String)> {
+    let mut command = Command::new("curl");
+    command.args(["-sS", "--max-time", "5", "-X", method, "-w", "\n%{http_code}"]);
+    command.arg("--cacert").arg(&tls.ca).arg("--cert").arg(&tls.client_cert).arg("--key").arg(&tls.client_key);
+    if !body.is_empty() {
+        command.args(["--data-binary", "@-"]);
+    }
+    let mut child = command
+        .arg(format!("https://{addr}{path}"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot run curl: {e}. {INSTALL_HINT}")))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(body)?;
+    }
+    let out = child.wait_with_output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", &text));
+    match status.trim().parse::<u16>() {
+        Ok(status) if out.status.success() && status != 0 => Ok((status, body.to_string())),
+        _ => Err(std::io::Error::other(format!(
+            "curl {method} https://{addr}{path}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))),
+    }
 }
 
 /// True once the agent has a leader and its node's serfHealth check passes
 /// (a session cannot be created before the node is in the catalog).
-fn ready(addr: &str, node: &str) -> bool {
-    let leader = request(addr, "GET", "/v1/status/leader", b"");
+fn ready(addr: &str, tls: Option<&AgentTls>, node: &str) -> bool {
+    let leader = request(addr, tls, "GET", "/v1/status/leader", b"");
     if !matches!(&leader, Ok((200, body)) if body.trim().len() > 2) {
         return false;
     }
-    let Ok((200, body)) = request(addr, "GET", &format!("/v1/health/node/{node}"), b"") else {
+    let Ok((200, body)) = request(addr, tls, "GET", &format!("/v1/health/node/{node}"), b"") else {
         return false;
     };
     let compact: String = body.chars().filter(|c| !c.is_whitespace()).collect();

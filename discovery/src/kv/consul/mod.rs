@@ -32,16 +32,23 @@
 //!   and deletes the key at once (up to ~3 s later while an agent waits out
 //!   an anti-entropy stagger, see [`ConsulStore::try_lock`]). Any lock TTL
 //!   from 100 ms up works.
-//! * **TLS** is not supported yet (etcd is the store with TLS tests).
+//! * **TLS.** With `kv.cacertfile`, `kv.certfile` and `kv.keyfile` every
+//!   request goes over HTTPS to the agents' HTTPS port: their certificates
+//!   must chain to the CA and name the address they are reached at (an IP
+//!   SAN for `127.0.0.1`), and we present the client certificate (for an
+//!   agent with `verify_incoming_https`). Discovery and the leader lock go
+//!   through the same transport, so both are covered. Speaking TLS to a
+//!   plain port, or plain HTTP to an HTTPS port, fails with a hint saying so.
 //!
 //! The code is split by concern: `transport` sends requests with the
-//! endpoint failover, `api` holds the calls and answers that both halves
+//! endpoint failover, `tls` makes its connections HTTPS, `api` holds the calls and answers that both halves
 //! use (KV reads, blocking queries, sessions), `registry` the
 //! registrations and directory watches, `lock` the leader lock.
 
 mod api;
 mod lock;
 mod registry;
+mod tls;
 mod transport;
 
 use std::sync::Arc;
@@ -78,9 +85,7 @@ impl ConsulStore {
     /// within `timeout`; KV writes and sessions need one. A cluster still
     /// electing is polled until `timeout`; a dead address fails at once.
     pub async fn connect(config: &KvConfig, timeout: Duration) -> Result<ConsulStore, KvError> {
-        if config.tls.is_some() {
-            return Err(KvError::Tls("TLS to Consul is not supported yet; use etcd for TLS".into()));
-        }
+        let tls = config.tls.as_ref().map(tls::client_config).transpose()?;
         let endpoints: Vec<String> =
             config.endpoints.iter().map(|e| e.trim().to_string()).filter(|e| !e.is_empty()).collect();
         if endpoints.is_empty() {
@@ -90,7 +95,7 @@ impl ConsulStore {
                 reason: "no Consul address given".into(),
             });
         }
-        let transport = Arc::new(Transport::new(endpoints, timeout.max(MIN_REQUEST_TIMEOUT)));
+        let transport = Arc::new(Transport::new(endpoints, timeout.max(MIN_REQUEST_TIMEOUT), tls));
         match tokio::time::timeout(timeout, transport.wait_for_leader()).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(e),

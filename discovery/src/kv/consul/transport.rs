@@ -1,8 +1,10 @@
-//! The HTTP side of the Consul client: a pooled hyper client and the
-//! endpoint failover. The Consul calls themselves are in the sibling
-//! modules; this one only knows requests, replies and endpoints.
+//! The HTTP side of the Consul client: a pooled hyper client (HTTP, or
+//! HTTPS with a client certificate, see `tls`) and the endpoint failover.
+//! The Consul calls themselves are in the sibling modules; this one only
+//! knows requests, replies and endpoints.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -11,7 +13,9 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use rustls::ClientConfig;
 
+use super::tls::{self, Connector};
 use super::STORE;
 use crate::kv::errors::error_chain;
 use crate::kv::KvError;
@@ -21,9 +25,12 @@ const MAX_BODY: usize = 64 << 20;
 /// How long an idle pooled connection is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// HTTP/1.1 with pooled keep-alive connections to every configured endpoint.
+/// HTTP/1.1 (over TLS when configured) with pooled keep-alive connections
+/// to every configured endpoint.
 pub(super) struct Transport {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<Connector, Full<Bytes>>,
+    /// `https` with TLS, `http` without.
+    scheme: &'static str,
     /// `host:port` of each agent or server; never empty.
     endpoints: Vec<String>,
     /// Index into `endpoints` of the one that answered last; requests start there.
@@ -42,13 +49,21 @@ pub(super) struct Reply {
 
 impl Transport {
     /// A client for `endpoints` (never empty) whose connects and ordinary
-    /// requests time out after `timeout`.
-    pub(super) fn new(endpoints: Vec<String>, timeout: Duration) -> Transport {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(timeout));
-        connector.set_nodelay(true);
+    /// requests time out after `timeout`; HTTPS with `tls`.
+    pub(super) fn new(endpoints: Vec<String>, timeout: Duration, tls: Option<Arc<ClientConfig>>) -> Transport {
+        let mut tcp = HttpConnector::new();
+        tcp.set_connect_timeout(Some(timeout));
+        tcp.set_nodelay(true);
+        // The URIs say `https` with TLS, which the TCP connector would refuse.
+        tcp.enforce_http(false);
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let connector = Connector { tcp, tls };
         let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(POOL_IDLE_TIMEOUT).build(connector);
-        Transport { client, endpoints, preferred: AtomicUsize::new(0), timeout }
+        Transport { client, scheme, endpoints, preferred: AtomicUsize::new(0), timeout }
+    }
+
+    fn tls(&self) -> bool {
+        self.scheme == "https"
     }
 
     pub(super) fn endpoints(&self) -> &[String] {
@@ -139,14 +154,14 @@ impl Transport {
         body: Option<&[u8]>,
         timeout: Duration,
     ) -> Result<Reply, String> {
-        let uri = format!("http://{endpoint}{path}");
+        let uri = format!("{}://{endpoint}{path}", self.scheme);
         let request = Request::builder()
             .method(method.clone())
             .uri(&uri)
             .body(Full::new(Bytes::copy_from_slice(body.unwrap_or_default())))
             .map_err(|e| format!("invalid address or request {uri}: {e}"))?;
         let exchange = async {
-            let response = self.client.request(request).await.map_err(|e| error_chain(&e))?;
+            let response = self.client.request(request).await.map_err(|e| tls::explain(error_chain(&e), self.tls()))?;
             let status = response.status();
             let index = response
                 .headers()
@@ -158,6 +173,11 @@ impl Transport {
                 .await
                 .map_err(|e| format!("reading the answer: {}", error_chain(&*e)))?
                 .to_bytes();
+            if !self.tls() && tls::is_plain_to_https(status, &body) {
+                // Not Consul's answer: the port wants TLS. A failure to
+                // talk, so the next endpoint is tried.
+                return Err(tls::explain(format!("HTTP {status}: {}", snippet(&body)), false));
+            }
             Ok(Reply { status, index, body })
         };
         match tokio::time::timeout(timeout, exchange).await {
