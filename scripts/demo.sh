@@ -2,8 +2,12 @@
 # A local demo cluster: 3 real engines (each in its own network namespace),
 # a local etcd, `swarm join` for each engine, and three replicated managers
 # on 127.0.0.1:4000, :4001 and :4002 (one primary, two replicas).
-#   scripts/demo.sh up     install, build, start, print the DOCKER_HOST lines
-#   scripts/demo.sh down   stop everything it started
+#   scripts/demo.sh up [--tls]  install, build, start, print the DOCKER_HOST lines
+#   scripts/demo.sh down        stop everything it started
+# With --tls the engines serve only TLS (dockerd --tlsverify on :2376) and the
+# managers too (swarm manage --tlsverify), all with certificates of one
+# throw-away CA made by the testbed under /tmp/swarm-demo/tls; the printed
+# lines then carry DOCKER_TLS_VERIFY and DOCKER_CERT_PATH.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +25,13 @@ start() {
 }
 
 up() {
+  local tls=0
+  [ $# -le 1 ] || usage
+  case "${1:-}" in
+    --tls) tls=1 ;;
+    "") ;;
+    *) usage ;;
+  esac
   if [ -d "$STATE_DIR" ]; then
     echo "demo already running; 'scripts/demo.sh down' first" >&2
     exit 1
@@ -29,11 +40,22 @@ up() {
   cargo build --release --bin swarm
   rm -rf "$ENGINES_DIR"
   mkdir -p "$STATE_DIR"
-  local out
-  out=$(scripts/testbed.sh up --dir "$ENGINES_DIR" --engines 3 --registry \
+  local out testbed_tls=()
+  if [ "$tls" = 1 ]; then testbed_tls=(--tls); fi
+  out=$(scripts/testbed.sh up --dir "$ENGINES_DIR" --engines 3 --registry "${testbed_tls[@]}" \
     --label node-01:storage=ssd --label node-02:storage=disk --label node-03:storage=ssd)
   local registry
   registry=$(awk '$1=="registry" {print $2}' <<<"$out")
+  # With --tls the managers serve on 127.0.0.1 and call the engines with the
+  # testbed's client certificate (SAN IP:127.0.0.1, serverAuth+clientAuth),
+  # which the Docker CLI uses too.
+  local certs="" manager_tls=() curl_tls=() scheme=http
+  if [ "$tls" = 1 ]; then
+    certs="$(awk '$1=="tls" {print $2}' <<<"$out")/client"
+    manager_tls=(--tlsverify --tlscacert "$certs/ca.pem" --tlscert "$certs/cert.pem" --tlskey "$certs/key.pem")
+    curl_tls=(--cacert "$certs/ca.pem" --cert "$certs/cert.pem" --key "$certs/key.pem")
+    scheme=https
+  fi
 
   start etcd etcd --name demo --data-dir "$STATE_DIR/etcd" \
     --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
@@ -53,12 +75,12 @@ up() {
   done < <(grep '^engine ' <<<"$out")
 
   for port in "${PORTS[@]}"; do
-    start "manager-$port" target/release/swarm manage -H "tcp://127.0.0.1:$port" \
+    start "manager-$port" target/release/swarm manage -H "tcp://127.0.0.1:$port" "${manager_tls[@]}" \
       --replication --advertise "127.0.0.1:$port" "$discovery"
   done
   for port in "${PORTS[@]}"; do
     for _ in $(seq 1 50); do
-      curl -sf "http://127.0.0.1:$port/_ping" >/dev/null && break
+      curl -sf "${curl_tls[@]}" "$scheme://127.0.0.1:$port/_ping" >/dev/null && break
       sleep 0.2
     done
   done
@@ -79,7 +101,11 @@ up() {
   echo
   echo "Three managers; any of them serves the cluster:"
   for port in "${PORTS[@]}"; do
-    echo "  export DOCKER_HOST=tcp://127.0.0.1:$port"
+    if [ "$tls" = 1 ]; then
+      echo "  export DOCKER_TLS_VERIFY=1 DOCKER_CERT_PATH=$certs DOCKER_HOST=tcp://127.0.0.1:$port"
+    else
+      echo "  export DOCKER_HOST=tcp://127.0.0.1:$port"
+    fi
   done
 }
 
@@ -101,8 +127,13 @@ down() {
   echo "demo stopped"
 }
 
+usage() {
+  echo "usage: scripts/demo.sh up [--tls] | down" >&2
+  exit 2
+}
+
 case "${1:-}" in
-  up) up ;;
+  up) up "${@:2}" ;;
   down) down ;;
-  *) echo "usage: scripts/demo.sh up|down" >&2; exit 2 ;;
+  *) usage ;;
 esac

@@ -14,7 +14,7 @@
 #
 # Usage:
 #   testbed.sh up --dir DIR --engines N [--label node-02:key=value]...
-#                 [--registry] [--owner-pid PID]
+#                 [--registry] [--tls] [--owner-pid PID]
 #   testbed.sh down --dir DIR
 #   testbed.sh stop-engine  --dir DIR --name node-02   # SIGKILL (crash)
 #   testbed.sh start-engine --dir DIR --name node-02   # restart, same ID/address
@@ -23,11 +23,23 @@
 #   testbed.sh reap                                    # tear down stale testbeds
 #
 # `up` prints only machine-readable lines on stdout (all logging is on stderr):
-#   engine <name> <ip>:2375 <unix socket path>     one per engine
+#   engine <name> <ip>:2375 <unix socket path>     one per engine (:2376 with --tls)
 #   registry <ip>:5000                             with --registry
+#   tls <DIR/tls>                                  with --tls
 #   bridge <ip>
 #   dir <DIR>
 #   index <K>
+#
+# With --tls every engine serves its API only over TLS on <ip>:2376 and
+# requires a client certificate (dockerd --tlsverify); its unix socket stays
+# plain. `up` makes a throw-away CA and the certificates under DIR/tls:
+#   ca.pem ca-key.pem               the CA (P-256 key)
+#   node-NN/{ca,cert,key}.pem       engine NN: SAN IP:<ip>,DNS:node-NN
+#   client/{ca,cert,key}.pem        SAN IP:127.0.0.1,DNS:localhost: for the
+#                                   Docker CLI (DOCKER_CERT_PATH) and for
+#                                   managers serving on 127.0.0.1
+# Every certificate is for serverAuth and clientAuth and valid for 30 days.
+# stop-engine/start-engine keep the engine on TLS.
 #
 # Bookkeeping shared by all testbeds lives in /tmp/swarm-testbed:
 #   slots/K/{dir,owner}  one directory per allocated index K (mkdir = atomic)
@@ -48,6 +60,7 @@ readonly CACHE=$STATE_ROOT/cache
 readonly MAX_INDEX=200
 readonly MAX_ENGINES=99
 readonly DOCKER_PORT=2375
+readonly DOCKER_TLS_PORT=2376
 readonly REGISTRY_PORT=5000
 readonly PING_TIMEOUT=${SWARM_TESTBED_PING_TIMEOUT:-60}
 readonly STOP_TIMEOUT=10
@@ -78,6 +91,7 @@ DIR=""        # absolute testbed directory
 K=""          # testbed index 1..MAX_INDEX
 N=0           # number of engines
 REGISTRY=0    # 1 when the testbed has a registry
+TLS=0         # 1 when the engines serve their TCP API over TLS (--tls)
 
 # ---------------------------------------------------------------- utilities --
 
@@ -102,6 +116,8 @@ engine_ns() { echo "swtb$K-n$1"; }
 engine_veth() { echo "swtb${K}v$1"; }
 engine_dir() { echo "$DIR/$(engine_name "$1")"; }
 engine_sock() { echo "$(engine_dir "$1")/docker.sock"; }
+engine_port() { if [ "$TLS" = 1 ]; then echo "$DOCKER_TLS_PORT"; else echo "$DOCKER_PORT"; fi; }
+tls_dir() { echo "$DIR/tls"; }
 bridge_name() { echo "swtb$1"; }
 bridge_ip() { echo "10.250.$1.1"; }
 
@@ -385,17 +401,27 @@ cleanup_cgroups() {
 # ------------------------------------------------------------------ engines --
 
 # Writes the dockerd arguments of engine i (one per line) so that
-# start-engine restarts it with exactly the same settings.
+# start-engine restarts it with exactly the same settings (TLS included).
 write_engine_args() {
-  local i=$1 edir label
+  local i=$1 edir label certs
   shift
   edir=$(engine_dir "$i")
+  certs="$(tls_dir)/$(engine_name "$i")"
   mkdir -p "$edir/etc" "$edir/run" "$edir/data" "$edir/exec"
   {
     printf '%s\n' --data-root "$edir/data" --exec-root "$edir/exec" \
       --pidfile "$edir/dockerd.pid" \
-      -H "unix://$edir/docker.sock" -H "tcp://$(engine_ip "$i"):$DOCKER_PORT" \
-      --tls=false --storage-driver=vfs \
+      -H "unix://$edir/docker.sock" -H "tcp://$(engine_ip "$i"):$(engine_port)"
+    if [ "$TLS" = 1 ]; then
+      # --tlsverify: TLS on the TCP socket with client certificates required
+      # (the unix socket stays plain).
+      printf '%s\n' --tlsverify --tlscacert "$certs/ca.pem" --tlscert "$certs/cert.pem" --tlskey "$certs/key.pem"
+    else
+      # An explicit --tls=false: dockerd 20.10 pauses its startup to warn
+      # about a plain TCP socket unless told that this is intended.
+      printf '%s\n' --tls=false
+    fi
+    printf '%s\n' --storage-driver=vfs \
       --cgroup-parent "/$(engine_ns "$i")" \
       --insecure-registry "$(bridge_ip "$K"):$REGISTRY_PORT"
     for label in "$@"; do printf '%s\n' --label "$label"; done
@@ -434,14 +460,25 @@ dockerd_pid() {
   pidfile_pid "$edir/dockerd.pid" "$edir/"
 }
 
+# curl's options to reach an engine's TCP API: with --tls, the client
+# certificate and the testbed CA (empty otherwise).
+engine_curl_opts() {
+  [ "$TLS" = 1 ] || return 0
+  local c
+  c="$(tls_dir)/client"
+  printf '%s\n' --cacert "$c/ca.pem" --cert "$c/cert.pem" --key "$c/key.pem"
+}
+
 # wait_until_answers WHAT URL LOG SECONDS [DIED...]: polls URL until it
 # answers. Fails after SECONDS, or as soon as the command DIED... (if given)
-# says the server is gone, showing the last lines of LOG either way.
+# says the server is gone, showing the last lines of LOG either way. An
+# https:// URL is asked with engine_curl_opts.
 wait_until_answers() {
-  local what=$1 url=$2 logfile=$3 seconds=$4 deadline
+  local what=$1 url=$2 logfile=$3 seconds=$4 deadline opts=()
   shift 4
+  if [[ $url == https://* ]]; then mapfile -t opts < <(engine_curl_opts); fi
   deadline=$(($(now_ms) + seconds * 1000))
-  until curl -sf -m 2 -o /dev/null "$url"; do
+  until curl -sf -m 2 -o /dev/null "${opts[@]}" "$url"; do
     if [ $# -gt 0 ] && "$@"; then
       log "$what exited during startup; last lines of $logfile:"
       tail -n 30 "$logfile" >&2 || true
@@ -462,12 +499,14 @@ dockerd_gone() {
   ! is_alive "$2" && ! dockerd_pid "$1" >/dev/null
 }
 
-# Waits until engine i answers GET /_ping on its TCP address; with the PID
-# of its launcher, fails early if dockerd exits during startup.
+# Waits until engine i answers GET /_ping on its TCP address (over TLS with
+# the client certificate, with --tls); with the PID of its launcher, fails
+# early if dockerd exits during startup.
 wait_engine_ready() {
-  local i=$1 launcher=${2:-} what url logfile
+  local i=$1 launcher=${2:-} what url logfile scheme=http
+  if [ "$TLS" = 1 ]; then scheme=https; fi
   what="$(engine_name "$i"): dockerd"
-  url="http://$(engine_ip "$i"):$DOCKER_PORT/_ping"
+  url="$scheme://$(engine_ip "$i"):$(engine_port)/_ping"
   logfile="$(engine_dir "$i")/dockerd.log"
   if [ -n "$launcher" ]; then
     wait_until_answers "$what" "$url" "$logfile" "$PING_TIMEOUT" dockerd_gone "$i" "$launcher"
@@ -551,6 +590,55 @@ engine_ready_job() {
   wait_engine_ready "$i" "$launcher"
   ensure_busybox_cache "$sock"
   dock "$sock" load -q -i "$(busybox_cache_tar)" >/dev/null
+}
+
+# ---------------------------------------------------------------------- TLS --
+# A throw-away CA and one certificate per engine plus a client one, made with
+# the openssl CLI. Every certificate carries X.509 v3 extensions (rustls
+# refuses v1 certificates): the SANs the peer is verified against, both
+# serverAuth and clientAuth, CA:FALSE.
+
+# ossl ARGS...: openssl, quiet unless it fails.
+ossl() {
+  local out
+  out=$(openssl "$@" 2>&1) || { log "openssl $1 failed: $out"; return 1; }
+}
+
+make_tls_ca() {
+  local d
+  d=$(tls_dir)
+  mkdir -p "$d"
+  ossl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 \
+    -subj "/CN=swarm testbed $K CA" \
+    -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign \
+    -keyout "$d/ca-key.pem" -out "$d/ca.pem"
+}
+
+# make_tls_cert NAME CN SANS SERIAL: DIR/tls/NAME/{ca,cert,key}.pem (the
+# names Docker's DOCKER_CERT_PATH expects), signed by the testbed CA.
+make_tls_cert() {
+  local name=$1 cn=$2 sans=$3 serial=$4 d out
+  d=$(tls_dir)
+  out="$d/$name"
+  mkdir -p "$out"
+  printf '%s\n' basicConstraints=critical,CA:FALSE keyUsage=critical,digitalSignature,keyEncipherment \
+    extendedKeyUsage=serverAuth,clientAuth "subjectAltName=$sans" >"$out/ext.cnf"
+  ossl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=$cn" \
+    -keyout "$out/key.pem" -out "$out/req.csr"
+  ossl x509 -req -days 30 -set_serial "$serial" -in "$out/req.csr" \
+    -CA "$d/ca.pem" -CAkey "$d/ca-key.pem" -extfile "$out/ext.cnf" -out "$out/cert.pem"
+  cp "$d/ca.pem" "$out/ca.pem"
+  rm -f "$out/req.csr"
+}
+
+make_tls() {
+  local i name
+  make_tls_ca
+  for ((i = 1; i <= N; i++)); do
+    name=$(engine_name "$i")
+    make_tls_cert "$name" "$name" "IP:$(engine_ip "$i"),DNS:$name" "$((100 + i))"
+  done
+  make_tls_cert client "swarm testbed client" "IP:127.0.0.1,DNS:localhost" 2
 }
 
 # ----------------------------------------------------------------- registry --
@@ -655,7 +743,7 @@ teardown() {
 
 # ------------------------------------------------------------ argument parsing --
 
-OPT_DIR="" OPT_ENGINES="" OPT_NAME="" OPT_OWNER="" OPT_OWNER_START="" OPT_REGISTRY=0
+OPT_DIR="" OPT_ENGINES="" OPT_NAME="" OPT_OWNER="" OPT_OWNER_START="" OPT_REGISTRY=0 OPT_TLS=0
 OPT_LABELS=()
 parse_opts() {
   while [ $# -gt 0 ]; do
@@ -664,6 +752,7 @@ parse_opts() {
       --engines) OPT_ENGINES=${2:?--engines needs a value}; shift 2 ;;
       --label) OPT_LABELS+=("${2:?--label needs a value}"); shift 2 ;;
       --registry) OPT_REGISTRY=1; shift ;;
+      --tls) OPT_TLS=1; shift ;;
       --owner-pid) OPT_OWNER=${2:?--owner-pid needs a value}; shift 2 ;;
       --owner-start) OPT_OWNER_START=${2:?}; shift 2 ;; # internal (watchdog)
       --name) OPT_NAME=${2:?--name needs a value}; shift 2 ;;
@@ -690,6 +779,7 @@ load_env() {
       index) K=$val ;;
       engines) N=$val ;;
       registry) REGISTRY=$val ;;
+      tls) TLS=$val ;;
     esac
   done <"$DIR/testbed.env"
   [[ $K =~ ^[0-9]+$ ]] || die "$DIR/testbed.env has no index"
@@ -732,6 +822,7 @@ cmd_up() {
   fi
   N=$OPT_ENGINES
   REGISTRY=$OPT_REGISTRY
+  TLS=$OPT_TLS
   # Everything but the final result lines goes to stderr. (Daemons started
   # below redirect their own stdio to log files so they never hold the
   # caller's pipes open.)
@@ -740,7 +831,10 @@ cmd_up() {
 }
 
 up_setup() {
-  if [ "$REGISTRY" = 1 ]; then require_root_and_tools docker-registry; else require_root_and_tools; fi
+  local tools=()
+  if [ "$REGISTRY" = 1 ]; then tools+=(docker-registry); fi
+  if [ "$TLS" = 1 ]; then tools+=(openssl); fi
+  require_root_and_tools "${tools[@]}"
   # containerd's ttrpc socket is the longest unix socket path below DIR (max 108).
   [ ${#DIR} -le 60 ] || die "--dir path too long for unix sockets (max 60 chars): $DIR"
 
@@ -756,7 +850,7 @@ up_setup() {
   [ -z "$(ls -A "$DIR")" ] || die "$DIR is not empty"
   # The marker exists before the slot does, so a concurrent reaper never
   # mistakes this half-built testbed for one whose directory vanished.
-  printf 'engines=%s\nregistry=%s\n' "$N" "$REGISTRY" >"$DIR/testbed.env"
+  printf 'engines=%s\nregistry=%s\ntls=%s\n' "$N" "$REGISTRY" "$TLS" >"$DIR/testbed.env"
   trap on_up_exit EXIT
   trap 'exit 1' INT TERM HUP
   reap_stale
@@ -764,7 +858,8 @@ up_setup() {
   echo "index=$K" >>"$DIR/testbed.env"
   log "index $K: $N engine(s) on $(bridge_ip "$K")/24 in $DIR"
 
-  # Network first (cheap), then all dockerds at once.
+  # Certificates and network first (cheap), then all dockerds at once.
+  if [ "$TLS" = 1 ]; then make_tls; fi
   create_bridge
   for ((i = 1; i <= N; i++)); do
     create_engine_net "$i"
@@ -806,9 +901,10 @@ up_setup() {
   fi
 
   for ((i = 1; i <= N; i++)); do
-    UP_LINES+=("engine $(engine_name "$i") $(engine_ip "$i"):$DOCKER_PORT $(engine_sock "$i")")
+    UP_LINES+=("engine $(engine_name "$i") $(engine_ip "$i"):$(engine_port) $(engine_sock "$i")")
   done
   [ "$REGISTRY" = 1 ] && UP_LINES+=("registry $(bridge_ip "$K"):$REGISTRY_PORT")
+  [ "$TLS" = 1 ] && UP_LINES+=("tls $(tls_dir)")
   UP_LINES+=("bridge $(bridge_ip "$K")" "dir $DIR" "index $K")
   UP_DONE=1
   trap - EXIT INT TERM HUP

@@ -2,10 +2,13 @@
 //! Needs root and `scripts/install-deps.sh`.
 
 use std::collections::HashSet;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use swarm_testkit::http;
+use swarm_testkit::certs::{Ca, Usage};
 use swarm_testkit::testbed::Testbed;
+use swarm_testkit::{http, DOCKER};
 
 /// Removes a container on drop, so a failing assertion does not leave it
 /// running on the shared testbed.
@@ -144,4 +147,99 @@ fn engine_crash_restart_and_partition() {
     let dir = tb.dir.clone();
     tb.down();
     assert!(!dir.exists(), "testbed dir left behind: {}", dir.display());
+}
+
+/// Runs the docker CLI against `engine`'s TCP address with `--tlsverify`
+/// and `cert_path` as DOCKER_CERT_PATH (whatever it holds).
+fn docker_tls(tb: &Testbed, engine: &str, cert_path: &Path, args: &[&str]) -> Output {
+    Command::new(DOCKER)
+        .env_remove("DOCKER_HOST")
+        .env_remove("DOCKER_CONTEXT")
+        .env("DOCKER_CONFIG", tb.dir.join("docker-config"))
+        .env("DOCKER_TLS_VERIFY", "1")
+        .env("DOCKER_CERT_PATH", cert_path)
+        .args(["-H", &tb.engine(engine).url()])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run docker")
+}
+
+/// Asserts that `out` is a TLS refusal (not some other failure).
+fn assert_refused(out: &Output, what: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{what}: accepted:\n{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        stderr.contains("certificate") || stderr.contains("tls"),
+        "{what}: refused, but not for TLS reasons:\n{stderr}"
+    );
+}
+
+#[test]
+fn tls_engines_require_a_client_certificate_and_stay_tls_across_restarts() {
+    let tb = Testbed::start_tls(1, false);
+    let tls = tb.tls().clone();
+    let engine = tb.engine("node-01").clone();
+    assert_eq!(engine.addr, format!("{}:2376", engine.ip));
+    let version =
+        |tb: &Testbed| docker_tls(tb, "node-01", &tls.client.dir, &["version", "--format", "{{.Server.Version}}"]);
+
+    let out = version(&tb);
+    assert!(out.status.success(), "docker --tlsverify version: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(tb.ping("node-01"));
+
+    // The CA alone (no client certificate) is refused by dockerd --tlsverify.
+    let ca_only = tempfile::tempdir().expect("temp dir");
+    std::fs::copy(&tls.client.ca, ca_only.path().join("ca.pem")).expect("copy ca.pem");
+    assert_refused(&docker_tls(&tb, "node-01", ca_only.path(), &["version"]), "no client certificate");
+    // Plain HTTP gets dockerd's "Client sent an HTTP request to an HTTPS server".
+    let plain = http::get(&engine.addr, "/_ping", Duration::from_secs(2));
+    assert!(!matches!(plain, Ok((200, _))), "plain HTTP answered: {plain:?}");
+    // The unix socket stays plain (the fixtures' direct access).
+    assert!(tb.docker("node-01", ["version"]).status.success());
+
+    tb.stop_engine("node-01");
+    assert!(!tb.ping("node-01"), "engine still answers after stop-engine");
+    tb.start_engine("node-01");
+    let out = version(&tb);
+    assert!(out.status.success(), "after restart: {}", String::from_utf8_lossy(&out.stderr));
+    assert_refused(&docker_tls(&tb, "node-01", ca_only.path(), &["version"]), "no client certificate after restart");
+}
+
+#[test]
+fn tls_engines_check_certificates_made_by_the_toolkit() {
+    let tb = Testbed::shared_tls();
+    let tls = tb.tls();
+    for e in &tb.engines {
+        assert_eq!(e.addr, format!("{}:2376", e.ip));
+        let out = tb.docker_tcp(&e.name, ["info", "--format", "{{.Name}}"]);
+        assert!(out.status.success(), "{}: {}", e.name, String::from_utf8_lossy(&out.stderr));
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), e.name);
+    }
+
+    // More certificates from the testbed's own CA are accepted...
+    let ca = tls.ca();
+    let client = ca.issue("extra-client", &[], &[], Usage::Client);
+    let out = docker_tls(tb, "node-02", &client.dir, &["version"]);
+    assert!(out.status.success(), "issued client: {}", String::from_utf8_lossy(&out.stderr));
+    // ... unless expired.
+    let expired = ca.issue_expired("expired-client", &[], &[], Usage::Both);
+    assert_refused(&docker_tls(tb, "node-02", &expired.dir, &["version"]), "expired client certificate");
+
+    // A certificate of an unrelated CA is refused by the engine, and a
+    // client trusting only that CA refuses the engine.
+    let stranger = Ca::generate("stranger");
+    let foreign = stranger.issue("foreign-client", &[], &[], Usage::Client);
+    assert_refused(&docker_tls(tb, "node-02", &foreign.dir, &["version"]), "client of another CA");
+    let mixed = tempfile::tempdir().expect("temp dir");
+    std::fs::copy(&foreign.ca, mixed.path().join("ca.pem")).expect("copy");
+    std::fs::copy(&tls.client.cert, mixed.path().join("cert.pem")).expect("copy");
+    std::fs::copy(&tls.client.key, mixed.path().join("key.pem")).expect("copy");
+    let out = docker_tls(tb, "node-02", mixed.path(), &["version"]);
+    assert_refused(&out, "engine verified against another CA");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unknown authority"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -1,6 +1,7 @@
 //! The fixtures the tests and benches of every swarm crate share: real
 //! store servers (etcd, Consul, ZooKeeper), a testbed of real Docker engines
-//! (`scripts/testbed.sh`), `swarm` processes, and the helpers under them.
+//! (`scripts/testbed.sh`), `swarm` processes, test certificates (`certs`),
+//! and the helpers under them.
 //!
 //! Every fixture runs its processes on free loopback ports (or in its own
 //! testbed namespaces) with its own temp dir, kills them when dropped, and
@@ -10,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bench;
+pub mod certs;
 pub mod http;
 pub mod manager;
 pub mod process;

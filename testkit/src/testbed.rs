@@ -12,16 +12,22 @@
 //!   container names / ports and clean up after themselves.
 //! * [`Testbed::start`] — a private testbed, torn down on `Drop`. Use it for
 //!   anything destructive (stop/start engines, partitions).
+//! * [`Testbed::shared_tls`] / [`Testbed::start_tls`] — the same with TLS
+//!   engines: each serves its API only over TLS on `10.250.K.(10+i):2376`
+//!   and requires a client certificate signed by the testbed's CA
+//!   (`dockerd --tlsverify`); its unix socket stays plain. The CA and the
+//!   certificates are in [`Testbed::tls`] ([`TestbedTls`]).
 //!
 //! Needs root and the system packages from `scripts/install-deps.sh`.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use crate::certs::{Ca, CertDir};
 use crate::{http, process, DOCKER, INSTALL_HINT};
 
 /// One engine ("host") of a testbed.
@@ -29,7 +35,7 @@ use crate::{http, process, DOCKER, INSTALL_HINT};
 pub struct Engine {
     /// Engine name = its hostname: `node-01`, `node-02`, ...
     pub name: String,
-    /// TCP API address, `ip:2375`.
+    /// TCP API address, `ip:2375` (`ip:2376` on a TLS testbed).
     pub addr: String,
     /// The engine's own IP address (published ports are reachable here).
     pub ip: String,
@@ -38,9 +44,56 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// `tcp://ip:2375`, e.g. for the manager's engine list.
+    /// `tcp://ip:2375` (or `:2376`), e.g. for the manager's engine list.
     pub fn url(&self) -> String {
         format!("tcp://{}", self.addr)
+    }
+}
+
+/// The certificates of a TLS testbed (`testbed.sh up --tls`), all signed by
+/// its CA, valid for 30 days, for both `serverAuth` and `clientAuth`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TestbedTls {
+    /// `DIR/tls`, where all of them are.
+    pub dir: PathBuf,
+    /// The testbed CA's certificate, `DIR/tls/ca.pem`.
+    pub ca_cert: PathBuf,
+    /// The testbed CA's key, `DIR/tls/ca-key.pem` (see [`TestbedTls::ca`]).
+    pub ca_key: PathBuf,
+    /// `DIR/tls/client` (`ca.pem`, `cert.pem`, `key.pem`; SANs
+    /// `IP:127.0.0.1`, `DNS:localhost`): `DOCKER_CERT_PATH` for the Docker
+    /// CLI, and the certificate of managers serving on 127.0.0.1 (which
+    /// present it to the engines too).
+    pub client: CertDir,
+}
+
+impl TestbedTls {
+    fn at(dir: PathBuf) -> TestbedTls {
+        TestbedTls {
+            ca_cert: dir.join("ca.pem"),
+            ca_key: dir.join("ca-key.pem"),
+            client: CertDir::at(dir.join("client")),
+            dir,
+        }
+    }
+
+    /// The certificate engine `name` serves with (`DIR/tls/<name>`; SANs
+    /// `IP:<engine ip>`, `DNS:<name>`).
+    pub fn engine(&self, name: &str) -> CertDir {
+        CertDir::at(self.dir.join(name))
+    }
+
+    /// The testbed CA, to issue more certificates it signs (they go to a
+    /// temp dir of the returned value, never into `DIR/tls`).
+    pub fn ca(&self) -> Ca {
+        Ca::load(&self.ca_cert, &self.ca_key)
+    }
+
+    /// `DOCKER_TLS_VERIFY=1` and `DOCKER_CERT_PATH=<client dir>`: the Docker
+    /// CLI's environment to talk to the engines, or to a manager using the
+    /// client certificate.
+    pub fn cli_env(&self) -> [(&'static str, OsString); 2] {
+        [("DOCKER_TLS_VERIFY", "1".into()), ("DOCKER_CERT_PATH", self.client.dir.clone().into())]
     }
 }
 
@@ -57,6 +110,8 @@ pub struct Testbed {
     pub dir: PathBuf,
     /// The testbed index K (subnet 10.250.K.0/24).
     pub index: u32,
+    /// The CA and certificates, if the engines speak TLS.
+    pub tls: Option<TestbedTls>,
 }
 
 /// Path of `scripts/testbed.sh` in the workspace.
@@ -96,7 +151,7 @@ fn fresh_dir() -> std::io::Result<PathBuf> {
 /// Parses the machine-readable stdout of `testbed.sh up`.
 fn parse_up_output(stdout: &str) -> Result<Testbed, String> {
     let mut engines = Vec::new();
-    let (mut registry, mut bridge_ip, mut dir, mut index) = (None, None, None, None);
+    let (mut registry, mut bridge_ip, mut dir, mut index, mut tls) = (None, None, None, None, None);
     for line in stdout.lines() {
         let fields: Vec<&str> = line.split_whitespace().collect();
         match fields.as_slice() {
@@ -113,12 +168,13 @@ fn parse_up_output(stdout: &str) -> Result<Testbed, String> {
             ["bridge", ip] => bridge_ip = Some(ip.to_string()),
             ["dir", d] => dir = Some(PathBuf::from(d)),
             ["index", k] => index = k.parse().ok(),
+            ["tls", d] => tls = Some(TestbedTls::at(PathBuf::from(d))),
             _ => {} // unknown lines: newer script, ignore
         }
     }
     match (bridge_ip, dir, index) {
         (Some(bridge_ip), Some(dir), Some(index)) if !engines.is_empty() => {
-            Ok(Testbed { engines, registry, bridge_ip, dir, index })
+            Ok(Testbed { engines, registry, bridge_ip, dir, index, tls })
         }
         _ => Err(format!("unexpected output of testbed.sh up:\n{stdout}")),
     }
@@ -134,6 +190,16 @@ impl Testbed {
 
     /// Like [`Testbed::start`] but returns the failure message.
     pub fn try_start(engines: usize, labels: &[(&str, &str)], registry: bool) -> Result<Testbed, String> {
+        Self::launch(engines, labels, registry, false)
+    }
+
+    /// Starts a private testbed of `engines` TLS engines (see the module
+    /// docs) and optionally a (plain HTTP) registry. Panics if that fails.
+    pub fn start_tls(engines: usize, registry: bool) -> Testbed {
+        Self::launch(engines, &[], registry, true).unwrap_or_else(|msg| panic!("{msg}"))
+    }
+
+    fn launch(engines: usize, labels: &[(&str, &str)], registry: bool, tls: bool) -> Result<Testbed, String> {
         let dir = fresh_dir().map_err(|e| format!("testbed: cannot create a temp dir: {e}"))?;
         let mut args: Vec<String> = vec![
             "up".into(),
@@ -150,6 +216,9 @@ impl Testbed {
         }
         if registry {
             args.push("--registry".into());
+        }
+        if tls {
+            args.push("--tls".into());
         }
         let started = Instant::now();
         let out = run_script(&args)
@@ -193,6 +262,30 @@ impl Testbed {
         }
     }
 
+    /// Like [`Testbed::shared`] (3 engines with the same labels, a
+    /// registry, shared by the tests of this binary, never stopped or cut)
+    /// but with TLS engines; independent of [`Testbed::shared`].
+    pub fn shared_tls() -> &'static Testbed {
+        static SHARED: OnceLock<Result<Testbed, String>> = OnceLock::new();
+        let tb = SHARED.get_or_init(|| {
+            Testbed::launch(
+                3,
+                &[("node-01", "storage=ssd"), ("node-02", "storage=disk"), ("node-03", "storage=ssd")],
+                true,
+                true,
+            )
+        });
+        match tb {
+            Ok(tb) => tb,
+            Err(msg) => panic!("shared TLS testbed unavailable: {msg}"),
+        }
+    }
+
+    /// The certificates of a TLS testbed (panics on a plain one).
+    pub fn tls(&self) -> &TestbedTls {
+        self.tls.as_ref().unwrap_or_else(|| panic!("testbed {} was not started with TLS", self.index))
+    }
+
     /// The engine called `name` (panics if there is none).
     pub fn engine(&self, name: &str) -> &Engine {
         self.engines
@@ -201,7 +294,7 @@ impl Testbed {
             .unwrap_or_else(|| panic!("testbed {} has no engine {name}", self.index))
     }
 
-    /// TCP addresses (`ip:2375`) of all engines.
+    /// TCP addresses (`ip:2375`, or `ip:2376` with TLS) of all engines.
     pub fn addrs(&self) -> Vec<String> {
         self.engines.iter().map(|e| e.addr.clone()).collect()
     }
@@ -282,10 +375,59 @@ impl Testbed {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
-    /// True if engine `name` answers `GET /_ping` on its TCP address.
+    /// Runs the docker CLI against engine `name`'s TCP address, as a
+    /// client on the network would: on a TLS testbed with `--tlsverify` and
+    /// the client certificate ([`TestbedTls::cli_env`]).
+    pub fn docker_tcp<I, S>(&self, name: &str, args: I) -> Output
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let engine = self.engine(name);
+        let mut command = Command::new(DOCKER);
+        command
+            .env_remove("DOCKER_HOST")
+            .env_remove("DOCKER_CONTEXT")
+            .env_remove("DOCKER_TLS_VERIFY")
+            .env_remove("DOCKER_CERT_PATH")
+            .env("DOCKER_CONFIG", self.dir.join("docker-config"));
+        if let Some(tls) = &self.tls {
+            command.envs(tls.cli_env());
+        }
+        command
+            .arg("-H")
+            .arg(engine.url())
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {DOCKER}: {e}. {INSTALL_HINT}"))
+    }
+
+    /// True if engine `name` answers `GET /_ping` on its TCP address (over
+    /// TLS with the client certificate on a TLS testbed).
     pub fn ping(&self, name: &str) -> bool {
         let engine = self.engine(name);
-        matches!(http::get(&engine.addr, "/_ping", Duration::from_secs(2)), Ok((200, body)) if body.trim() == "OK")
+        match &self.tls {
+            None => {
+                matches!(http::get(&engine.addr, "/_ping", Duration::from_secs(2)), Ok((200, body)) if body.trim() == "OK")
+            }
+            Some(tls) => {
+                // curl does the TLS side (the testkit has no TLS client of its own).
+                let out = Command::new("curl")
+                    .args(["-sS", "--max-time", "2", "--cacert"])
+                    .arg(&tls.client.ca)
+                    .arg("--cert")
+                    .arg(&tls.client.cert)
+                    .arg("--key")
+                    .arg(&tls.client.key)
+                    .arg(format!("https://{}/_ping", engine.addr))
+                    .stdin(Stdio::null())
+                    .stderr(Stdio::null())
+                    .output()
+                    .unwrap_or_else(|e| panic!("cannot run curl: {e}. {INSTALL_HINT}"));
+                out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "OK"
+            }
+        }
     }
 
     /// Tears the testbed down now (same as dropping it).
@@ -300,5 +442,36 @@ impl Drop for Testbed {
             Ok(out) => eprintln!("testbed.sh down --dir {dir} failed ({}):\n{}", out.status, tail(&out.stderr, 20)),
             Err(e) => eprintln!("cannot run testbed.sh down: {e}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_output_of_a_tls_testbed() {
+        let tb = parse_up_output(
+            "engine node-01 10.250.7.11:2376 /tmp/tb/node-01/docker.sock\n\
+             registry 10.250.7.1:5000\ntls /tmp/tb/tls\nbridge 10.250.7.1\ndir /tmp/tb\nindex 7\nsomething new\n",
+        )
+        .expect("parse");
+        assert_eq!(tb.engines[0].ip, "10.250.7.11");
+        assert_eq!(tb.engines[0].url(), "tcp://10.250.7.11:2376");
+        let tls = tb.tls().clone();
+        assert_eq!(tls.ca_cert, PathBuf::from("/tmp/tb/tls/ca.pem"));
+        assert_eq!(tls.client.dir, PathBuf::from("/tmp/tb/tls/client"));
+        assert_eq!(tls.client.key, PathBuf::from("/tmp/tb/tls/client/key.pem"));
+        assert_eq!(tls.engine("node-01").cert, PathBuf::from("/tmp/tb/tls/node-01/cert.pem"));
+        // Not a live testbed: keep Drop from calling `testbed.sh down`.
+        std::mem::forget(tb);
+    }
+
+    #[test]
+    fn a_plain_testbed_has_no_tls() {
+        let tb = parse_up_output("engine node-01 10.250.7.11:2375 /s\nbridge 10.250.7.1\ndir /tmp/tb\nindex 7\n")
+            .expect("parse");
+        assert!(tb.tls.is_none());
+        std::mem::forget(tb);
     }
 }

@@ -7,120 +7,18 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use super::{ServerProcess, StoreFixture, StoreProfile};
-use crate::process::{free_port, temp_dir};
+use crate::process::free_port;
 use crate::INSTALL_HINT;
+
+// TestCa lives in `crate::certs` now; re-exported so `store::TestCa` (and
+// `super::etcd::TestCa`) keep working.
+pub use crate::certs::TestCa;
 
 /// The etcd binary of Debian's `etcd-server` package.
 pub const ETCD: &str = "/usr/bin/etcd";
 
 /// How long a (re)start may take before the fixture gives up.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// A throw-away certificate authority with one server certificate (for
-/// `127.0.0.1` / `localhost`) and one client certificate, as PEM files in
-/// a temp dir that is removed when this is dropped.
-pub struct TestCa {
-    /// Holds the PEM files; removed on drop.
-    pub dir: tempfile::TempDir,
-    /// The CA certificate.
-    pub ca: PathBuf,
-    /// The server certificate (for `127.0.0.1` and `localhost`) and its key.
-    pub server_cert: PathBuf,
-    pub server_key: PathBuf,
-    /// The client certificate and its key.
-    pub client_cert: PathBuf,
-    pub client_key: PathBuf,
-}
-
-impl TestCa {
-    /// Generates the CA and both certificates with the `openssl` CLI (P-256
-    /// keys, which are quick to make; valid for 30 days).
-    pub fn generate() -> TestCa {
-        let dir = temp_dir("swarm-ca-");
-        let d = dir.path();
-        let p = |name: &str| d.join(name).display().to_string();
-        std::fs::write(
-            d.join("server.ext"),
-            "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n\
-             extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n",
-        )
-        .expect("write server.ext");
-        std::fs::write(
-            d.join("client.ext"),
-            "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n\
-             extendedKeyUsage=clientAuth\n",
-        )
-        .expect("write client.ext");
-        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-        openssl(
-            &[&["req", "-x509"][..], &ec[..], &["-days", "30", "-subj", "/CN=swarm-test-ca"]].concat(),
-            &[
-                "-addext",
-                "basicConstraints=critical,CA:TRUE",
-                "-addext",
-                "keyUsage=critical,keyCertSign,cRLSign",
-                "-keyout",
-                &p("ca-key.pem"),
-                "-out",
-                &p("ca.pem"),
-            ],
-        );
-        for (who, cn) in [("server", "127.0.0.1"), ("client", "swarm-test-client")] {
-            openssl(
-                &[&["req"][..], &ec[..]].concat(),
-                &[
-                    "-subj",
-                    &format!("/CN={cn}"),
-                    "-keyout",
-                    &p(&format!("{who}-key.pem")),
-                    "-out",
-                    &p(&format!("{who}.csr")),
-                ],
-            );
-            openssl(
-                &["x509", "-req", "-days", "30", "-set_serial", if who == "server" { "2" } else { "3" }],
-                &[
-                    "-in",
-                    &p(&format!("{who}.csr")),
-                    "-CA",
-                    &p("ca.pem"),
-                    "-CAkey",
-                    &p("ca-key.pem"),
-                    "-extfile",
-                    &p(&format!("{who}.ext")),
-                    "-out",
-                    &p(&format!("{who}.pem")),
-                ],
-            );
-        }
-        TestCa {
-            ca: d.join("ca.pem"),
-            server_cert: d.join("server.pem"),
-            server_key: d.join("server-key.pem"),
-            client_cert: d.join("client.pem"),
-            client_key: d.join("client-key.pem"),
-            dir,
-        }
-    }
-}
-
-/// Runs `openssl <a> <b>`, panicking with its stderr on failure.
-fn openssl(a: &[&str], b: &[&str]) {
-    let out = Command::new("openssl")
-        .args(a)
-        .args(b)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run openssl: {e}. {INSTALL_HINT}"));
-    assert!(
-        out.status.success(),
-        "openssl {} {} failed ({}):\n{}",
-        a.join(" "),
-        b.join(" "),
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// Client-side files the health check needs to talk to a TLS server.
 #[derive(Clone)]
