@@ -117,8 +117,8 @@ fn handshakes(manager: &Manager, secs: usize) -> (f64, u64) {
                 (stop.clone(), done.clone(), failed.clone(), link.clone(), manager.addr.clone());
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
-                    let answered =
-                        Conn::connect_over(&addr, link.clone()).and_then(|mut conn| conn.request("GET", "/_ping", None));
+                    let answered = Conn::connect_over(&addr, link.clone())
+                        .and_then(|mut conn| conn.request("GET", "/_ping", None));
                     match answered {
                         Ok(200) => done.fetch_add(1, Ordering::Relaxed),
                         _ => failed.fetch_add(1, Ordering::Relaxed),
@@ -239,15 +239,15 @@ fn main() {
     let plain_hop_added = p50(&plain_hop.1) - p50(&plain_hop.0);
     let rows = [
         ("inspect p50, TLS - plain", format!("{added:+.3} ms"), "<= +0.100 ms".to_string(), Some(added <= 0.1)),
-        (
-            "inspect p99, TLS / plain",
-            format!("{:.3} / {:.3} ms", p99(&tls_lat), p99(&plain_lat)),
-            "-".into(),
-            None,
-        ),
+        ("inspect p99, TLS / plain", format!("{:.3} / {:.3} ms", p99(&tls_lat), p99(&plain_lat)), "-".into(), None),
         (
             "inspect throughput, TLS / plain",
-            format!("{:.0} / {:.0} req/s ({:.0} %)", mean(&tls_rps), mean(&plain_rps), mean(&tls_rps) / mean(&plain_rps) * 100.0),
+            format!(
+                "{:.0} / {:.0} req/s ({:.0} %)",
+                mean(&tls_rps),
+                mean(&plain_rps),
+                mean(&tls_rps) / mean(&plain_rps) * 100.0
+            ),
             "-".into(),
             None,
         ),

@@ -14,7 +14,7 @@
 #
 # Usage:
 #   testbed.sh up --dir DIR --engines N [--label node-02:key=value]...
-#                 [--registry] [--tls] [--owner-pid PID]
+#                 [--registry] [--tls [--tls-trust CA.pem]...] [--owner-pid PID]
 #   testbed.sh down --dir DIR
 #   testbed.sh stop-engine  --dir DIR --name node-02   # SIGKILL (crash)
 #   testbed.sh start-engine --dir DIR --name node-02   # restart, same ID/address
@@ -39,7 +39,10 @@
 #                                   Docker CLI (DOCKER_CERT_PATH) and for
 #                                   managers serving on 127.0.0.1
 # Every certificate is for serverAuth and clientAuth and valid for 30 days.
-# stop-engine/start-engine keep the engine on TLS.
+# --tls-trust adds the CA certificates of a PEM file to what the engines
+# trust (clients certified by that CA are accepted too), e.g. for a test
+# that rotates a manager onto a new CA. stop-engine/start-engine keep the
+# engine on TLS.
 #
 # Bookkeeping shared by all testbeds lives in /tmp/swarm-testbed:
 #   slots/K/{dir,owner}  one directory per allocated index K (mkdir = atomic)
@@ -637,6 +640,9 @@ make_tls() {
   for ((i = 1; i <= N; i++)); do
     name=$(engine_name "$i")
     make_tls_cert "$name" "$name" "IP:$(engine_ip "$i"),DNS:$name" "$((100 + i))"
+    if [ ${#OPT_TLS_TRUST[@]} -gt 0 ]; then
+      cat -- "${OPT_TLS_TRUST[@]}" >>"$(tls_dir)/$name/ca.pem"
+    fi
   done
   make_tls_cert client "swarm testbed client" "IP:127.0.0.1,DNS:localhost" 2
 }
@@ -744,7 +750,7 @@ teardown() {
 # ------------------------------------------------------------ argument parsing --
 
 OPT_DIR="" OPT_ENGINES="" OPT_NAME="" OPT_OWNER="" OPT_OWNER_START="" OPT_REGISTRY=0 OPT_TLS=0
-OPT_LABELS=()
+OPT_LABELS=() OPT_TLS_TRUST=()
 parse_opts() {
   while [ $# -gt 0 ]; do
     case $1 in
@@ -753,6 +759,7 @@ parse_opts() {
       --label) OPT_LABELS+=("${2:?--label needs a value}"); shift 2 ;;
       --registry) OPT_REGISTRY=1; shift ;;
       --tls) OPT_TLS=1; shift ;;
+      --tls-trust) OPT_TLS_TRUST+=("$(realpath -- "${2:?--tls-trust needs a value}")"); shift 2 ;;
       --owner-pid) OPT_OWNER=${2:?--owner-pid needs a value}; shift 2 ;;
       --owner-start) OPT_OWNER_START=${2:?}; shift 2 ;; # internal (watchdog)
       --name) OPT_NAME=${2:?--name needs a value}; shift 2 ;;

@@ -48,6 +48,10 @@ fn tls_manager(extra: &[&str]) -> Manager {
 /// The Docker CLI against `manager` with the certificate files of `certs`
 /// (or none: `DOCKER_TLS_VERIFY` unset).
 fn docker_with(manager: &Manager, certs: Option<&Path>, args: &[&str]) -> std::process::Output {
+    docker_cmd_with(manager, certs, args).output().expect("cannot run the docker CLI")
+}
+
+fn docker_cmd_with(manager: &Manager, certs: Option<&Path>, args: &[&str]) -> Command {
     let mut cmd = Command::new(DOCKER);
     cmd.env_remove("DOCKER_CONTEXT")
         .env("DOCKER_HOST", format!("tcp://{}", manager.addr))
@@ -57,7 +61,7 @@ fn docker_with(manager: &Manager, certs: Option<&Path>, args: &[&str]) -> std::p
         Some(dir) => cmd.env("DOCKER_TLS_VERIFY", "1").env("DOCKER_CERT_PATH", dir),
         None => cmd.env_remove("DOCKER_TLS_VERIFY").env_remove("DOCKER_CERT_PATH"),
     };
-    cmd.output().expect("cannot run the docker CLI")
+    cmd
 }
 
 /// A directory with `ca.pem` from `trusted` and `cert.pem`/`key.pem` from
@@ -78,8 +82,11 @@ struct Streaming {
 
 impl Streaming {
     fn start(manager: &Manager, args: &[&str]) -> Streaming {
-        let mut child = manager
-            .docker_cmd(args)
+        Streaming::spawn(manager.docker_cmd(args))
+    }
+
+    fn spawn(mut command: Command) -> Streaming {
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -144,12 +151,8 @@ fn cli_scenarios(m: &Manager, tag: &str, role: &str) {
     assert_eq!(m.docker_piped(&["exec", "-i", exec, "cat"], "piped over TLS\n"), "piped over TLS");
 
     m.docker_ok(["run", "-d", "-i", "--name", attach, "busybox", "sh", "-c", "read line; echo got:$line"]);
-    let mut attaching = m
-        .docker_cmd(["attach", attach])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("docker attach");
+    let mut attaching =
+        m.docker_cmd(["attach", attach]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("docker attach");
     {
         let mut stdin = attaching.stdin.take().expect("stdin");
         std::thread::sleep(Duration::from_millis(500));
@@ -212,7 +215,7 @@ fn the_cli_drives_a_tls_primary_and_a_tls_replica_and_a_kill_9_fails_over() {
         .iter()
         .map(|a| SwarmProcess::start(&["join", "--advertise", a, "--heartbeat", "1s", "--ttl", "3s", &url]))
         .collect();
-    let mut managers: Vec<Manager> =
+    let managers: Vec<Manager> =
         (0..2).map(|_| Manager::builder(&url).tls(&tb.tls().client.dir).replicated().start()).collect();
     for m in &managers {
         m.wait_healthy(3);
@@ -236,13 +239,21 @@ fn the_cli_drives_a_tls_primary_and_a_tls_replica_and_a_kill_9_fails_over() {
     let survivor = &managers[1 - primary];
     survivor.wait_until(Duration::from_secs(20), "the TLS replica takes over", |m| is(m, "primary"));
     let _cleanup = Cleanup { manager: survivor, containers: vec!["tls-after-failover".into()] };
-    survivor.docker_ok(["run", "-d", "--name", "tls-after-failover", "busybox", "sh", "-c", "echo survived; sleep 300"]);
+    survivor.docker_ok([
+        "run",
+        "-d",
+        "--name",
+        "tls-after-failover",
+        "busybox",
+        "sh",
+        "-c",
+        "echo survived; sleep 300",
+    ]);
     survivor.wait_until(Duration::from_secs(10), "the container's log is there", |m| {
         m.docker(["logs", "tls-after-failover"]).stdout.starts_with(b"survived")
     });
     let ps = survivor.docker_ok(["ps", "--filter", "name=tls-after-failover", "--format", "{{.Names}}"]);
     assert!(ps.ends_with("/tls-after-failover"), "{ps}");
-    managers.remove(primary);
 }
 
 #[test]
@@ -251,7 +262,8 @@ fn refused_clients_fail_at_the_handshake_and_good_clients_keep_working() {
     let m = tls_manager(&["--log-level", "debug"]);
     let good = &tb.tls().client;
     let since = now_secs().to_string();
-    let watching = Streaming::start(&m, &["events", "--since", &since, "--format", "{{.Action}} {{.Actor.Attributes.name}}"]);
+    let watching =
+        Streaming::start(&m, &["events", "--since", &since, "--format", "{{.Action}} {{.Actor.Attributes.name}}"]);
     let work = tempfile::tempdir().expect("temp dir");
 
     // No client certificate: curl trusts the CA but presents nothing.
@@ -267,7 +279,8 @@ fn refused_clients_fail_at_the_handshake_and_good_clients_keep_working() {
     let other_ca = Ca::generate("intruders");
     let intruder = other_ca.issue("intruder", &["127.0.0.1"], &[], Usage::Client);
     let intruder_dir = mixed_certs(&work.path().join("intruder"), good, &intruder);
-    let expired = tb.tls().ca().issue_expired("expired-client", &["127.0.0.1"], &[], Usage::Client);
+    let testbed_ca = tb.tls().ca();
+    let expired = testbed_ca.issue_expired("expired-client", &["127.0.0.1"], &[], Usage::Client);
     let expired_dir = mixed_certs(&work.path().join("expired"), good, &expired);
     for (who, dir) in [("another CA's certificate", &intruder_dir), ("an expired certificate", &expired_dir)] {
         let out = docker_with(&m, Some(dir), &["version"]);
@@ -359,4 +372,79 @@ fn docker_compose_v1_and_v2_files_through_a_tls_manager() {
         let left = m.docker_ok(["ps", "-aq", "--filter", &format!("label=com.docker.compose.project={project}")]);
         assert!(left.is_empty(), "{kind}: down removed everything: {left}");
     }
+}
+
+/// Puts a CA bundle of `cas`, `cert` and `key` into `live` as `ca.pem`,
+/// `cert.pem` and `key.pem`, each written aside and renamed into place.
+fn install(live: &Path, cas: &[&Path], cert: &Path, key: &Path) {
+    let bundle: String = cas.iter().map(|ca| std::fs::read_to_string(ca).expect("read a CA")).collect();
+    for (name, content) in [
+        ("ca.pem", bundle),
+        ("cert.pem", std::fs::read_to_string(cert).expect("read a certificate")),
+        ("key.pem", std::fs::read_to_string(key).expect("read a key")),
+    ] {
+        let aside = live.join(format!(".{name}.new"));
+        std::fs::write(&aside, content).expect("write a certificate file");
+        std::fs::rename(&aside, live.join(name)).expect("put a certificate file in place");
+    }
+}
+
+/// Copies the three files of `from` into a new directory `to`.
+fn snapshot(from: &Path, to: &Path) -> std::path::PathBuf {
+    std::fs::create_dir_all(to).expect("a certificate directory");
+    for name in ["ca.pem", "cert.pem", "key.pem"] {
+        std::fs::copy(from.join(name), to.join(name)).expect("copy a certificate file");
+    }
+    to.to_path_buf()
+}
+
+#[test]
+fn certificates_rotate_on_sighup_while_logs_follow_and_a_broken_pair_is_refused() {
+    let new_ca = Ca::generate("rotated");
+    // The engine trusts both CAs, as engines do while a cluster moves to a new one.
+    let tb = Testbed::start_tls_trusting(1, &[&new_ca.cert]);
+    let work = tempfile::tempdir().expect("temp dir");
+    let old = snapshot(&tb.tls().client.dir, &work.path().join("old"));
+    let live = snapshot(&old, &work.path().join("live"));
+    let m = Manager::builder(&tb.addrs().join(",")).tls(&live).start();
+    m.wait_healthy(1);
+    let _cleanup = Cleanup { manager: &m, containers: vec!["tls-ticker".into()] };
+    let ticker = "i=0; while true; do i=$((i+1)); echo tick$i; sleep 0.2; done";
+    m.docker_ok(["run", "-d", "--name", "tls-ticker", "busybox", "sh", "-c", ticker]);
+    let follow = Streaming::spawn(docker_cmd_with(&m, Some(&old), &["logs", "-f", "tls-ticker"]));
+    follow.expect("tick", Duration::from_secs(20));
+
+    // A new pair from a new CA; the bundle keeps the testbed CA, which
+    // certifies the engine.
+    let rotated = new_ca.issue("manager", &["127.0.0.1"], &["localhost"], Usage::Both);
+    install(&live, &[&rotated.ca, &tb.tls().ca_cert], &rotated.cert, &rotated.key);
+    m.signal("HUP");
+    m.wait_until(Duration::from_secs(10), "the manager reloads its certificates", |m| {
+        m.log().contains("TLS certificates reloaded")
+    });
+    let refused = docker_with(&m, Some(&old), &["version"]);
+    assert!(!refused.status.success(), "a new client with the old CA no longer verifies the manager");
+    let rotated_client = snapshot(&live, &work.path().join("rotated-client"));
+    let out = docker_with(&m, Some(&rotated_client), &["run", "--rm", "busybox", "echo", "after rotation"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "after rotation",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The stream opened with the old certificates goes on.
+    let before = follow.expect("tick", Duration::from_secs(5));
+    follow.expect("tick", Duration::from_secs(5));
+
+    // A key that does not match its certificate: refused, the rotated set stays.
+    let stranger = new_ca.issue("stranger", &["127.0.0.1"], &[], Usage::Both);
+    std::fs::copy(&stranger.key, live.join("key.pem")).expect("write a mismatched key");
+    m.signal("HUP");
+    m.wait_until(Duration::from_secs(10), "the manager refuses the broken pair", |m| {
+        m.log().contains("TLS certificates not reloaded")
+    });
+    let out = docker_with(&m, Some(&rotated_client), &["version", "--format", "{{.Server.Os}}"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "linux", "{}", String::from_utf8_lossy(&out.stderr));
+    let after = follow.expect("tick", Duration::from_secs(5));
+    assert_ne!(before, after, "the stream is not cut");
 }

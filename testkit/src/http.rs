@@ -202,7 +202,6 @@ impl Conn {
         })
     }
 
-
     /// Sends one request and reads the whole answer; returns the status.
     /// The body is in [`Conn::body`].
     pub fn request(&mut self, method: &str, path: &str, body: Option<&[u8]>) -> io::Result<u16> {

@@ -21,7 +21,7 @@
 //! Needs root and the system packages from `scripts/install-deps.sh`.
 
 use std::ffi::{OsStr, OsString};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
@@ -199,7 +199,23 @@ impl Testbed {
         Self::launch(engines, &[], registry, true).unwrap_or_else(|msg| panic!("{msg}"))
     }
 
+    /// Like [`Testbed::start_tls`], and the engines also accept clients
+    /// certified by the CAs in each of the `trusted` PEM files.
+    pub fn start_tls_trusting(engines: usize, trusted: &[&Path]) -> Testbed {
+        Self::launch_with(engines, &[], false, Some(trusted)).unwrap_or_else(|msg| panic!("{msg}"))
+    }
+
     fn launch(engines: usize, labels: &[(&str, &str)], registry: bool, tls: bool) -> Result<Testbed, String> {
+        Self::launch_with(engines, labels, registry, tls.then_some(&[]))
+    }
+
+    /// With `tls` set, the engines speak TLS and also trust the CAs of its files.
+    fn launch_with(
+        engines: usize,
+        labels: &[(&str, &str)],
+        registry: bool,
+        tls: Option<&[&Path]>,
+    ) -> Result<Testbed, String> {
         let dir = fresh_dir().map_err(|e| format!("testbed: cannot create a temp dir: {e}"))?;
         let mut args: Vec<String> = vec![
             "up".into(),
@@ -217,8 +233,12 @@ impl Testbed {
         if registry {
             args.push("--registry".into());
         }
-        if tls {
+        if let Some(trusted) = tls {
             args.push("--tls".into());
+            for ca in trusted {
+                args.push("--tls-trust".into());
+                args.push(ca.display().to_string());
+            }
         }
         let started = Instant::now();
         let out = run_script(&args)
