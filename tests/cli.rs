@@ -340,3 +340,30 @@ fn bad_input_gets_docker_style_errors() {
     let err = m.docker_err(["run", "--rm", "-e", "constraint:node==no-such-node", "busybox", "true"]);
     assert!(err.contains("Unable to find a node that satisfies the following conditions"), "{err}");
 }
+
+#[test]
+fn node_ls_and_inspect_show_the_engines_and_swarm_verbs_are_refused() {
+    let tb = Testbed::shared();
+    let m = shared_manager();
+    let ls = m.docker_ok(["node", "ls", "--format", "{{.Hostname}} {{.Status}} {{.Availability}} {{.EngineVersion}}"]);
+    let lines: Vec<&str> = ls.lines().collect();
+    assert_eq!(lines.len(), 3, "{ls}");
+    for (line, engine) in lines.iter().zip(&tb.engines) {
+        assert!(line.starts_with(&format!("{} Ready Active 20.10", engine.name)), "{line}");
+    }
+    let ids = m.docker_ok(["node", "ls", "-q"]);
+    let first = ids.lines().next().expect("a node ID");
+    assert_eq!(first.len(), 25, "{first}");
+    for key in [first, &first[..6], "node-02"] {
+        let hostname = m.docker_ok(["node", "inspect", "-f", "{{.Description.Hostname}}", key]);
+        assert!(hostname.starts_with("node-0"), "inspect by {key}: {hostname}");
+    }
+    let labels = m.docker_ok(["node", "inspect", "-f", "{{index .Description.Engine.Labels \"storage\"}}", "node-02"]);
+    assert_eq!(labels, "disk");
+    let missing = m.docker_err(["node", "inspect", "no-such-node"]);
+    assert!(missing.contains("node no-such-node not found"), "{missing}");
+    for verb in [&["swarm", "init"][..], &["swarm", "leave"]] {
+        let err = m.docker_err(verb);
+        assert!(err.contains("managed by swarm manage"), "docker {verb:?}: {err}");
+    }
+}

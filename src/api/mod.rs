@@ -18,6 +18,7 @@ mod forward;
 mod images;
 mod info;
 mod networks;
+mod nodes;
 mod reply;
 mod request;
 pub mod routes;
@@ -183,6 +184,9 @@ impl Api {
             Handler::Ping => info::ping(&ctx, req),
             Handler::Version => info::version(&ctx),
             Handler::Info => info::info(&ctx),
+            Handler::NodesList => nodes::list(&ctx),
+            Handler::NodeInspect => nodes::inspect(&ctx),
+            Handler::SwarmVerb => nodes::swarm_refused(),
             Handler::SystemDf => info::system_df(&ctx).await,
             Handler::Events => events::events(&ctx, req).await,
             Handler::AnyEngine => forward::to_any_engine(&ctx, req).await,

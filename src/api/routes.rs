@@ -48,6 +48,10 @@ pub enum Handler {
     VolumeCreate,
     VolumeInspect,
     VolumeRemove,
+    NodesList,
+    NodeInspect,
+    /// `docker swarm init/join/leave/update`, `GET /swarm`: refused.
+    SwarmVerb,
 }
 
 /// One row of the table.
@@ -135,6 +139,13 @@ static ROUTES: &[Route] = &[
     exact(Method::POST, "/volumes/prune", Handler::Prune),
     named(Method::GET, "/volumes/", "", Handler::VolumeInspect),
     named(Method::DELETE, "/volumes/", "", Handler::VolumeRemove),
+    exact(Method::GET, "/nodes", Handler::NodesList),
+    named(Method::GET, "/nodes/", "", Handler::NodeInspect),
+    exact(Method::GET, "/swarm", Handler::SwarmVerb),
+    exact(Method::POST, "/swarm/init", Handler::SwarmVerb),
+    exact(Method::POST, "/swarm/join", Handler::SwarmVerb),
+    exact(Method::POST, "/swarm/leave", Handler::SwarmVerb),
+    exact(Method::POST, "/swarm/update", Handler::SwarmVerb),
 ];
 
 /// A request path split into what routing and forwarding need.
