@@ -180,6 +180,10 @@ pub struct ManageArgs {
     /// Path to TLS key file.
     #[arg(long)]
     pub tlskey: Option<String>,
+    /// Directory of the desired-state file (node availability and labels)
+    /// with static discovery; with a key-value store it is kept in the store.
+    #[arg(long = "state-dir")]
+    pub state_dir: Option<String>,
     #[command(flatten)]
     pub discovery: DiscoveryArgs,
 }

@@ -20,6 +20,8 @@ use crate::cli::{self, Cli, ClusterOpts, Command, Listen, ManageArgs};
 use crate::cluster::monitor::MonitorConfig;
 use crate::cluster::{Cluster, PlacementPolicy};
 use crate::observe::Observed;
+use crate::state::backend::{Backend, FileBackend};
+use crate::state::DesiredState;
 use crate::{cert_reload, replication, reschedule};
 
 /// What `swarm manage` was asked to do, validated.
@@ -36,6 +38,8 @@ struct Settings {
     /// With `--tls` or `--tlsverify`: the configurations of the API
     /// listeners and of the connections to engines and to the primary.
     tls: Option<Arc<TlsConfigs>>,
+    /// `--state-dir`: where the desired state is kept with static discovery.
+    state_dir: Option<std::path::PathBuf>,
 }
 
 impl Settings {
@@ -105,6 +109,7 @@ impl Settings {
             replication,
             replication_ttl,
             tls,
+            state_dir: args.state_dir.filter(|d| !d.is_empty()).map(Into::into),
         })
     }
 }
@@ -157,7 +162,7 @@ impl Manager {
         };
         let settings = Settings::from_args(*args)?;
         let addr = listener.local_addr().ok();
-        let (api, mut tasks) = wire(&settings, leadership, None);
+        let (api, mut tasks) = wire(&settings, leadership, None).await?;
         tasks.push(tokio::spawn(api::accept_all(api, vec![api::Listener::Tcp(listener)])));
         Ok(Manager { addr, tasks })
     }
@@ -176,13 +181,24 @@ impl Drop for Manager {
     }
 }
 
+/// Where the desired state lives: the state file with `--state-dir`, else
+/// memory (lost with the process).
+fn state_backend(settings: &Settings) -> Result<Backend, String> {
+    match &settings.state_dir {
+        Some(dir) => Ok(Backend::File(FileBackend::open(dir).map_err(|e| e.to_string())?)),
+        None => Ok(Backend::memory()),
+    }
+}
+
 /// Builds the cluster and the API, and starts discovery, rescheduling and,
 /// with TLS, the certificate reloads (also on every value of `hangups`).
-fn wire(
+async fn wire(
     settings: &Settings,
     leadership: Option<Arc<Leadership>>,
     hangups: Option<mpsc::Receiver<()>>,
-) -> (Arc<Api>, Vec<JoinHandle<()>>) {
+) -> Result<(Arc<Api>, Vec<JoinHandle<()>>), String> {
+    let state = DesiredState::new(state_backend(settings)?);
+    state.reload().await.map_err(|e| e.to_string())?;
     let mut tasks = Vec::new();
     if let Some(tls) = &settings.tls {
         if !tls.verifies_peers() {
@@ -190,9 +206,13 @@ fn wire(
         }
         tasks.push(tokio::spawn(cert_reload::run(tls.clone(), hangups)));
     }
-    let cluster = Cluster::new(settings.monitor, settings.policy.clone(), settings.tls.clone());
+    let cluster = Cluster::new(settings.monitor, settings.policy.clone(), settings.tls.clone(), state);
     let discovery = tokio::spawn(cluster.clone().run_discovery(settings.backend.clone(), settings.heartbeat));
     let rescheduling = tokio::spawn(reschedule::run(cluster.clone(), leadership.clone()));
+    tasks.extend([discovery, rescheduling]);
+    if let Some(leadership) = &leadership {
+        tasks.push(tokio::spawn(reload_state_when_primary(cluster.clone(), leadership.subscribe())));
+    }
     let api = Arc::new(Api {
         cluster,
         cors: settings.cors,
@@ -202,8 +222,20 @@ fn wire(
         primaries: parking_lot::Mutex::new(HashMap::new()),
         tls: settings.tls.clone(),
     });
-    tasks.extend([discovery, rescheduling]);
-    (api, tasks)
+    Ok((api, tasks))
+}
+
+/// Reads the desired state again each time this manager becomes primary:
+/// the previous primary may have changed it since it was last read.
+async fn reload_state_when_primary(cluster: Arc<Cluster>, mut roles: watch::Receiver<swarm_leadership::Role>) {
+    while roles.changed().await.is_ok() {
+        let became_primary = matches!(*roles.borrow_and_update(), swarm_leadership::Role::Primary);
+        if became_primary {
+            if let Err(e) = cluster.state.reload().await {
+                Observed::StateReloadFailed { error: &e.to_string() }.emit();
+            }
+        }
+    }
 }
 
 /// `swarm manage` as a command: serves until SIGINT or SIGTERM.
@@ -221,7 +253,7 @@ pub(crate) async fn run(args: ManageArgs) -> Result<(), String> {
         Some(_) => Some(cert_reload::hangups().map_err(|e| format!("cannot handle SIGHUP: {e}"))?),
         None => None,
     };
-    let (api, _tasks) = wire(&settings, leadership, hangups);
+    let (api, _tasks) = wire(&settings, leadership, hangups).await?;
     let listeners = api::bind(&settings.listen).await?;
     tokio::select! {
         _ = api::accept_all(api, listeners) => {}

@@ -66,6 +66,9 @@ pub enum Observed<'a> {
     /// The TLS files were read again but do not make a usable set; the
     /// previous certificates stay in use.
     TlsReloadRefused { trigger: &'a str, error: &'a str },
+    /// The desired state could not be read on becoming primary; the copy
+    /// read before stays in use.
+    StateReloadFailed { error: &'a str },
     /// A request was answered with an error.
     RequestFailed { method: &'a str, path: &'a str, status: u16, error: &'a str },
     /// The primary election (`--replication`) did something.
@@ -156,6 +159,9 @@ impl Observed<'_> {
                 trigger = %trigger,
                 "TLS certificates not reloaded, the previous ones stay in use: {error}"
             ),
+            Observed::StateReloadFailed { error } => {
+                tracing::error!("Cannot read the desired state, the last copy read stays in use: {error}")
+            }
             Observed::RequestFailed { method, path, status, error } => {
                 if *status >= 500 {
                     tracing::error!(method = %method, uri = %path, status = status, "HTTP error: {error}")

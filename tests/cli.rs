@@ -367,3 +367,51 @@ fn node_ls_and_inspect_show_the_engines_and_swarm_verbs_are_refused() {
         assert!(err.contains("managed by swarm manage"), "docker {verb:?}: {err}");
     }
 }
+
+#[test]
+fn node_update_drains_and_labels_nodes_for_docker_run_and_survives_a_restart() {
+    let tb = Testbed::shared();
+    let state = tempfile::tempdir().expect("a state dir");
+    let state_dir = state.path().display().to_string();
+    let mut m = Manager::start(&tb.addrs().join(","), &["--state-dir", &state_dir]);
+    m.wait_healthy(3);
+    let names: Vec<String> = (0..4).map(|i| format!("cli-drain-{i}")).chain(["cli-zone".into()]).collect();
+    let cleanup = Cleanup { manager: &m, containers: names.clone() };
+
+    m.docker_ok(["node", "update", "--availability", "drain", "node-02"]);
+    m.docker_ok(["node", "update", "--label-add", "zone=blue", "node-03"]);
+    let ls = m.docker_ok(["node", "ls", "--format", "{{.Hostname}} {{.Availability}}"]);
+    assert!(ls.contains("node-02 Drain") && ls.contains("node-01 Active"), "{ls}");
+    assert!(m.docker_ok(["info"]).contains("└ Availability: Drain"), "docker info shows it");
+    let labels = m.docker_ok(["node", "inspect", "-f", "{{.Spec.Labels.zone}} {{.Version.Index}}", "node-03"]);
+    assert_eq!(labels, "blue 2");
+
+    for name in &names[..4] {
+        m.docker_ok(["run", "-d", "--name", name, "busybox", "sleep", "300"]);
+        assert_ne!(
+            m.docker_ok(["inspect", "-f", "{{.Node.Name}}", name]),
+            "node-02",
+            "a drained node takes nothing new"
+        );
+    }
+    let refused = m.docker_err(["run", "-d", "-e", "constraint:node==node-02", "busybox", "true"]);
+    assert!(refused.contains("Unable to find a node that satisfies"), "{refused}");
+    m.docker_ok(["run", "-d", "--name", "cli-zone", "-e", "constraint:zone==blue", "busybox", "sleep", "300"]);
+    assert_eq!(m.docker_ok(["inspect", "-f", "{{.Node.Name}}", "cli-zone"]), "node-03", "node labels constrain");
+
+    // An update from a stale version is refused and changes nothing.
+    let id = m.docker_ok(["node", "inspect", "-f", "{{.ID}}", "node-03"]);
+    let (status, body) = m
+        .request("POST", &format!("/v1.41/nodes/{id}/update?version=1"), Some(r#"{"Availability":"drain"}"#))
+        .expect("a stale update");
+    assert_eq!((status, body.contains("update out of sequence")), (409, true), "{body}");
+    drop(cleanup);
+
+    // The state file keeps it across a restart.
+    m.restart();
+    m.wait_healthy(3);
+    let ls = m.docker_ok(["node", "ls", "--format", "{{.Hostname}} {{.Availability}}"]);
+    assert!(ls.contains("node-02 Drain") && ls.contains("node-03 Active"), "after a restart: {ls}");
+    m.docker_ok(["node", "update", "--availability", "active", "node-02"]);
+    m.docker_ok(["run", "--rm", "-e", "constraint:node==node-02", "busybox", "true"]);
+}

@@ -9,6 +9,7 @@ use super::reply::json_error;
 use crate::cluster::engine::{Engine, EngineError, Unreachable};
 use crate::cluster::volumes::VolumePlacementError;
 use crate::cluster::{CreateError, NameInUse};
+use crate::state::StateError;
 
 /// Everything a request can fail with. [`ApiError::status`] is the single
 /// mapping from error to HTTP status, and the `From` impls below the single
@@ -126,6 +127,17 @@ impl From<VolumePlacementError> for ApiError {
                 ApiError::BadRequest(e.to_string())
             }
             VolumePlacementError::Unschedulable(e) => e.into(),
+        }
+    }
+}
+
+impl From<StateError> for ApiError {
+    fn from(e: StateError) -> ApiError {
+        match e {
+            StateError::OutOfSequence => ApiError::Conflict(e.to_string()),
+            StateError::File { .. } | StateError::Encode(_) | StateError::Corrupt { .. } => {
+                ApiError::Internal(e.to_string())
+            }
         }
     }
 }

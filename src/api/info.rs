@@ -138,6 +138,10 @@ pub fn info(ctx: &Ctx<'_>) -> Result<Response<ProxyBody>, ApiError> {
         let mut node = |k: &str, v: String| status.push([format!("  └ {k}"), v]);
         node("ID", info.as_ref().map(|i| i.id.clone()).unwrap_or_default());
         node("Status", state.health.as_str().to_string());
+        if let Some(info) = &info {
+            let availability = ctx.cluster().state.node(&info.node_id()).doc.availability;
+            node("Availability", capitalized(availability.as_str()));
+        }
         node("Containers", format!("{total} ({r} Running, {p} Paused, {s} Stopped)"));
         node("Reserved CPUs", format!("{reserved_cpus} / {total_cpus}"));
         node(
@@ -194,6 +198,12 @@ pub fn info(ctx: &Ctx<'_>) -> Result<Response<ProxyBody>, ApiError> {
             "SecurityOptions": [],
         }),
     ))
+}
+
+/// `drain` as `docker node ls` shows it: `Drain`.
+fn capitalized(word: &str) -> String {
+    let mut chars = word.chars();
+    chars.next().map(|first| first.to_uppercase().chain(chars).collect()).unwrap_or_default()
 }
 
 /// Sizes as Docker's `units.BytesSize` prints them: binary units, four

@@ -186,6 +186,7 @@ impl Api {
             Handler::Info => info::info(&ctx),
             Handler::NodesList => nodes::list(&ctx),
             Handler::NodeInspect => nodes::inspect(&ctx),
+            Handler::NodeUpdate => nodes::update(&ctx, req).await,
             Handler::SwarmVerb => nodes::swarm_refused(),
             Handler::SystemDf => info::system_df(&ctx).await,
             Handler::Events => events::events(&ctx, req).await,

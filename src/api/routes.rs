@@ -50,6 +50,7 @@ pub enum Handler {
     VolumeRemove,
     NodesList,
     NodeInspect,
+    NodeUpdate,
     /// `docker swarm init/join/leave/update`, `GET /swarm`: refused.
     SwarmVerb,
 }
@@ -140,6 +141,7 @@ static ROUTES: &[Route] = &[
     named(Method::GET, "/volumes/", "", Handler::VolumeInspect),
     named(Method::DELETE, "/volumes/", "", Handler::VolumeRemove),
     exact(Method::GET, "/nodes", Handler::NodesList),
+    named(Method::POST, "/nodes/", "/update", Handler::NodeUpdate),
     named(Method::GET, "/nodes/", "", Handler::NodeInspect),
     exact(Method::GET, "/swarm", Handler::SwarmVerb),
     exact(Method::POST, "/swarm/init", Handler::SwarmVerb),

@@ -91,7 +91,31 @@ pub struct EngineInfo {
     pub min_api_version: String,
 }
 
+/// Swarm mode's IDs are 25 lowercase base-36 characters.
+const NODE_ID_LEN: usize = 25;
+
+/// The node ID of the engine with cluster-wide ID `engine_id`: the same on
+/// every manager and across restarts and upgrades (FNV-1a, 128 bits, in
+/// base 36), shaped like swarm mode's IDs.
+fn node_id(engine_id: &str) -> String {
+    const OFFSET: u128 = 0x6c62272e07bb014262b821756295c58d;
+    const PRIME: u128 = 0x0000000001000000000000000000013b;
+    let mut hash = engine_id.bytes().fold(OFFSET, |h, b| (h ^ u128::from(b)).wrapping_mul(PRIME));
+    let mut id = String::with_capacity(NODE_ID_LEN);
+    for _ in 0..NODE_ID_LEN {
+        let digit = (hash % 36) as u32;
+        id.push(char::from_digit(digit, 36).unwrap_or('0'));
+        hash /= 36;
+    }
+    id
+}
+
 impl EngineInfo {
+    /// The engine's ID as a swarm mode node (see [`node_id`]).
+    pub fn node_id(&self) -> String {
+        node_id(&self.id)
+    }
+
     /// Builds the engine's identity from its `/info` and `/version` answers.
     pub fn from_answers(addr: &str, info: &Value, version: &Value) -> Result<EngineInfo, EngineError> {
         let text = |v: &Value, key: &str| v[key].as_str().unwrap_or_default().to_string();
@@ -558,5 +582,16 @@ mod tests {
         assert!(err.to_string().contains("not a Swarm manager"), "{err}");
         let empty = json!({"ID": "x", "NCPU": 0, "MemTotal": 0});
         assert!(EngineInfo::from_answers("h:1", &empty, &json!({})).is_err());
+    }
+
+    #[test]
+    fn node_ids_look_like_swarm_modes_and_are_stable() {
+        let id = node_id("ABCD:EFGH|10.0.0.1:2375");
+        assert_eq!(id.len(), NODE_ID_LEN);
+        assert!(id.chars().all(|c| c.is_ascii_digit() || c.is_ascii_lowercase()), "{id}");
+        assert_eq!(id, node_id("ABCD:EFGH|10.0.0.1:2375"));
+        assert_ne!(id, node_id("ABCD:EFGH|10.0.0.2:2375"));
+        // Pinned: a node's ID must never change with a rebuild or an upgrade.
+        assert_eq!(id, "07t3iddavty7o4ab88uaampl8");
     }
 }

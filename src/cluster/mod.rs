@@ -23,6 +23,8 @@ use http::Method;
 use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
 use swarm_discovery::{Backend, Entry};
+
+use crate::state::DesiredState;
 use swarm_scheduler::{ContainerSnapshot, ScheduleError};
 use thiserror::Error;
 use tokio::sync::broadcast;
@@ -131,6 +133,9 @@ pub struct Cluster {
     pending: Mutex<Vec<(u64, String, ContainerSnapshot)>>,
     /// Source of reservation numbers.
     next_pending: AtomicU64,
+    /// What operators asked for that the engines cannot tell (node
+    /// availability and labels); read by placement, written by the API.
+    pub state: DesiredState,
 }
 
 impl Drop for Cluster {
@@ -173,9 +178,11 @@ impl Cluster {
         monitor: MonitorConfig,
         policy: PlacementPolicy,
         engine_tls: Option<Arc<swarm_proxy::TlsConfigs>>,
+        state: DesiredState,
     ) -> Arc<Cluster> {
         Arc::new(Cluster {
             engine_tls,
+            state,
             context: Arc::new(MonitorContext {
                 config: monitor,
                 events: EventBus::default(),

@@ -96,6 +96,15 @@ impl Cluster {
             let Some(mut node) = engine.node_snapshot() else {
                 continue;
             };
+            // A paused or drained node takes nothing new; its node labels
+            // match constraints as engine labels do (those win on a clash).
+            let settings = self.state.node(&node_id_of(&engine)).doc;
+            if !settings.availability.takes_new_containers() {
+                continue;
+            }
+            for (key, value) in settings.labels {
+                node.labels.entry(key).or_insert(value);
+            }
             node.containers
                 .extend(pending.iter().filter(|(_, addr, _)| *addr == engine.addr).map(|(_, _, c)| c.clone()));
             nodes.push(node);
@@ -123,6 +132,11 @@ impl Cluster {
             })
         })
     }
+}
+
+/// The swarm mode node ID of a validated engine (empty before validation).
+fn node_id_of(engine: &Engine) -> String {
+    engine.info().map(|info| info.node_id()).unwrap_or_default()
 }
 
 /// Rewrites `-c N` (N CPUs, the original's meaning) into the CPU shares the
