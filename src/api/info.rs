@@ -138,10 +138,6 @@ pub fn info(ctx: &Ctx<'_>) -> Result<Response<ProxyBody>, ApiError> {
         let mut node = |k: &str, v: String| status.push([format!("  └ {k}"), v]);
         node("ID", info.as_ref().map(|i| i.id.clone()).unwrap_or_default());
         node("Status", state.health.as_str().to_string());
-        if let Some(info) = &info {
-            let availability = ctx.cluster().state.node(&info.node_id()).doc.availability;
-            node("Availability", capitalized(availability.as_str()));
-        }
         node("Containers", format!("{total} ({r} Running, {p} Paused, {s} Stopped)"));
         node("Reserved CPUs", format!("{reserved_cpus} / {total_cpus}"));
         node(
@@ -152,6 +148,11 @@ pub fn info(ctx: &Ctx<'_>) -> Result<Response<ProxyBody>, ApiError> {
         node("Error", state.last_error.clone().unwrap_or_else(|| "(none)".into()));
         node("UpdatedAt", updated);
         node("ServerVersion", info.as_ref().map(|i| i.server_version.clone()).unwrap_or_default());
+        // Beyond the original (last, so its lines keep their places).
+        if let Some(info) = &info {
+            let availability = ctx.cluster().state.node(&info.node_id()).doc.availability;
+            node("Availability", capitalized(availability.as_str()));
+        }
     }
     let overcommit = 1.0 + policy.overcommit();
     let hostname =

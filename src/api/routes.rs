@@ -238,7 +238,7 @@ mod tests {
 
     #[test]
     fn unknown_routes_do_not_match() {
-        assert!(route(&Method::GET, "/swarm").is_none());
+        assert!(route(&Method::GET, "/secrets").is_none());
         assert!(route(&Method::POST, "/containers/json").is_none());
         assert!(route(&Method::GET, "/containers//json").is_none());
     }
