@@ -5,6 +5,7 @@
 //! instants are plain numbers here and `now` is always an argument.
 
 use std::fmt;
+use std::ops::{Add, Sub};
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -34,16 +35,6 @@ impl Timestamp {
 
     pub fn unix_nanos(self) -> i128 {
         self.0
-    }
-
-    /// `self + d`.
-    pub fn add(self, d: Duration) -> Timestamp {
-        Timestamp(self.0.saturating_add(d.as_nanos().min(i128::MAX as u128) as i128))
-    }
-
-    /// `self - d`.
-    pub fn sub(self, d: Duration) -> Timestamp {
-        Timestamp(self.0.saturating_sub(d.as_nanos().min(i128::MAX as u128) as i128))
     }
 
     /// How long after `earlier` this is; zero when it is not after.
@@ -105,6 +96,27 @@ fn parse_rfc3339(text: &str) -> Option<Timestamp> {
         Time::from_hms_nano(u8::try_from(hour).ok()?, u8::try_from(minute).ok()?, u8::try_from(second).ok()?, nanos)
             .ok()?;
     Some(Timestamp(PrimitiveDateTime::new(date, clock).assume_offset(offset).unix_timestamp_nanos()))
+}
+
+/// A duration in nanoseconds as `i128` (any `Duration` fits).
+fn duration_nanos(d: Duration) -> i128 {
+    i128::try_from(d.as_nanos()).unwrap_or(i128::MAX)
+}
+
+impl Add<Duration> for Timestamp {
+    type Output = Timestamp;
+
+    fn add(self, d: Duration) -> Timestamp {
+        Timestamp(self.0.saturating_add(duration_nanos(d)))
+    }
+}
+
+impl Sub<Duration> for Timestamp {
+    type Output = Timestamp;
+
+    fn sub(self, d: Duration) -> Timestamp {
+        Timestamp(self.0.saturating_sub(duration_nanos(d)))
+    }
 }
 
 impl fmt::Display for Timestamp {
@@ -187,7 +199,8 @@ mod tests {
     #[test]
     fn arithmetic_saturates_at_zero_duration() {
         let t = Timestamp::from_unix_nanos(10);
-        assert_eq!(t.add(Duration::from_nanos(5)).since(t), Duration::from_nanos(5));
-        assert_eq!(t.since(t.add(Duration::from_nanos(5))), Duration::ZERO);
+        assert_eq!((t + Duration::from_nanos(5)).since(t), Duration::from_nanos(5));
+        assert_eq!(t.since(t + Duration::from_nanos(5)), Duration::ZERO);
+        assert_eq!(t - Duration::from_nanos(15), Timestamp::from_unix_nanos(-5));
     }
 }

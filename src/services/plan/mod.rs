@@ -190,7 +190,7 @@ impl fmt::Display for StopReason {
 pub enum Action {
     /// Store the new task (state `new`, desired `running`), then create and
     /// start its container (see `labels::task_container`).
-    StartTask { record: TaskRecord, replaces: Option<String> },
+    StartTask { record: Box<TaskRecord>, replaces: Option<String> },
     /// Set the task's desired state to `reason.desired_state()` and stop its
     /// container if it still runs.
     StopTask { task_id: String, reason: StopReason },
@@ -275,13 +275,17 @@ impl<'a> Planner<'a> {
             tasks.retain(|t| !forget.iter().any(|f| f.task.id == t.task.id));
         }
         let all: Vec<&TaskRecord> = slots.values().flatten().copied().collect();
+        let first_action = self.out.actions.len();
         let (dirty, total) = match service.spec.mode() {
             ServiceMode::Global(_) => self.global(service, slots),
             ServiceMode::Replicated(r) => self.replicated(service, slots, r.replicas.unwrap_or(1)),
             // Refused by `validate`.
             ServiceMode::ReplicatedJob(_) | ServiceMode::GlobalJob(_) => return,
         };
-        update::plan_update(self, service, &all, dirty, total);
+        // A task started just now (a restart, a new slot) is part of the
+        // batch in flight even though the store does not hold it yet.
+        let starting = self.out.actions[first_action..].iter().any(|a| matches!(a, Action::StartTask { .. }));
+        update::plan_update(self, service, &all, dirty, total, starting);
     }
 
     /// Tasks a slot must keep for the restart policy to count its attempts.
@@ -455,7 +459,7 @@ impl<'a> Planner<'a> {
             extra: Default::default(),
         };
         task.name = task_name(&service.spec.name, &task);
-        let record = TaskRecord { task, ports: service.spec.ports().to_vec() };
+        let record = Box::new(TaskRecord { task, ports: service.spec.ports().to_vec() });
         self.out.actions.push(Action::StartTask { record, replaces: replaces.map(str::to_string) });
     }
 

@@ -28,7 +28,7 @@ pub(super) fn decide(policy: &RestartPolicy, tasks: &[&TaskRecord], now: Timesta
     }
     let max = policy.max_attempts();
     if max > 0 {
-        let since = policy.window().map(|w| ended.sub(w));
+        let since = policy.window().map(|w| ended - w);
         let attempts = tasks
             .iter()
             .filter(|t| t.task.status.state.ended_by_itself())
@@ -38,7 +38,7 @@ pub(super) fn decide(policy: &RestartPolicy, tasks: &[&TaskRecord], now: Timesta
             return Restart::Never;
         }
     }
-    let at = ended.add(policy.delay());
+    let at = ended + policy.delay();
     if now >= at {
         Restart::Now
     } else {

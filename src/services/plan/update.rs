@@ -14,13 +14,15 @@ use crate::services::model::{FailureAction, Service, SlotKey, TaskState, UpdateS
 use crate::services::timestamp::Timestamp;
 
 /// Plans the update of `service`: `tasks` are its unreleased tasks, `dirty`
-/// its live out-of-date tasks with their slots, `total` its slot count.
+/// its live out-of-date tasks with their slots, `total` its slot count;
+/// `starting` tells that this pass already starts tasks of the service.
 pub(super) fn plan_update(
     p: &mut Planner<'_>,
     service: &Service,
     tasks: &[&TaskRecord],
     mut dirty: Vec<(SlotKey, &TaskRecord)>,
     total: usize,
+    starting: bool,
 ) {
     dirty.sort_by(|a, b| a.0.cmp(&b.0));
     let status = match &service.update_status {
@@ -68,7 +70,7 @@ pub(super) fn plan_update(
     }
 
     // The current batch is finished once all its tasks run.
-    if updated.iter().any(|t| t.live() && t.task.status.state < TaskState::Running) {
+    if starting || updated.iter().any(|t| t.live() && t.task.status.state < TaskState::Running) {
         return;
     }
     let last_running = updated
@@ -77,7 +79,7 @@ pub(super) fn plan_update(
         .map(|t| t.task.status.timestamp)
         .max();
     if dirty.is_empty() {
-        let done_at = last_running.map_or(p.now, |t| t.add(settings.monitor()));
+        let done_at = last_running.map_or(p.now, |t| t + settings.monitor());
         if p.now >= done_at {
             let (state, message) = if rolling_back {
                 (UpdateState::RollbackCompleted, "rollback completed")
@@ -90,7 +92,7 @@ pub(super) fn plan_update(
         }
         return;
     }
-    if let Some(next) = last_running.map(|t| t.add(settings.delay())) {
+    if let Some(next) = last_running.map(|t| t + settings.delay()) {
         if p.now < next {
             p.wake(next);
             return;
