@@ -15,6 +15,7 @@ pub mod manage;
 mod observe;
 mod replication;
 mod reschedule;
+pub mod services;
 mod state;
 
 use std::process::ExitCode;

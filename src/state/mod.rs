@@ -23,6 +23,8 @@ use thiserror::Error;
 
 use backend::{Backend, Conflict};
 
+pub use crate::services::model::Availability;
+
 /// Why the desired state could not be read or changed.
 #[derive(Debug, Error)]
 pub enum StateError {
@@ -39,34 +41,6 @@ pub enum StateError {
     /// (swarm mode's words).
     #[error("update out of sequence")]
     OutOfSequence,
-}
-
-/// Whether a node takes new containers (swarm mode's node availability).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Availability {
-    /// Takes new containers.
-    #[default]
-    Active,
-    /// Keeps what it runs, takes nothing new.
-    Pause,
-    /// Takes nothing new; services' tasks move off it.
-    Drain,
-}
-
-impl Availability {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Availability::Active => "active",
-            Availability::Pause => "pause",
-            Availability::Drain => "drain",
-        }
-    }
-
-    /// Whether the scheduler may place new containers on the node.
-    pub fn takes_new_containers(self) -> bool {
-        self == Availability::Active
-    }
 }
 
 /// What an operator set on a node (`docker node update`).
