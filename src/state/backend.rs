@@ -82,6 +82,23 @@ impl Backend {
     }
 }
 
+impl Backend {
+    /// Removes `key` if its version is still `version`.
+    pub async fn delete_if(&self, key: &str, version: u64) -> Result<Result<(), Conflict>, StateError> {
+        let remove = |map: &mut BTreeMap<String, Stored>| {
+            if map.get(key).map(|s| s.version) != Some(version) {
+                return Err(Conflict);
+            }
+            map.remove(key);
+            Ok(())
+        };
+        match self {
+            Backend::Memory(map) => Ok(remove(&mut map.lock())),
+            Backend::File(file) => file.change(remove),
+        }
+    }
+}
+
 /// Every document in one JSON file, rewritten whole (to a temporary file,
 /// then renamed over the old one) on each change, so a crash leaves either
 /// the old or the new content.
@@ -147,6 +164,10 @@ mod tests {
         backend.put_if("ab/z", b"elsewhere", None).await.unwrap().unwrap();
         let listed: Vec<String> = backend.list("a").await.unwrap().into_iter().map(|(k, _)| k).collect();
         assert_eq!(listed, ["a/x", "a/y"]);
+        assert_eq!(backend.delete_if("a/y", 99).await.unwrap(), Err(Conflict));
+        let version = backend.get("a/y").await.unwrap().map(|s| s.version).unwrap();
+        assert_eq!(backend.delete_if("a/y", version).await.unwrap(), Ok(()));
+        assert_eq!(backend.get("a/y").await.unwrap(), None);
     }
 
     #[tokio::test]

@@ -18,12 +18,14 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use parking_lot::RwLock;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use backend::{Backend, Conflict};
 
 pub use crate::services::model::Availability;
+use crate::services::{Service, TaskRecord};
 
 /// Why the desired state could not be read or changed.
 #[derive(Debug, Error)]
@@ -61,69 +63,156 @@ pub struct Versioned<T> {
     pub doc: T,
 }
 
-/// The backend directory of node settings, one document per node ID.
-const NODES: &str = "nodes";
+/// The documents of one backend directory, by ID, as last read or written,
+/// each with the backend version it was read or written at.
+struct Collection<T> {
+    dir: &'static str,
+    items: RwLock<BTreeMap<String, (T, u64)>>,
+}
+
+impl<T: Clone + Serialize + DeserializeOwned> Collection<T> {
+    fn new(dir: &'static str) -> Collection<T> {
+        Collection { dir, items: RwLock::new(BTreeMap::new()) }
+    }
+
+    fn key(&self, id: &str) -> String {
+        format!("{}/{id}", self.dir)
+    }
+
+    async fn reload(&self, backend: &Backend) -> Result<(), StateError> {
+        let mut items = BTreeMap::new();
+        let prefix = format!("{}/", self.dir);
+        for (key, stored) in backend.list(self.dir).await? {
+            let doc: T = serde_json::from_slice(&stored.value)
+                .map_err(|e| StateError::Corrupt { key: key.clone(), reason: e.to_string() })?;
+            items.insert(key.trim_start_matches(&prefix).to_string(), (doc, stored.version));
+        }
+        *self.items.write() = items;
+        Ok(())
+    }
+
+    fn get(&self, id: &str) -> Option<T> {
+        self.items.read().get(id).map(|(doc, _)| doc.clone())
+    }
+
+    fn all(&self) -> Vec<T> {
+        self.items.read().values().map(|(doc, _)| doc.clone()).collect()
+    }
+
+    /// Writes `doc` if the backend still holds what this copy last saw of
+    /// `id` (nothing, for a new one).
+    async fn put(&self, backend: &Backend, id: &str, doc: T) -> Result<(), StateError> {
+        let seen = self.items.read().get(id).map(|(_, version)| *version);
+        let bytes = serde_json::to_vec(&doc).map_err(|e| StateError::Encode(e.to_string()))?;
+        match backend.put_if(&self.key(id), &bytes, seen).await? {
+            Ok(version) => {
+                self.items.write().insert(id.to_string(), (doc, version));
+                Ok(())
+            }
+            Err(Conflict) => {
+                // Someone else wrote: read again, so the next attempt starts from theirs.
+                self.reload(backend).await?;
+                Err(StateError::OutOfSequence)
+            }
+        }
+    }
+
+    /// Removes `id` if the backend still holds what this copy last saw.
+    async fn delete(&self, backend: &Backend, id: &str) -> Result<(), StateError> {
+        let Some(seen) = self.items.read().get(id).map(|(_, version)| *version) else {
+            return Ok(());
+        };
+        match backend.delete_if(&self.key(id), seen).await? {
+            Ok(()) => {
+                self.items.write().remove(id);
+                Ok(())
+            }
+            Err(Conflict) => {
+                self.reload(backend).await?;
+                Err(StateError::OutOfSequence)
+            }
+        }
+    }
+}
 
 /// The desired state of one cluster.
 pub struct DesiredState {
     backend: Backend,
-    /// Node settings as last read or written, by node ID; nodes without a
-    /// document are active with no labels.
-    nodes: RwLock<BTreeMap<String, Versioned<NodeSettings>>>,
+    /// Node settings; nodes without a document are active with no labels.
+    nodes: Collection<Versioned<NodeSettings>>,
+    /// Services by ID.
+    services: Collection<Service>,
+    /// Tasks by ID, with what they were created with.
+    tasks: Collection<TaskRecord>,
 }
 
 impl DesiredState {
     pub fn new(backend: Backend) -> DesiredState {
-        DesiredState { backend, nodes: RwLock::new(BTreeMap::new()) }
+        DesiredState {
+            backend,
+            nodes: Collection::new("nodes"),
+            services: Collection::new("services"),
+            tasks: Collection::new("tasks"),
+        }
     }
 
     /// Reads every document again (at start, and when this manager becomes
     /// primary: another one may have changed them meanwhile).
     pub async fn reload(&self) -> Result<(), StateError> {
-        let mut nodes = BTreeMap::new();
-        for (key, stored) in self.backend.list(NODES).await? {
-            let doc: Versioned<NodeSettings> = serde_json::from_slice(&stored.value)
-                .map_err(|e| StateError::Corrupt { key: key.clone(), reason: e.to_string() })?;
-            nodes.insert(key.trim_start_matches(&format!("{NODES}/")).to_string(), doc);
-        }
-        *self.nodes.write() = nodes;
-        Ok(())
+        self.nodes.reload(&self.backend).await?;
+        self.services.reload(&self.backend).await?;
+        self.tasks.reload(&self.backend).await
     }
 
     /// The settings of node `id` (defaults if never set).
     pub fn node(&self, id: &str) -> Versioned<NodeSettings> {
-        self.nodes.read().get(id).cloned().unwrap_or_else(|| Versioned {
-            index: 1,
-            updated_at: String::new(),
-            doc: NodeSettings::default(),
-        })
+        self.nodes.get(id).unwrap_or(Versioned { index: 1, updated_at: String::new(), doc: NodeSettings::default() })
     }
 
     /// Replaces node `id`'s settings if they are still at version `index`;
     /// returns the new index.
     pub async fn update_node(&self, id: &str, index: u64, settings: NodeSettings) -> Result<u64, StateError> {
-        let key = format!("{NODES}/{id}");
-        let stored = self.backend.get(&key).await?;
-        let current = match &stored {
-            Some(stored) => {
-                serde_json::from_slice::<Versioned<NodeSettings>>(&stored.value)
-                    .map_err(|e| StateError::Corrupt { key: key.clone(), reason: e.to_string() })?
-                    .index
-            }
-            None => 1,
-        };
-        if current != index {
+        if self.node(id).index != index {
             return Err(StateError::OutOfSequence);
         }
         let next = Versioned { index: index + 1, updated_at: now_rfc3339(), doc: settings };
-        let bytes = serde_json::to_vec(&next).map_err(|e| StateError::Encode(e.to_string()))?;
-        match self.backend.put_if(&key, &bytes, stored.map(|s| s.version)).await? {
-            Ok(_) => {
-                self.nodes.write().insert(id.to_string(), next);
-                Ok(index + 1)
-            }
-            Err(Conflict) => Err(StateError::OutOfSequence),
-        }
+        self.nodes.put(&self.backend, id, next).await?;
+        Ok(index + 1)
+    }
+
+    pub fn services(&self) -> Vec<Service> {
+        self.services.all()
+    }
+
+    pub fn service(&self, id: &str) -> Option<Service> {
+        self.services.get(id)
+    }
+
+    /// Stores `service` (new, or changed from the copy last read).
+    pub async fn put_service(&self, service: Service) -> Result<(), StateError> {
+        let id = service.id.clone();
+        self.services.put(&self.backend, &id, service).await
+    }
+
+    pub async fn remove_service(&self, id: &str) -> Result<(), StateError> {
+        self.services.delete(&self.backend, id).await
+    }
+
+    pub fn tasks(&self) -> Vec<TaskRecord> {
+        self.tasks.all()
+    }
+
+    pub fn task(&self, id: &str) -> Option<TaskRecord> {
+        self.tasks.get(id)
+    }
+
+    pub async fn put_task(&self, record: TaskRecord) -> Result<(), StateError> {
+        let id = record.task.id.clone();
+        self.tasks.put(&self.backend, &id, record).await
+    }
+
+    pub async fn remove_task(&self, id: &str) -> Result<(), StateError> {
+        self.tasks.delete(&self.backend, id).await
     }
 }
 

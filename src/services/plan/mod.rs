@@ -94,7 +94,7 @@ pub fn avoided_nodes(nodes: &[NodeView]) -> Vec<&str> {
 }
 
 /// A task as the store keeps it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TaskRecord {
     pub task: Task,
     /// The service's published ports when the task was created: a change
