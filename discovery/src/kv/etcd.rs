@@ -31,13 +31,17 @@
 //! than fail while no member is reachable, so every call here is bounded by
 //! the timeout given to [`EtcdStore::connect`]; on a timeout a plain TCP
 //! probe of the endpoints says why (e.g. "connection refused").
+//!
+//! Persistent keys (get, put, compare-and-swap) are in the `data` submodule.
+
+mod data;
 
 use std::future::Future;
 use std::time::Duration;
 
 use etcd_client::{
-    Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity, PutOptions, TlsOptions,
-    Txn, TxnOp, TxnOpResponse, WatchOptions, WatchResponse, WatchStream,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity, KvClient, PutOptions,
+    TlsOptions, Txn, TxnOp, TxnOpResponse, WatchOptions, WatchResponse, WatchStream,
 };
 use tokio::time::Instant;
 
@@ -49,6 +53,10 @@ const STORE: &str = "etcd";
 /// The smallest lease TTL etcd grants with its default timing (heartbeat
 /// 100 ms, election timeout 1 s: ⌈1.5 × 1 s⌉). Shorter TTLs are raised to it.
 pub const MIN_LEASE_TTL: Duration = Duration::from_secs(2);
+
+/// Largest answer a read accepts (as the Consul client): the client's
+/// default of 4 MiB would fail a listing of a few big documents.
+const MAX_READ: usize = 64 << 20;
 
 /// Floor for the per-call timeout, so a tiny connect timeout does not make
 /// every later call fail on a busy machine.
@@ -132,13 +140,15 @@ impl EtcdStore {
     /// The entries below `dir` and the store revision they were read at.
     async fn read_dir(&self, dir: &str) -> Result<(Vec<KvPair>, i64), KvError> {
         let prefix = dir_prefix(dir);
-        let mut client = self.conn.client.clone();
-        let resp = self.conn.call(client.get(prefix.as_bytes(), Some(GetOptions::new().with_prefix()))).await?;
+        let resp = self.conn.call(self.conn.kv().get(prefix.as_bytes(), Some(GetOptions::new().with_prefix()))).await?;
         let revision = resp
             .header()
             .map(|h| h.revision())
             .ok_or_else(|| KvError::Protocol { store: STORE, reason: "range response without header".into() })?;
-        let pairs = direct_children(&prefix, resp.kvs().iter().map(|kv| (kv.key(), kv.value())));
+        let pairs = direct_children(&prefix, resp.kvs().iter().map(|kv| (kv.key(), kv.value())))
+            .into_iter()
+            .map(|(key, value)| KvPair { key, value: value.to_vec() })
+            .collect();
         Ok((pairs, revision))
     }
 
@@ -264,6 +274,11 @@ impl Watch {
 }
 
 impl Conn {
+    /// A KV client that accepts answers of up to [`MAX_READ`].
+    fn kv(&self) -> KvClient {
+        self.client.kv_client().max_decoding_message_size(MAX_READ)
+    }
+
     /// Starts watching `key` (with `options`); `None` when `deadline`
     /// passes before etcd accepts the watch.
     async fn watch_until(
@@ -393,18 +408,18 @@ fn dir_prefix(dir: &str) -> String {
     }
 }
 
-/// The pairs whose key is `prefix` + one non-empty segment without `/`
+/// The items whose key is `prefix` + one non-empty segment without `/`
 /// (deeper keys and non-UTF-8 keys are skipped), sorted by key.
-fn direct_children<'a>(prefix: &str, kvs: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> Vec<KvPair> {
-    let mut pairs: Vec<KvPair> = kvs
-        .filter_map(|(key, value)| {
+fn direct_children<'a, T>(prefix: &str, kvs: impl Iterator<Item = (&'a [u8], T)>) -> Vec<(String, T)> {
+    let mut children: Vec<(String, T)> = kvs
+        .filter_map(|(key, item)| {
             let key = std::str::from_utf8(key).ok()?;
             let rest = key.strip_prefix(prefix)?;
-            (!rest.is_empty() && !rest.contains('/')).then(|| KvPair { key: key.to_string(), value: value.to_vec() })
+            (!rest.is_empty() && !rest.contains('/')).then(|| (key.to_string(), item))
         })
         .collect();
-    pairs.sort_by(|a, b| a.key.cmp(&b.key));
-    pairs
+    children.sort_by(|a, b| a.0.cmp(&b.0));
+    children
 }
 
 /// Lease TTL in whole seconds: `ttl` rounded up, at least [`MIN_LEASE_TTL`].
@@ -661,7 +676,10 @@ mod tests {
             (b"dx/c", b"other dir"),
             (b"d/\xff", b"not utf-8"),
         ];
-        let got = direct_children("d/", raw.into_iter());
+        let got: Vec<KvPair> = direct_children("d/", raw.into_iter())
+            .into_iter()
+            .map(|(key, value)| KvPair { key, value: value.to_vec() })
+            .collect();
         assert_eq!(got, vec![pair("d/a", "1"), pair("d/b", "2")]);
     }
 

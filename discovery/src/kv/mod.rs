@@ -3,6 +3,37 @@
 //! `docker/swarm/nodes` unless `--discovery-opt kv.path=` says otherwise)
 //! with their address as value, kept alive by a TTL: a Consul session, an
 //! etcd lease, a ZooKeeper ephemeral node.
+//!
+//! The same stores also keep persistent documents (services' desired
+//! state): [`Store::get`], [`Store::put`], the compare-and-swap
+//! [`Store::put_if`] and [`Store::delete_if`], [`Store::delete`] and
+//! [`Store::list_versioned`]. See [`Versioned`] for what a version is, and
+//! each backend's `data` module for how it maps to the store.
+//!
+//! ## Keys
+//!
+//! A key is `a/b/c`: slashes at its ends are ignored, an empty key is
+//! [`KvError::InvalidKey`]. etcd and Consul keys are flat (a "directory" is
+//! a key prefix); ZooKeeper keys are znodes, so putting `a/b/c` creates `a`
+//! and `a/b` as persistent znodes with empty values if missing, which then
+//! are keys of their own: `get("a")` finds an empty value and a listing of
+//! `a` shows `a/b` (on etcd and Consul it shows neither). ZooKeeper also
+//! refuses to delete a key that has keys below it.
+//!
+//! ## Value sizes
+//!
+//! Each store bounds a value, with its servers' default settings:
+//!
+//! * ZooKeeper: a request must fit in `jute.maxbuffer` (1 MiB − 1 byte),
+//!   and the server answers a bigger one by closing the connection, so the
+//!   client refuses values above [`zk::MAX_VALUE_SIZE`] (900 KiB) itself.
+//! * Consul: writes go through `/v1/txn`, whose body (the value in base64,
+//!   4/3 of its size, plus JSON) is bounded by `txn_max_req_len`, 512 KiB:
+//!   values up to about 380 KiB.
+//! * etcd: a request is bounded by `--max-request-bytes`, 1.5 MiB.
+//!
+//! A value over the store's bound is [`KvError::TooLarge`]; values up to
+//! 256 KiB fit everywhere.
 
 pub mod consul;
 mod errors;
@@ -111,6 +142,54 @@ pub struct KvPair {
     pub value: Vec<u8>,
 }
 
+/// A value and the store's marker of its last modification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versioned {
+    pub value: Vec<u8>,
+    /// Consul's `ModifyIndex`, etcd's `mod_revision`, ZooKeeper's `mzxid`
+    /// (the transaction ID of the znode's last change, not its `version`
+    /// counter, which restarts at 0 when a znode is deleted and created
+    /// again). Each is a position in the store's whole history, so a later
+    /// write of the same key has a greater version, a key deleted and
+    /// written again never gets an old version back, and 0 is never a
+    /// version. One exception: Consul skips a write that changes nothing,
+    /// so writing the value a key already holds may keep its version there
+    /// (etcd and ZooKeeper make a new one); a version still names one
+    /// value. Versions are only meaningful for the key they were read
+    /// from, on the store they were read from: they say nothing across
+    /// backends, and nothing across a store that lost its data (a Consul
+    /// `-dev` agent restarted, a restored backup), whose history starts over.
+    pub version: u64,
+}
+
+/// A conditional write ([`Store::put_if`]) or delete ([`Store::delete_if`])
+/// found the key not as expected; nothing was changed.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{key} {}", describe_expected(*.expected))]
+pub struct Conflict {
+    /// The key, as given (without slashes at the ends).
+    pub key: String,
+    /// What the caller expected: the version, or `None` for "absent".
+    pub expected: Option<u64>,
+}
+
+fn describe_expected(expected: Option<u64>) -> String {
+    match expected {
+        Some(version) => format!("is not at version {version}"),
+        None => "exists already".into(),
+    }
+}
+
+/// A key for the persistent operations: without slashes at its ends, and
+/// not empty (the root is no key).
+pub(crate) fn data_key(key: &str) -> Result<&str, KvError> {
+    let trimmed = key.trim_matches('/');
+    if trimmed.is_empty() {
+        return Err(KvError::InvalidKey { key: key.to_string(), reason: "a key cannot be empty".into() });
+    }
+    Ok(trimmed)
+}
+
 /// The engine addresses registered in a store directory, sorted and
 /// without repeats: each value is an address (the key's last part stands in
 /// for an empty value); pairs that are not an address are skipped.
@@ -143,6 +222,14 @@ pub enum KvError {
     /// A TTL the store cannot honour (e.g. Consul sessions below 10 s).
     #[error("{0}")]
     InvalidTtl(String),
+    /// A key no store takes (empty), or this store does not (e.g. a
+    /// ZooKeeper path with `//`).
+    #[error("invalid key {key:?}: {reason}")]
+    InvalidKey { key: String, reason: String },
+    /// A value bigger than the store takes (see the module docs); nothing
+    /// was written.
+    #[error("{store}: the value of {key} ({size} bytes) is too large: {reason}")]
+    TooLarge { store: &'static str, key: String, size: usize, reason: String },
 }
 
 /// A connected store.
@@ -250,6 +337,55 @@ impl Store {
         forward!(Store, self, s => s.wait_holder(key, known, Instant::now() + max_wait).await)
     }
 
+    /// The value of `key` and its version; `None` if the key does not exist.
+    pub async fn get(&self, key: &str) -> Result<Option<Versioned>, KvError> {
+        forward!(Store, self, s => s.get(key).await)
+    }
+
+    /// Writes `key = value` for good (no TTL), creating or replacing it;
+    /// returns the key's new version. On ZooKeeper, missing parents are
+    /// created (see the module docs).
+    pub async fn put(&self, key: &str, value: &[u8]) -> Result<u64, KvError> {
+        forward!(Store, self, s => s.put(key, value).await)
+    }
+
+    /// Compare-and-swap: writes `key = value` only if the key is at version
+    /// `expected`, or with `expected = None` only if it does not exist.
+    /// Returns the new version, or [`Conflict`] (and nothing written) when
+    /// the key is not as expected. `Some(0)` always conflicts: 0 is never a
+    /// version.
+    ///
+    /// After an [`KvError::Unreachable`] the write may or may not have
+    /// happened; read the key again to know.
+    pub async fn put_if(
+        &self,
+        key: &str,
+        value: &[u8],
+        expected: Option<u64>,
+    ) -> Result<Result<u64, Conflict>, KvError> {
+        forward!(Store, self, s => s.put_if(key, value, expected).await)
+    }
+
+    /// Deletes `key`; `false` if it did not exist. Only that key: keys
+    /// below it stay (ZooKeeper refuses to delete a key that has keys below
+    /// it, see the module docs).
+    pub async fn delete(&self, key: &str) -> Result<bool, KvError> {
+        forward!(Store, self, s => s.delete(key).await)
+    }
+
+    /// Compare-and-delete: deletes `key` only if it is at `version`;
+    /// [`Conflict`] (and nothing deleted) when it is not, or does not exist.
+    pub async fn delete_if(&self, key: &str, version: u64) -> Result<Result<(), Conflict>, KvError> {
+        forward!(Store, self, s => s.delete_if(key, version).await)
+    }
+
+    /// The keys directly below `dir` with their values and versions, sorted
+    /// by key (an empty or missing directory is empty): [`Store::list`]
+    /// with versions.
+    pub async fn list_versioned(&self, dir: &str) -> Result<Vec<(String, Versioned)>, KvError> {
+        forward!(Store, self, s => s.list_versioned(dir).await)
+    }
+
     /// Ends the lock at `key` if its value is `holder` (destroys the Consul
     /// session, revokes the etcd lease, deletes the ZooKeeper node); `false`
     /// when someone else holds it or it is free.
@@ -345,6 +481,23 @@ mod tests {
         ];
         let shown: Vec<String> = engines(&pairs).iter().map(ToString::to_string).collect();
         assert_eq!(shown, ["10.0.0.1:2375", "10.0.0.2:2375"]);
+    }
+
+    #[test]
+    fn data_keys_lose_their_slashes_and_are_not_empty() {
+        assert_eq!(data_key("/svc/a/"), Ok("svc/a"));
+        assert_eq!(data_key("svc"), Ok("svc"));
+        for empty in ["", "/", "//"] {
+            assert!(matches!(data_key(empty), Err(KvError::InvalidKey { .. })), "{empty:?}");
+        }
+    }
+
+    #[test]
+    fn conflicts_say_what_was_expected() {
+        let stale = Conflict { key: "svc/a".into(), expected: Some(7) };
+        assert_eq!(stale.to_string(), "svc/a is not at version 7");
+        let exists = Conflict { key: "svc/a".into(), expected: None };
+        assert_eq!(exists.to_string(), "svc/a exists already");
     }
 
     #[test]

@@ -42,16 +42,22 @@
 //!
 //! Requests queue inside the client while it is disconnected, so every call
 //! here is bounded by the timeout given to [`ZkStore::connect`].
+//!
+//! Persistent keys (get, put, compare-and-swap) are in the `data` submodule.
+
+mod data;
 
 use std::future::Future;
 use std::time::Duration;
 
 use tokio::sync::Mutex;
 use tokio::time::Instant;
-use zookeeper_client::{Acls, Client, CreateMode, MultiReadResult, OneshotWatcher, SessionState};
+use zookeeper_client::{Acls, Client, CreateMode, MultiReadResult, OneshotWatcher, SessionState, Stat};
 
 use super::errors::{error_chain, tcp_probe};
 use super::{same_entries, KvConfig, KvError, KvPair};
+
+pub use data::MAX_VALUE_SIZE;
 
 const STORE: &str = "zookeeper";
 
@@ -134,6 +140,17 @@ impl ZkStore {
     /// round trip however many entries); children deleted meanwhile are
     /// left out.
     async fn read_children(&self, client: &Client, dir: &str, children: Vec<String>) -> Result<Vec<KvPair>, KvError> {
+        let children = self.read_children_with_stats(client, dir, children).await?;
+        Ok(children.into_iter().map(|(key, value, _)| KvPair { key, value }).collect())
+    }
+
+    /// [`ZkStore::read_children`] with each child's stat, sorted by key.
+    async fn read_children_with_stats(
+        &self,
+        client: &Client,
+        dir: &str,
+        children: Vec<String>,
+    ) -> Result<Vec<(String, Vec<u8>, Stat)>, KvError> {
         if children.is_empty() {
             return Ok(Vec::new());
         }
@@ -154,7 +171,7 @@ impl ZkStore {
         let mut pairs = Vec::with_capacity(keys.len());
         for (key, result) in keys.into_iter().zip(results) {
             match result {
-                MultiReadResult::Data { data, .. } => pairs.push(KvPair { key, value: data }),
+                MultiReadResult::Data { data, stat } => pairs.push((key, data, stat)),
                 MultiReadResult::Error { err: zookeeper_client::Error::NoNode } => {}
                 MultiReadResult::Error { err } => return Err(self.ensemble.error(err)),
                 _ => {
@@ -165,7 +182,7 @@ impl ZkStore {
                 }
             }
         }
-        pairs.sort_by(|a, b| a.key.cmp(&b.key));
+        pairs.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(pairs)
     }
 
@@ -360,21 +377,37 @@ impl Ensemble {
     /// Creates `path` as an ephemeral node of `client`'s session, creating
     /// missing parents as persistent nodes; `false` if the node exists.
     async fn create_ephemeral(&self, client: &Client, path: &str, data: &[u8]) -> Result<bool, KvError> {
-        let ephemeral = CreateMode::Ephemeral.with_acls(Acls::anyone_all());
+        match self.create(client, path, data, CreateMode::Ephemeral).await? {
+            Ok(_) => Ok(true),
+            Err(zookeeper_client::Error::NodeExists) => Ok(false),
+            Err(e) => Err(self.error(e)),
+        }
+    }
+
+    /// Creates `path` with `mode`, creating missing parents as persistent
+    /// nodes; the new node's stat, or the server's answer (e.g. `NodeExists`)
+    /// for the caller to interpret.
+    async fn create(
+        &self,
+        client: &Client,
+        path: &str,
+        data: &[u8],
+        mode: CreateMode,
+    ) -> Result<Result<Stat, zookeeper_client::Error>, KvError> {
+        let options = mode.with_acls(Acls::anyone_all());
         let persistent = CreateMode::Persistent.with_acls(Acls::anyone_all());
         for _ in 0..3 {
-            match self.call(client.create(path, data, &ephemeral)).await? {
-                Ok(_) => return Ok(true),
-                Err(zookeeper_client::Error::NodeExists) => return Ok(false),
+            match self.call(client.create(path, data, &options)).await? {
+                Ok((stat, _)) => return Ok(Ok(stat)),
                 Err(zookeeper_client::Error::NoNode) => {
                     if let Some(parent) = parent_path(path) {
                         match self.call(client.mkdir(parent, &persistent)).await? {
                             Ok(()) | Err(zookeeper_client::Error::NodeExists) => {}
-                            Err(e) => return Err(self.error(e)),
+                            Err(e) => return Ok(Err(e)),
                         }
                     }
                 }
-                Err(e) => return Err(self.error(e)),
+                Err(e) => return Ok(Err(e)),
             }
         }
         Err(KvError::Protocol { store: STORE, reason: format!("cannot create {path}: its parent keeps disappearing") })

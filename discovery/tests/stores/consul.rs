@@ -22,7 +22,8 @@ impl Backend for ConsulServer {
         timeout: Duration::from_secs(5),
         lock_timeout: Duration::from_secs(5),
         fails_within: Duration::from_secs(2),
-        ..ClientProfile::on_loopback(Kind::Consul)
+        // In base64 in a transaction's body, bounded by `txn_max_req_len` (512 KiB).
+        ..ClientProfile::on_loopback(Kind::Consul, 380 * 1024)
     };
 
     /// A Consul lock does not tell its TTL.
@@ -41,7 +42,15 @@ crate::contract_tests!(ConsulServer:
     connect_to_a_dead_port_fails_fast,
     racing_candidates_get_one_lock_and_the_loser_leaves_nothing,
     break_lock_ends_only_the_named_holder,
+    missing_keys_read_as_none_and_conflict,
+    put_and_get_round_trip_bytes_and_versions_grow,
+    put_if_and_delete_if_compare_versions,
+    racing_conditional_writers_get_one_win,
+    listing_shows_put_keys_with_versions,
+    big_values_fit_and_too_large_ones_are_refused_clearly,
 );
+// Not `persistent_keys_survive_a_restart`: a `-dev` agent keeps its data in
+// memory and comes back empty (see the fixture).
 
 fn key(name: &str) -> String {
     format!("{DIR}/{name}")

@@ -1,7 +1,7 @@
 //! What every store client must do, written once. Each item starts its own
 //! server of type `S`; the store modules run the items that apply to them
 //! with [`contract_tests!`](crate::contract_tests), and call the helpers
-//! below from their own tests.
+//! below from their own tests. The persistent-key items are in [`data`].
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 use swarm_discovery::kv::{KvError, LockLoss, Registration, Store, TlsFiles};
 
 use crate::{config, connect_for_locks, keys, signal, wait_in_background, Backend, KEY};
+
+mod data;
+pub use data::*;
 
 /// One `#[tokio::test]` per named contract item, run with the fixture `$server`.
 #[macro_export]

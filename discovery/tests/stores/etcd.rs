@@ -16,7 +16,9 @@ use crate::{
 const TTL: Duration = Duration::from_secs(2);
 
 impl Backend for EtcdServer {
-    const CLIENT: ClientProfile = ClientProfile { lock_ttl: TTL, ..ClientProfile::on_loopback(Kind::Etcd) };
+    /// 1.4 MiB: a write must fit in `--max-request-bytes`, 1.5 MiB by default.
+    const CLIENT: ClientProfile =
+        ClientProfile { lock_ttl: TTL, ..ClientProfile::on_loopback(Kind::Etcd, 1_400 * 1024) };
 
     fn granted_ttl(lock: &Lock) -> Option<Duration> {
         match lock {
@@ -37,6 +39,13 @@ crate::contract_tests!(EtcdServer:
     one_holder_renewals_release_and_takeover,
     racing_candidates_get_one_lock_and_the_loser_leaves_nothing,
     break_lock_ends_only_the_named_holder,
+    missing_keys_read_as_none_and_conflict,
+    put_and_get_round_trip_bytes_and_versions_grow,
+    put_if_and_delete_if_compare_versions,
+    racing_conditional_writers_get_one_win,
+    listing_shows_put_keys_with_versions,
+    big_values_fit_and_too_large_ones_are_refused_clearly,
+    persistent_keys_survive_a_restart,
 );
 
 /// IDs of the leases the server knows.

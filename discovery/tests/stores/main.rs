@@ -33,11 +33,14 @@ struct ClientProfile {
     fails_within: Duration,
     /// See [`Backend::TAKEOVER_WITHIN`].
     takeover_within: Duration,
+    /// See [`Backend::MAX_VALUE`].
+    max_value: usize,
 }
 
 impl ClientProfile {
-    /// The values etcd and ZooKeeper meet on loopback; a store overrides what differs.
-    const fn on_loopback(kind: Kind) -> ClientProfile {
+    /// The values etcd and ZooKeeper meet on loopback, with the store's
+    /// `max_value`; a store overrides what differs.
+    const fn on_loopback(kind: Kind, max_value: usize) -> ClientProfile {
         ClientProfile {
             kind,
             timeout: Duration::from_secs(2),
@@ -45,6 +48,7 @@ impl ClientProfile {
             lock_ttl: Duration::from_secs(2),
             fails_within: Duration::from_secs(3),
             takeover_within: Duration::from_millis(200),
+            max_value,
         }
     }
 }
@@ -63,6 +67,9 @@ trait Backend: StoreFixture {
     const FAILS_WITHIN: Duration = Self::CLIENT.fails_within;
     /// How soon after a release another candidate holds the lock.
     const TAKEOVER_WITHIN: Duration = Self::CLIENT.takeover_within;
+    /// A value size the store takes with its default settings, close to
+    /// its bound (see the `kv` module docs).
+    const MAX_VALUE: usize = Self::CLIENT.max_value;
     /// What the constants above are for this store.
     const CLIENT: ClientProfile;
 

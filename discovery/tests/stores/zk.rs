@@ -9,7 +9,7 @@ use swarm_testkit::store::{StoreFixture, ZkServer};
 
 use crate::contract;
 use crate::{
-    assert_freed_after, connect_for_locks, keys, start_and_connect, wait_for, wait_in_background, Backend,
+    assert_freed_after, connect, connect_for_locks, keys, start_and_connect, wait_for, wait_in_background, Backend,
     ClientProfile, KEY,
 };
 
@@ -19,7 +19,7 @@ impl Backend for ZkServer {
     const CLIENT: ClientProfile = ClientProfile {
         lock_ttl: TTL,
         takeover_within: Duration::from_millis(300),
-        ..ClientProfile::on_loopback(Kind::Zk)
+        ..ClientProfile::on_loopback(Kind::Zk, swarm_discovery::kv::zk::MAX_VALUE_SIZE)
     };
 
     fn granted_ttl(lock: &Lock) -> Option<Duration> {
@@ -39,6 +39,13 @@ crate::contract_tests!(ZkServer:
     one_holder_renewals_release_and_takeover,
     racing_candidates_get_one_lock_and_the_loser_leaves_nothing,
     break_lock_ends_only_the_named_holder,
+    missing_keys_read_as_none_and_conflict,
+    put_and_get_round_trip_bytes_and_versions_grow,
+    put_if_and_delete_if_compare_versions,
+    racing_conditional_writers_get_one_win,
+    listing_shows_put_keys_with_versions,
+    big_values_fit_and_too_large_ones_are_refused_clearly,
+    persistent_keys_survive_a_restart,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -287,4 +294,52 @@ async fn an_outage_longer_than_the_session_timeout_loses_the_lock() {
     lock.release().await.expect("releasing a lost lock is no error");
     let lock_b = b.try_lock(KEY, "b:1", TTL).await.unwrap().expect("b takes the freed lock");
     lock_b.release().await.unwrap();
+}
+
+/// ZooKeeper keeps a key that has keys below it: deleting it is refused
+/// clearly and changes nothing; it can hold a value of its own, and goes
+/// once it is a leaf. Paths ZooKeeper refuses are invalid keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_with_keys_below_it_is_not_deleted() {
+    let (_server, store) = start_and_connect::<ZkServer>().await;
+    store.put("tree/a/b", b"leaf").await.unwrap();
+    let parent = store.get("tree/a").await.unwrap().expect("put created the parent");
+    assert_eq!(parent.value, b"");
+    let refused = [
+        ("delete", store.delete("tree/a").await.map(|_| ())),
+        ("delete_if", store.delete_if("tree/a", parent.version).await.map(|_| ())),
+    ];
+    for (what, result) in refused {
+        match result {
+            Err(KvError::Protocol { reason, .. }) => assert!(reason.contains("keys below it"), "{what}: {reason}"),
+            other => panic!("{what}: expected a Protocol error, got {other:?}"),
+        }
+    }
+    assert_eq!(store.get("tree/a").await.unwrap(), Some(parent.clone()), "unchanged");
+
+    let own = store.put_if("tree/a", b"mine", Some(parent.version)).await.unwrap().expect("a parent is a key");
+    assert_eq!(store.get("tree/a/b").await.unwrap().map(|v| v.value), Some(b"leaf".to_vec()), "the child stays");
+    assert!(store.delete("tree/a/b").await.unwrap());
+    assert_eq!(store.delete_if("tree/a", own).await.unwrap(), Ok(()), "a leaf now");
+    assert_eq!(store.get("tree/a").await.unwrap(), None);
+
+    for key in ["a//b", "a/./b", "a/../b"] {
+        let err = store.put(key, b"x").await.unwrap_err();
+        assert!(matches!(&err, KvError::InvalidKey { .. }), "{key}: {err:?}");
+        assert!(matches!(store.get(key).await, Err(KvError::InvalidKey { .. })), "{key}");
+    }
+}
+
+/// A persistent key outlives the session that wrote it, unlike a
+/// registration's ephemeral node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persistent_keys_outlive_the_session_that_wrote_them() {
+    let (server, writer) = start_and_connect::<ZkServer>().await;
+    let version = writer.put("svc/web", b"{}").await.unwrap();
+    let reg = writer.register("svc/nodes/a:1", b"a:1", TTL).await.unwrap();
+    reg.deregister().await.unwrap();
+    drop(writer); // closes the store's session
+    expect_sessions(&server, 0, "the writer's sessions are closed").await;
+    let reader = connect(&server).await;
+    assert_eq!(reader.get("svc/web").await.unwrap().map(|v| (v.value, v.version)), Some((b"{}".to_vec(), version)));
 }

@@ -41,6 +41,10 @@ pub(super) struct RawEntry {
     pub(super) value: Option<String>,
     /// The session holding the key, if any.
     pub(super) session: Option<String>,
+    /// The index of the key's last write: its version. Missing (0) only in
+    /// answers that carry no entry state.
+    #[serde(default)]
+    pub(super) modify_index: u64,
 }
 
 #[derive(Deserialize)]
@@ -184,6 +188,11 @@ pub(super) fn entry_value(entry: &RawEntry) -> Result<Vec<u8>, KvError> {
     }
 }
 
+/// A value as Consul takes it in JSON (`/v1/txn`): standard base64.
+pub(super) fn encode_value(value: &[u8]) -> String {
+    BASE64.encode(value)
+}
+
 /// Percent-encodes a key for the URL path (`/` stays a separator; Consul
 /// gets the decoded path).
 pub(super) fn encode_key(key: &str) -> String {
@@ -241,17 +250,19 @@ mod tests {
     use super::*;
 
     fn raw(value: &str) -> RawEntry {
-        RawEntry { key: "k".into(), value: Some(value.into()), session: None }
+        RawEntry { key: "k".into(), value: Some(value.into()), session: None, modify_index: 0 }
     }
 
     #[test]
     fn decodes_values_as_go_encodes_them() {
-        assert_eq!(entry_value(&RawEntry { key: "k".into(), value: None, session: None }), Ok(Vec::new()));
+        let null = RawEntry { key: "k".into(), value: None, session: None, modify_index: 0 };
+        assert_eq!(entry_value(&null), Ok(Vec::new()));
         assert_eq!(entry_value(&raw("")), Ok(Vec::new()));
         assert_eq!(entry_value(&raw("aGk=")), Ok(b"hi".to_vec()));
         assert_eq!(entry_value(&raw("aGk")), Ok(b"hi".to_vec()));
         assert_eq!(entry_value(&raw("MTAuMC4wLjE6MjM3NQ==")), Ok(b"10.0.0.1:2375".to_vec()));
         assert_eq!(entry_value(&raw("/+8=")), Ok(vec![0xff, 0xef]));
+        assert_eq!(entry_value(&raw(&encode_value(&[0xff, 0, 0xef]))), Ok(vec![0xff, 0, 0xef]));
         for bad in ["a", "aG!k", "aGk==="] {
             assert!(matches!(entry_value(&raw(bad)), Err(KvError::Protocol { .. })), "{bad}");
         }

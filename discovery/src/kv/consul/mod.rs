@@ -40,12 +40,17 @@
 //!   through the same transport, so both are covered. Speaking TLS to a
 //!   plain port, or plain HTTP to an HTTPS port, fails with a hint saying so.
 //!
+//! * **Persistent keys** (get, put, compare-and-swap on `ModifyIndex`) are
+//!   written as transactions, see `data`.
+//!
 //! The code is split by concern: `transport` sends requests with the
 //! endpoint failover, `tls` makes its connections HTTPS, `api` holds the calls and answers that both halves
 //! use (KV reads, blocking queries, sessions), `registry` the
-//! registrations and directory watches, `lock` the leader lock.
+//! registrations and directory watches, `lock` the leader lock, `data` the
+//! persistent keys.
 
 mod api;
+mod data;
 mod lock;
 mod registry;
 mod tls;

@@ -13,7 +13,7 @@ use super::api::{
 };
 use super::transport::{bad_answer, Transport};
 use super::{ConsulStore, STORE};
-use crate::kv::{same_entries, KvError, KvPair};
+use crate::kv::{same_entries, KvError, KvPair, Versioned};
 
 /// Consul's default `session_ttl_min`; lower session TTLs are rejected.
 const MIN_SESSION_TTL: Duration = Duration::from_secs(10);
@@ -142,12 +142,18 @@ impl ConsulStore {
         Ok(registration)
     }
 
+    /// The entries directly below `dir` with their `ModifyIndex`es, sorted
+    /// by key; a plain read (no blocking, not remembered for `wait_dir`).
+    pub async fn list_versioned(&self, dir: &str) -> Result<Vec<(String, Versioned)>, KvError> {
+        let dir = dir.trim_matches('/');
+        let (_, raw) = self.transport.read_entries(&dir_path(dir), None, &format!("listing {dir}")).await?;
+        children_versioned(dir, raw.unwrap_or_default())
+    }
+
     /// Reads the direct children of `dir` (blocking on `block` if given)
     /// and remembers the answer for the next `wait_dir`.
     async fn read_dir(&self, dir: &str, block: Option<Blocking>) -> Result<DirState, KvError> {
-        let path =
-            if dir.is_empty() { "/v1/kv/?recurse".to_string() } else { format!("/v1/kv/{}/?recurse", encode_key(dir)) };
-        let read = match self.transport.read_entries(&path, block, &format!("listing {dir}")).await {
+        let read = match self.transport.read_entries(&dir_path(dir), block, &format!("listing {dir}")).await {
             Ok((index, raw)) => children(dir, raw.unwrap_or_default())
                 .map(|entries| DirState { index: next_index(block.map_or(0, |b| b.index), index), entries }),
             Err(e) => Err(e),
@@ -217,6 +223,15 @@ impl ConsulRegistration {
     }
 }
 
+/// The recursive read of everything below `dir` (trimmed of slashes).
+fn dir_path(dir: &str) -> String {
+    if dir.is_empty() {
+        "/v1/kv/?recurse".to_string()
+    } else {
+        format!("/v1/kv/{}/?recurse", encode_key(dir))
+    }
+}
+
 /// Creates a session that deletes its keys when it ends; LockDelay 0 so
 /// a re-registration after expiry can take the key at once.
 async fn create_session(transport: &Transport, key: &str, ttl: Duration) -> Result<String, KvError> {
@@ -263,6 +278,11 @@ fn session_ttl(ttl: Duration) -> Result<Duration, KvError> {
 /// The entries directly below `dir`: `dir/child`, not `dir/` itself nor
 /// `dir/child/deeper`. Values are base64-decoded; sorted by key.
 fn children(dir: &str, raw: Vec<RawEntry>) -> Result<Vec<KvPair>, KvError> {
+    Ok(children_versioned(dir, raw)?.into_iter().map(|(key, v)| KvPair { key, value: v.value }).collect())
+}
+
+/// [`children`] with each entry's `ModifyIndex` as its version.
+pub(super) fn children_versioned(dir: &str, raw: Vec<RawEntry>) -> Result<Vec<(String, Versioned)>, KvError> {
     let prefix = if dir.is_empty() { String::new() } else { format!("{dir}/") };
     let mut out = Vec::new();
     for entry in raw {
@@ -271,9 +291,9 @@ fn children(dir: &str, raw: Vec<RawEntry>) -> Result<Vec<KvPair>, KvError> {
             continue;
         }
         let value = entry_value(&entry)?;
-        out.push(KvPair { key: entry.key, value });
+        out.push((entry.key, Versioned { value, version: entry.modify_index }));
     }
-    out.sort_by(|a, b| a.key.cmp(&b.key));
+    out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(out)
 }
 
@@ -282,7 +302,7 @@ mod tests {
     use super::*;
 
     fn raw(key: &str, value: Option<&str>) -> RawEntry {
-        RawEntry { key: key.into(), value: value.map(Into::into), session: None }
+        RawEntry { key: key.into(), value: value.map(Into::into), session: None, modify_index: 0 }
     }
 
     #[test]
