@@ -20,7 +20,7 @@ use crate::cli::{self, Cli, ClusterOpts, Command, Listen, ManageArgs};
 use crate::cluster::monitor::MonitorConfig;
 use crate::cluster::{Cluster, PlacementPolicy};
 use crate::observe::Observed;
-use crate::state::backend::{Backend, FileBackend};
+use crate::state::backend::{Backend, FileBackend, KvBackend};
 use crate::state::DesiredState;
 use crate::{cert_reload, replication, reschedule};
 
@@ -162,7 +162,7 @@ impl Manager {
         };
         let settings = Settings::from_args(*args)?;
         let addr = listener.local_addr().ok();
-        let (api, mut tasks) = wire(&settings, leadership, None).await?;
+        let (api, mut tasks) = wire(&settings, leadership, None)?;
         tasks.push(tokio::spawn(api::accept_all(api, vec![api::Listener::Tcp(listener)])));
         Ok(Manager { addr, tasks })
     }
@@ -181,24 +181,25 @@ impl Drop for Manager {
     }
 }
 
-/// Where the desired state lives: the state file with `--state-dir`, else
-/// memory (lost with the process).
+/// Where the desired state lives: in the discovery store when there is
+/// one, else in the state file with `--state-dir`, else in memory (lost
+/// with the process).
 fn state_backend(settings: &Settings) -> Result<Backend, String> {
-    match &settings.state_dir {
-        Some(dir) => Ok(Backend::File(FileBackend::open(dir).map_err(|e| e.to_string())?)),
-        None => Ok(Backend::memory()),
+    match (&settings.backend, &settings.state_dir) {
+        (swarm_discovery::Backend::Kv(config), _) => Ok(Backend::Kv(KvBackend::new(config.clone()))),
+        (_, Some(dir)) => Ok(Backend::File(FileBackend::open(dir).map_err(|e| e.to_string())?)),
+        (_, None) => Ok(Backend::memory()),
     }
 }
 
 /// Builds the cluster and the API, and starts discovery, rescheduling and,
 /// with TLS, the certificate reloads (also on every value of `hangups`).
-async fn wire(
+fn wire(
     settings: &Settings,
     leadership: Option<Arc<Leadership>>,
     hangups: Option<mpsc::Receiver<()>>,
 ) -> Result<(Arc<Api>, Vec<JoinHandle<()>>), String> {
     let state = DesiredState::new(state_backend(settings)?);
-    state.reload().await.map_err(|e| e.to_string())?;
     let mut tasks = Vec::new();
     if let Some(tls) = &settings.tls {
         if !tls.verifies_peers() {
@@ -210,6 +211,14 @@ async fn wire(
     let discovery = tokio::spawn(cluster.clone().run_discovery(settings.backend.clone(), settings.heartbeat));
     let rescheduling = tokio::spawn(reschedule::run(cluster.clone(), leadership.clone()));
     tasks.extend([discovery, rescheduling]);
+    // Read in the background: a store that is down must not hold the
+    // listeners back; it is read again on becoming primary.
+    let initial = cluster.clone();
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = initial.state.reload().await {
+            Observed::StateReloadFailed { error: &e.to_string() }.emit();
+        }
+    }));
     if let Some(leadership) = &leadership {
         tasks.push(tokio::spawn(reload_state_when_primary(cluster.clone(), leadership.subscribe())));
     }
@@ -253,7 +262,7 @@ pub(crate) async fn run(args: ManageArgs) -> Result<(), String> {
         Some(_) => Some(cert_reload::hangups().map_err(|e| format!("cannot handle SIGHUP: {e}"))?),
         None => None,
     };
-    let (api, _tasks) = wire(&settings, leadership, hangups).await?;
+    let (api, _tasks) = wire(&settings, leadership, hangups)?;
     let listeners = api::bind(&settings.listen).await?;
     tokio::select! {
         _ = api::accept_all(api, listeners) => {}

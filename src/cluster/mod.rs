@@ -134,8 +134,11 @@ pub struct Cluster {
     /// Source of reservation numbers.
     next_pending: AtomicU64,
     /// What operators asked for that the engines cannot tell (node
-    /// availability and labels); read by placement, written by the API.
+    /// availability and labels, services and their tasks); read by
+    /// placement and the reconciler, written by the API and the reconciler.
     pub state: DesiredState,
+    /// Wakes the services' reconciler when the desired state changed.
+    pub reconcile: tokio::sync::Notify,
 }
 
 impl Drop for Cluster {
@@ -183,6 +186,7 @@ impl Cluster {
         Arc::new(Cluster {
             engine_tls,
             state,
+            reconcile: tokio::sync::Notify::new(),
             context: Arc::new(MonitorContext {
                 config: monitor,
                 events: EventBus::default(),

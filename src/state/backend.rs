@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
+use swarm_discovery::kv::{join_key, KvConfig, Store};
 
 use super::StateError;
 
@@ -23,11 +24,63 @@ pub struct Stored {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Conflict;
 
-/// The backends: kept in memory only (lost with the process), or in a
-/// file that survives restarts (static discovery with `--state-dir`).
+/// The backends: kept in memory only (lost with the process), in a file
+/// that survives restarts (static discovery with `--state-dir`), or in the
+/// discovery store (etcd, Consul, ZooKeeper), shared by every manager.
 pub enum Backend {
     Memory(Mutex<BTreeMap<String, Stored>>),
     File(FileBackend),
+    Kv(KvBackend),
+}
+
+/// Keys below `root` in the discovery store, connected on first use (the
+/// store may be down when the manager starts).
+pub struct KvBackend {
+    config: KvConfig,
+    /// `<discovery prefix>/docker/swarm/state`.
+    root: String,
+    /// The connection, made on first use and kept.
+    store: tokio::sync::OnceCell<Store>,
+}
+
+/// How long one call to the store may take.
+const KV_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl KvBackend {
+    pub fn new(config: KvConfig) -> KvBackend {
+        let root = join_key(&config.prefix, "docker/swarm/state");
+        KvBackend { config, root, store: tokio::sync::OnceCell::new() }
+    }
+
+    async fn store(&self) -> Result<&Store, StateError> {
+        self.store.get_or_try_init(|| Store::connect(&self.config, KV_TIMEOUT)).await.map_err(StateError::from)
+    }
+
+    fn key(&self, key: &str) -> String {
+        join_key(&self.root, key)
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Stored>, StateError> {
+        let found = self.store().await?.get(&self.key(key)).await?;
+        Ok(found.map(|v| Stored { value: v.value, version: v.version }))
+    }
+
+    async fn list(&self, dir: &str) -> Result<Vec<(String, Stored)>, StateError> {
+        let root = format!("{}/", self.root);
+        let listed = self.store().await?.list_versioned(&self.key(dir)).await?;
+        Ok(listed
+            .into_iter()
+            .map(|(key, v)| (key.trim_start_matches(&root).to_string(), Stored { value: v.value, version: v.version }))
+            .collect())
+    }
+
+    async fn put_if(&self, key: &str, value: &[u8], expected: Option<u64>) -> Result<Result<u64, Conflict>, StateError> {
+        Ok(self.store().await?.put_if(&self.key(key), value, expected).await?.map_err(|_| Conflict))
+    }
+
+    async fn delete_if(&self, key: &str, version: u64) -> Result<Result<(), Conflict>, StateError> {
+        Ok(self.store().await?.delete_if(&self.key(key), version).await?.map_err(|_| Conflict))
+    }
 }
 
 impl Backend {
@@ -40,6 +93,7 @@ impl Backend {
         match self {
             Backend::Memory(map) => Ok(map.lock().get(key).cloned()),
             Backend::File(file) => Ok(file.entries.lock().get(key).cloned()),
+            Backend::Kv(kv) => kv.get(key).await,
         }
     }
 
@@ -55,6 +109,7 @@ impl Backend {
         match self {
             Backend::Memory(map) => Ok(pick(&map.lock())),
             Backend::File(file) => Ok(pick(&file.entries.lock())),
+            Backend::Kv(kv) => kv.list(dir).await,
         }
     }
 
@@ -78,6 +133,7 @@ impl Backend {
         match self {
             Backend::Memory(map) => Ok(swap(&mut map.lock())),
             Backend::File(file) => file.change(swap),
+            Backend::Kv(kv) => kv.put_if(key, value, expected).await,
         }
     }
 }
@@ -95,6 +151,7 @@ impl Backend {
         match self {
             Backend::Memory(map) => Ok(remove(&mut map.lock())),
             Backend::File(file) => file.change(remove),
+            Backend::Kv(kv) => kv.delete_if(key, version).await,
         }
     }
 }

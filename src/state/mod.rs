@@ -39,6 +39,9 @@ pub enum StateError {
     /// A stored document does not parse.
     #[error("the desired state at {key} is unreadable: {reason}")]
     Corrupt { key: String, reason: String },
+    /// The discovery store failed.
+    #[error("{0}")]
+    Store(#[from] swarm_discovery::kv::KvError),
     /// The update was made from an older version than the current one
     /// (swarm mode's words).
     #[error("update out of sequence")]
