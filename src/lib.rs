@@ -13,6 +13,7 @@ mod join;
 mod logging;
 pub mod manage;
 mod observe;
+mod reconcile;
 mod replication;
 mod reschedule;
 pub mod services;

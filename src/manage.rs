@@ -22,7 +22,7 @@ use crate::cluster::{Cluster, PlacementPolicy};
 use crate::observe::Observed;
 use crate::state::backend::{Backend, FileBackend, KvBackend};
 use crate::state::DesiredState;
-use crate::{cert_reload, replication, reschedule};
+use crate::{cert_reload, reconcile, replication, reschedule};
 
 /// What `swarm manage` was asked to do, validated.
 struct Settings {
@@ -210,7 +210,8 @@ fn wire(
     let cluster = Cluster::new(settings.monitor, settings.policy.clone(), settings.tls.clone(), state);
     let discovery = tokio::spawn(cluster.clone().run_discovery(settings.backend.clone(), settings.heartbeat));
     let rescheduling = tokio::spawn(reschedule::run(cluster.clone(), leadership.clone()));
-    tasks.extend([discovery, rescheduling]);
+    let reconciling = tokio::spawn(reconcile::run(cluster.clone(), leadership.clone()));
+    tasks.extend([discovery, rescheduling, reconciling]);
     // Read in the background: a store that is down must not hold the
     // listeners back; it is read again on becoming primary.
     let initial = cluster.clone();

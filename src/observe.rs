@@ -69,6 +69,9 @@ pub enum Observed<'a> {
     /// The desired state could not be read on becoming primary; the copy
     /// read before stays in use.
     StateReloadFailed { error: &'a str },
+    /// A pass of the services' reconciler stopped on an error; the next
+    /// pass starts over from the desired state.
+    ReconcileFailed { error: &'a str },
     /// A request was answered with an error.
     RequestFailed { method: &'a str, path: &'a str, status: u16, error: &'a str },
     /// The primary election (`--replication`) did something.
@@ -162,6 +165,7 @@ impl Observed<'_> {
             Observed::StateReloadFailed { error } => {
                 tracing::error!("Cannot read the desired state, the last copy read stays in use: {error}")
             }
+            Observed::ReconcileFailed { error } => tracing::warn!("Reconciling services failed: {error}"),
             Observed::RequestFailed { method, path, status, error } => {
                 if *status >= 500 {
                     tracing::error!(method = %method, uri = %path, status = status, "HTTP error: {error}")

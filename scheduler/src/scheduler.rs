@@ -564,7 +564,7 @@ mod proptests {
                 prop_assert!(node.health_indicator(s.failure_retry()) > 0);
                 for c in req.constraints().iter().filter(|c| !c.is_soft()) {
                     let ok = match c.key() {
-                        "node" => c.matches_any([node.id.as_str(), node.name.as_str()]),
+                        "node" => c.matches_any([node.id.as_str(), node.name.as_str(), node.node_id.as_str()]),
                         key => c.matches_any([node.labels.get(key).map_or("", String::as_str)]),
                     };
                     prop_assert!(ok, "{} violates {}", node.name, c);

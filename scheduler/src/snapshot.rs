@@ -246,6 +246,9 @@ pub struct NodeSnapshot {
     pub id: String,
     /// Engine name (host name); what `node==` and whitelists match.
     pub name: String,
+    /// The node's ID as swarm mode shows it (`docker node ls`); `node==`
+    /// matches it too. Empty when unknown.
+    pub node_id: String,
     /// Engine address `host:port`.
     pub addr: String,
     /// Engine labels, including the engine's own `kernelversion`,
@@ -273,6 +276,7 @@ impl Default for NodeSnapshot {
         NodeSnapshot {
             id: String::new(),
             name: String::new(),
+            node_id: String::new(),
             addr: String::new(),
             labels: BTreeMap::new(),
             total_cpus: 0,

@@ -135,7 +135,9 @@ impl From<StateError> for ApiError {
     fn from(e: StateError) -> ApiError {
         match e {
             StateError::OutOfSequence => ApiError::Conflict(e.to_string()),
-            StateError::Store(_) => ApiError::Refused { status: StatusCode::SERVICE_UNAVAILABLE, message: e.to_string() },
+            StateError::Store(_) => {
+                ApiError::Refused { status: StatusCode::SERVICE_UNAVAILABLE, message: e.to_string() }
+            }
             StateError::File { .. } | StateError::Encode(_) | StateError::Corrupt { .. } => {
                 ApiError::Internal(e.to_string())
             }

@@ -403,6 +403,7 @@ impl Engine {
         let state = self.state.read();
         let info = state.info.as_ref().filter(|_| state.health != Health::Pending)?;
         let mut node = NodeSnapshot::new(&info.id, &info.name, &self.addr);
+        node.node_id = info.node_id();
         node.labels = info.labels.clone();
         node.total_cpus = info.cpus;
         node.total_memory = info.memory;

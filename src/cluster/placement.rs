@@ -98,7 +98,7 @@ impl Cluster {
             };
             // A paused or drained node takes nothing new; its node labels
             // match constraints as engine labels do (those win on a clash).
-            let settings = self.state.node(&node_id_of(&engine)).doc;
+            let settings = self.state.node(&node.node_id).doc;
             if !settings.availability.takes_new_containers() {
                 continue;
             }
@@ -132,11 +132,6 @@ impl Cluster {
             })
         })
     }
-}
-
-/// The swarm mode node ID of a validated engine (empty before validation).
-fn node_id_of(engine: &Engine) -> String {
-    engine.info().map(|info| info.node_id()).unwrap_or_default()
 }
 
 /// Rewrites `-c N` (N CPUs, the original's meaning) into the CPU shares the

@@ -1,4 +1,4 @@
-//! Constraint filter: `node` matches the node name or ID, any other key an
+//! Constraint filter: `node` matches the node name, engine ID or node ID, any other key an
 //! engine label (a label the node lacks reads as "", so `!=` matches it).
 
 use super::{retain_per_expr, Ctx, Unsatisfied};
@@ -6,7 +6,7 @@ use super::{retain_per_expr, Ctx, Unsatisfied};
 /// Applies each constraint in turn.
 pub(super) fn apply(ctx: &mut Ctx<'_>, candidates: &mut Vec<usize>, soft: bool) -> Result<(), Unsatisfied> {
     retain_per_expr(ctx.request.constraints(), soft, ctx.nodes, candidates, |expr, node| match expr.key() {
-        "node" => expr.matches_any([node.id.as_str(), node.name.as_str()]),
+        "node" => expr.matches_any([node.id.as_str(), node.name.as_str(), node.node_id.as_str()]),
         key => expr.matches_any([node.labels.get(key).map_or("", String::as_str)]),
     })
 }

@@ -1,0 +1,264 @@
+//! The services' reconciler: on the primary only, and only while it holds
+//! the lock (the same fencing as rescheduling), it brings the engines to
+//! what the desired state asks for.
+//!
+//! Each pass (1) reads what the task containers are doing from the
+//! cluster's container cache and records the task states that changed,
+//! (2) runs the pure planner (`services::plan`) over the services, tasks
+//! and nodes, and (3) applies its actions in order: new tasks are stored
+//! first, then created through the same `Cluster::create_container` as
+//! `docker run`, and started. A pass runs when the API changed the desired
+//! state, when the planner asked to be woken (a restart or update delay),
+//! and every [`POLL`] to notice containers that ended or engines that went
+//! down. Nothing is written to the store unless something changed.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::{Method, StatusCode};
+use swarm_leadership::Leadership;
+
+use crate::cluster::engine::{error_message, Health};
+use crate::cluster::monitor;
+use crate::cluster::{Cluster, CreateError, CreateRequest};
+use crate::observe::Observed;
+use crate::services::labels::{create_path, task_container};
+use crate::services::model::{ContainerStatus, TaskState, TaskStatus};
+use crate::services::plan::avoided_nodes;
+use crate::services::{new_id, plan, Action, NodeView, TaskRecord, Timestamp};
+use crate::state::StateError;
+
+/// How often a pass runs when nothing wakes the reconciler sooner.
+pub const POLL: Duration = Duration::from_secs(1);
+
+/// Runs passes for as long as the manager runs (`leadership` `None`: not
+/// replicated, always primary).
+pub async fn run(cluster: Arc<Cluster>, leadership: Option<Arc<Leadership>>) {
+    let mut wake_at: Option<Timestamp> = None;
+    loop {
+        let wait = wake_at.map_or(POLL, |at| at.since(now()).min(POLL));
+        tokio::select! {
+            _ = cluster.reconcile.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+        if !leadership.as_ref().is_none_or(|l| l.is_primary()) {
+            wake_at = None;
+            continue;
+        }
+        match pass(&cluster).await {
+            Ok(next) => wake_at = next,
+            Err(e) => Observed::ReconcileFailed { error: &e.to_string() }.emit(),
+        }
+    }
+}
+
+/// Now, as the planner counts time.
+fn now() -> Timestamp {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    Timestamp::from_unix_nanos(i128::try_from(nanos).unwrap_or(i128::MAX))
+}
+
+/// One pass; returns when the planner wants the next one at the latest.
+async fn pass(cluster: &Cluster) -> Result<Option<Timestamp>, StateError> {
+    observe(cluster).await?;
+    let services = cluster.state.services();
+    if services.is_empty() && cluster.state.tasks().is_empty() {
+        return Ok(None);
+    }
+    let tasks = cluster.state.tasks();
+    let nodes = node_views(cluster);
+    let plan = {
+        let mut rng = rand::thread_rng();
+        plan(&services, &tasks, &nodes, now(), &mut || new_id(&mut rng))
+    };
+    for action in plan.actions {
+        apply(cluster, action, &nodes).await?;
+    }
+    Ok(plan.wake_at)
+}
+
+/// Every validated engine as the planner sees a node.
+fn node_views(cluster: &Cluster) -> Vec<NodeView> {
+    cluster
+        .engines()
+        .iter()
+        .filter_map(|engine| {
+            let info = engine.info()?;
+            let id = info.node_id();
+            let settings = cluster.state.node(&id).doc;
+            let mut node = NodeView::new(&id, &info.name);
+            node.ready = engine.health() == Health::Healthy;
+            node.availability = settings.availability;
+            node.labels = info.labels.clone();
+            node.labels.extend(settings.labels);
+            Some(node)
+        })
+        .collect()
+}
+
+/// Records the state of every task whose container changed: running,
+/// ended (complete or failed by its exit code), or gone from a healthy
+/// engine.
+async fn observe(cluster: &Cluster) -> Result<(), StateError> {
+    for mut record in cluster.state.tasks() {
+        let status = &record.task.status;
+        if status.state.is_terminal() {
+            continue;
+        }
+        let Some(container_id) = status.container_status.as_ref().map(|c| c.container_id.clone()) else {
+            continue;
+        };
+        let observed = match cluster.find_container(&container_id) {
+            Some((_, container)) => match container.state.as_str() {
+                "running" => Some((TaskState::Running, String::new(), None)),
+                "exited" | "dead" => {
+                    let code = container.details.exit_code.unwrap_or(0);
+                    if code == 0 {
+                        Some((TaskState::Complete, "finished".to_string(), None))
+                    } else {
+                        Some((TaskState::Failed, "started".to_string(), Some(format!("task: non-zero exit ({code})"))))
+                    }
+                }
+                _ => None,
+            },
+            None => {
+                let on_healthy_engine = cluster
+                    .engines()
+                    .iter()
+                    .any(|e| e.is_healthy() && e.info().is_some_and(|info| info.node_id() == record.task.node_id));
+                on_healthy_engine.then(|| {
+                    (TaskState::Failed, "removed".to_string(), Some("the task's container is gone".to_string()))
+                })
+            }
+        };
+        let Some((state, message, err)) = observed else {
+            continue;
+        };
+        if state == record.task.status.state {
+            continue;
+        }
+        let exit_code = match state {
+            TaskState::Complete => Some(0),
+            TaskState::Failed => cluster.find_container(&container_id).and_then(|(_, c)| c.details.exit_code),
+            _ => None,
+        };
+        set_status(&mut record, state, &message, err);
+        if let Some(status) = record.task.status.container_status.as_mut() {
+            status.exit_code = exit_code;
+        }
+        cluster.state.put_task(record).await?;
+    }
+    Ok(())
+}
+
+/// Moves `record` to `state`, now.
+fn set_status(record: &mut TaskRecord, state: TaskState, message: &str, err: Option<String>) {
+    let at = now();
+    let container_status = record.task.status.container_status.take();
+    record.task.status =
+        TaskStatus { timestamp: at, state, message: message.to_string(), err, container_status, port_status: None };
+    record.task.updated_at = at;
+    record.task.version.index += 1;
+}
+
+/// Applies one planned action.
+async fn apply(cluster: &Cluster, action: Action, nodes: &[NodeView]) -> Result<(), StateError> {
+    match action {
+        Action::StartTask { record, replaces: _ } => start_task(cluster, *record, nodes).await,
+        Action::StopTask { task_id, reason } => {
+            let Some(mut record) = cluster.state.task(&task_id) else { return Ok(()) };
+            record.task.desired_state = reason.desired_state();
+            if !record.task.status.state.is_terminal() {
+                remove_container(cluster, &record).await;
+                set_status(&mut record, TaskState::Shutdown, &format!("shutdown: {reason}"), None);
+            } else {
+                record.task.version.index += 1;
+                record.task.updated_at = now();
+            }
+            cluster.state.put_task(record).await
+        }
+        Action::DeleteTask { task_id } => {
+            if let Some(record) = cluster.state.task(&task_id) {
+                remove_container(cluster, &record).await;
+            }
+            cluster.state.remove_task(&task_id).await
+        }
+        Action::SetUpdateStatus { service_id, status } => {
+            let Some(mut service) = cluster.state.service(&service_id) else { return Ok(()) };
+            service.update_status = Some(status);
+            cluster.state.put_service(service).await
+        }
+        Action::Rollback { service_id } => {
+            let Some(mut service) = cluster.state.service(&service_id) else { return Ok(()) };
+            if let Some(previous) = service.previous_spec.take() {
+                service.previous_spec = Some(std::mem::replace(&mut service.spec, previous));
+                service.version.index += 1;
+                service.updated_at = now();
+            }
+            cluster.state.put_service(service).await
+        }
+    }
+}
+
+/// Stores the new task, then creates and starts its container; a task that
+/// cannot be placed stays pending with the reason, one the engine refuses
+/// is rejected.
+async fn start_task(cluster: &Cluster, mut record: TaskRecord, nodes: &[NodeView]) -> Result<(), StateError> {
+    let Some(service) = cluster.state.service(&record.task.service_id) else { return Ok(()) };
+    set_status(&mut record, TaskState::Pending, "pending task scheduling", None);
+    cluster.state.put_task(record.clone()).await?;
+    let container = match task_container(&service, &record.task, &avoided_nodes(nodes)) {
+        Ok(container) => container,
+        Err(e) => {
+            set_status(&mut record, TaskState::Rejected, "rejected", Some(e.to_string()));
+            return cluster.state.put_task(record).await;
+        }
+    };
+    let request = CreateRequest {
+        name: Some(container.name.clone()),
+        path: create_path(&container.name),
+        config: container.config,
+    };
+    let created = match cluster.create_container(request).await {
+        Ok(created) => created,
+        Err(CreateError::Unschedulable(e)) => {
+            set_status(&mut record, TaskState::Pending, "no suitable node", Some(e.to_string()));
+            return cluster.state.put_task(record).await;
+        }
+        Err(e) => {
+            set_status(&mut record, TaskState::Rejected, "rejected", Some(e.to_string()));
+            return cluster.state.put_task(record).await;
+        }
+    };
+    record.task.node_id = created.engine.info().map(|info| info.node_id()).unwrap_or_default();
+    set_status(&mut record, TaskState::Starting, "starting", None);
+    record.task.status.container_status =
+        Some(ContainerStatus { container_id: created.id.clone(), ..Default::default() });
+    cluster.state.put_task(record.clone()).await?;
+    let start = format!("/containers/{}/start", created.id);
+    let started = match created.engine.client.call(Method::POST, &start, None).await {
+        Ok((status, _)) if status.is_success() || status == StatusCode::NOT_MODIFIED => Ok(()),
+        Ok((_, body)) => Err(error_message(&body)),
+        Err(e) => Err(e.to_string()),
+    };
+    let _ = monitor::refresh_container(&created.engine, &created.id).await;
+    match started {
+        Ok(()) => set_status(&mut record, TaskState::Running, "started", None),
+        Err(e) => set_status(&mut record, TaskState::Failed, "starting", Some(e)),
+    }
+    cluster.state.put_task(record).await
+}
+
+/// Removes the task's container, wherever it is (nothing if it is gone or
+/// its engine cannot be reached: a returning engine's stale copies are
+/// removed when the task is deleted).
+async fn remove_container(cluster: &Cluster, record: &TaskRecord) {
+    let Some(id) = record.task.status.container_status.as_ref().map(|c| c.container_id.clone()) else { return };
+    let Some((engine, _)) = cluster.find_container(&id) else { return };
+    let path = format!("/containers/{id}?force=1");
+    if let Ok((status, _)) = engine.client.call(Method::DELETE, &path, None).await {
+        if status.is_success() || status == StatusCode::NOT_FOUND {
+            monitor::forget_container(&engine, &id).await;
+        }
+    }
+}
