@@ -186,7 +186,7 @@ impl Drop for Manager {
 /// with the process).
 fn state_backend(settings: &Settings) -> Result<Backend, String> {
     match (&settings.backend, &settings.state_dir) {
-        (swarm_discovery::Backend::Kv(config), _) => Ok(Backend::Kv(KvBackend::new(config.clone()))),
+        (swarm_discovery::Backend::Kv(config), _) => Ok(Backend::Kv(Box::new(KvBackend::new(config.clone())))),
         (_, Some(dir)) => Ok(Backend::File(FileBackend::open(dir).map_err(|e| e.to_string())?)),
         (_, None) => Ok(Backend::memory()),
     }

@@ -30,7 +30,8 @@ pub struct Conflict;
 pub enum Backend {
     Memory(Mutex<BTreeMap<String, Stored>>),
     File(FileBackend),
-    Kv(KvBackend),
+    /// Boxed: a store client is several kilobytes.
+    Kv(Box<KvBackend>),
 }
 
 /// Keys below `root` in the discovery store, connected on first use (the
