@@ -69,6 +69,8 @@ pub enum Observed<'a> {
     /// The desired state could not be read on becoming primary; the copy
     /// read before stays in use.
     StateReloadFailed { error: &'a str },
+    /// A task container the desired state no longer wants was removed.
+    StaleTaskContainerRemoved { task: &'a str, node: &'a str },
     /// A pass of the services' reconciler stopped on an error; the next
     /// pass starts over from the desired state.
     ReconcileFailed { error: &'a str },
@@ -164,6 +166,9 @@ impl Observed<'_> {
             ),
             Observed::StateReloadFailed { error } => {
                 tracing::error!("Cannot read the desired state, the last copy read stays in use: {error}")
+            }
+            Observed::StaleTaskContainerRemoved { task, node } => {
+                tracing::info!("Removed the container of task {task} from {node}: the task is no longer wanted there")
             }
             Observed::ReconcileFailed { error } => tracing::warn!("Reconciling services failed: {error}"),
             Observed::RequestFailed { method, path, status, error } => {

@@ -22,10 +22,10 @@ use crate::cluster::engine::{error_message, Health};
 use crate::cluster::monitor;
 use crate::cluster::{Cluster, CreateError, CreateRequest};
 use crate::observe::Observed;
-use crate::services::labels::{create_path, task_container};
+use crate::services::labels::{create_path, task_container, TASK_ID_LABEL};
 use crate::services::model::{ContainerStatus, TaskState, TaskStatus};
 use crate::services::plan::avoided_nodes;
-use crate::services::{new_id, plan, Action, NodeView, TaskRecord, Timestamp};
+use crate::services::{new_id, plan, Action, NodeView, TaskIdentity, TaskRecord, Timestamp};
 use crate::state::StateError;
 
 /// How often a pass runs when nothing wakes the reconciler sooner.
@@ -60,7 +60,12 @@ fn now() -> Timestamp {
 
 /// One pass; returns when the planner wants the next one at the latest.
 async fn pass(cluster: &Cluster) -> Result<Option<Timestamp>, StateError> {
+    if !cluster.state.is_loaded() {
+        // Never act on copies that were not read: they would look empty.
+        cluster.state.reload().await?;
+    }
     observe(cluster).await?;
+    remove_stale_containers(cluster).await;
     let services = cluster.state.services();
     if services.is_empty() && cluster.state.tasks().is_empty() {
         return Ok(None);
@@ -149,6 +154,31 @@ async fn observe(cluster: &Cluster) -> Result<(), StateError> {
         cluster.state.put_task(record).await?;
     }
     Ok(())
+}
+
+/// Removes task containers the desired state no longer wants: those of
+/// deleted tasks, and running copies of tasks that were stopped (typically
+/// on an engine that was down when they were replaced and came back).
+async fn remove_stale_containers(cluster: &Cluster) {
+    for engine in cluster.healthy_engines() {
+        for container in engine.containers_where(|c| c.labels.contains_key(TASK_ID_LABEL)) {
+            let Some(identity) = TaskIdentity::from_labels(&container.labels) else { continue };
+            let stale = match cluster.state.task(&identity.task_id) {
+                None => true,
+                Some(record) => !record.wanted() && container.is_running(),
+            };
+            if !stale {
+                continue;
+            }
+            let path = format!("/containers/{}?force=1", container.id);
+            if let Ok((status, _)) = engine.client.call(Method::DELETE, &path, None).await {
+                if status.is_success() || status == StatusCode::NOT_FOUND {
+                    monitor::forget_container(&engine, &container.id).await;
+                    Observed::StaleTaskContainerRemoved { task: &identity.task_id, node: &engine.name() }.emit();
+                }
+            }
+        }
+    }
 }
 
 /// Moves `record` to `state`, now.

@@ -147,6 +147,9 @@ pub struct DesiredState {
     services: Collection<Service>,
     /// Tasks by ID, with what they were created with.
     tasks: Collection<TaskRecord>,
+    /// Set once every collection has been read: until then the copies are
+    /// empty for want of reading, not because nothing was asked for.
+    loaded: std::sync::atomic::AtomicBool,
 }
 
 impl DesiredState {
@@ -156,7 +159,13 @@ impl DesiredState {
             nodes: Collection::new("nodes"),
             services: Collection::new("services"),
             tasks: Collection::new("tasks"),
+            loaded: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Whether the copies reflect the backend (one reload has succeeded).
+    pub fn is_loaded(&self) -> bool {
+        self.loaded.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Reads every document again (at start, and when this manager becomes
@@ -164,7 +173,9 @@ impl DesiredState {
     pub async fn reload(&self) -> Result<(), StateError> {
         self.nodes.reload(&self.backend).await?;
         self.services.reload(&self.backend).await?;
-        self.tasks.reload(&self.backend).await
+        self.tasks.reload(&self.backend).await?;
+        self.loaded.store(true, std::sync::atomic::Ordering::Release);
+        Ok(())
     }
 
     /// The settings of node `id` (defaults if never set).
