@@ -236,6 +236,8 @@ async fn tasks_are_listed_filtered_and_inspected() {
     assert_eq!(by_id.as_array().map(Vec::len), Some(1));
     let by_name = tasks_of(json!({"name": ["web."]})).await.json();
     assert_eq!(by_name.as_array().map(Vec::len), Some(2));
+    let current = tasks_of(json!({"_up-to-date": ["true"], "service": ["web"]})).await.json();
+    assert_eq!(current.as_array().map(Vec::len), Some(2), "{current}");
     let none = tasks_of(json!({"desired-state": ["shutdown"], "service": ["web"]})).await.json();
     assert_eq!(none, json!([]));
     assert!(get(c.addr, "/v1.41/tasks").await.json().as_array().is_some_and(|t| t.len() >= 3));
@@ -257,6 +259,18 @@ async fn tasks_are_listed_filtered_and_inspected() {
     ] {
         assert_eq!(tasks_of(filter.clone()).await.status, status, "{filter}");
     }
+    // A new image: until the rolling update replaces them, the tasks run an older spec.
+    let mut changed = spec("web", 2);
+    changed["TaskTemplate"]["ContainerSpec"]["Image"] = json!("busybox:1.36");
+    let updated = post(c.addr, &format!("/v1.41/services/{id}/update?version=1"), changed).await;
+    assert_eq!(updated.status, StatusCode::OK, "{}", updated.text());
+    let current = tasks_of(json!({"_up-to-date": ["true"], "service": ["web"]})).await.json();
+    let images: Vec<&Value> =
+        current.as_array().unwrap().iter().map(|t| &t["Spec"]["ContainerSpec"]["Image"]).collect();
+    assert!(images.iter().all(|i| *i == "busybox:1.36"), "{current}");
+    let other = tasks_of(json!({"_up-to-date": ["true"], "service": ["other"]})).await.json();
+    assert_eq!(other.as_array().map(Vec::len), Some(1), "{other}");
+
     let missing = get(c.addr, "/v1.41/tasks/nope").await;
     assert_eq!((missing.status, missing.message()), (StatusCode::NOT_FOUND, "task nope not found".to_string()));
 }

@@ -120,3 +120,29 @@ fn service_logs_show_each_line_with_its_task_and_node() {
     let stamped = m.docker_ok(["service", "logs", "--timestamps", "--tail", "1", "cli-echo"]);
     assert!(stamped.lines().all(|l| l.starts_with("20") && l.contains(" cli-echo.")), "{stamped}");
 }
+
+/// Without `--detach` the CLI follows the tasks (`_up-to-date` task filter,
+/// `UpdateStatus`) until they converge.
+#[test]
+fn the_cli_follows_create_and_a_rolling_update_to_convergence() {
+    let m = manager();
+    let _cleanup = Cleanup { manager: &m, services: vec!["cli-wait"] };
+    let created = m.docker_ok([
+        "service",
+        "create",
+        "--quiet",
+        "--name",
+        "cli-wait",
+        "--replicas",
+        "2",
+        "busybox",
+        "sleep",
+        "300",
+    ]);
+    assert_eq!(created.len(), 25, "{created}");
+    m.docker_ok(["service", "update", "--quiet", "--env-add", "A=1", "cli-wait"]);
+    let state = m.docker_ok(["service", "inspect", "-f", "{{.UpdateStatus.State}}", "cli-wait"]);
+    assert_eq!(state, "completed");
+    let running = m.docker_ok(["service", "ps", "-q", "--filter", "desired-state=running", "cli-wait"]);
+    assert_eq!(running.lines().count(), 2, "{running}");
+}

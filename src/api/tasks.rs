@@ -12,7 +12,7 @@ use super::request::{parse_filters, query_get};
 use super::services::{self, label_matches};
 use super::{ApiError, Ctx};
 use crate::cluster::Cluster;
-use crate::services::{Task, TaskRecord, TaskState};
+use crate::services::{ServiceSpec, TaskRecord, TaskState};
 
 /// `GET /tasks?filters=...`.
 pub fn list(ctx: &Ctx<'_>, req: &Request<ProxyBody>) -> Result<Response<ProxyBody>, ApiError> {
@@ -22,7 +22,7 @@ pub fn list(ctx: &Ctx<'_>, req: &Request<ProxyBody>) -> Result<Response<ProxyBod
         .state
         .tasks()
         .iter()
-        .filter(|t| filters.matches(&t.task))
+        .filter(|t| filters.matches(t))
         .map(|t| serde_json::to_value(&t.task).unwrap_or(Value::Null))
         .collect();
     Ok(json_response(StatusCode::OK, &Value::Array(tasks)))
@@ -54,6 +54,10 @@ struct TaskFilters {
     filters: BTreeMap<String, Vec<String>>,
     services: Option<BTreeSet<String>>,
     nodes: Option<BTreeSet<String>>,
+    /// `_up-to-date`: the specs of the services, to keep only the tasks that
+    /// run their service's current spec. The CLI's progress display
+    /// (`docker service create/update` without `--detach`) counts those.
+    up_to_date: Option<BTreeMap<String, ServiceSpec>>,
 }
 
 impl TaskFilters {
@@ -61,7 +65,7 @@ impl TaskFilters {
         let mut filters = parse_filters(raw)?;
         for (key, values) in &filters {
             match key.as_str() {
-                "id" | "name" | "label" | "service" | "node" => {}
+                "id" | "name" | "label" | "service" | "node" | "_up-to-date" => {}
                 "desired-state" => {
                     if let Some(bad) =
                         values.iter().find(|v| !["running", "shutdown", "accepted"].contains(&v.as_str()))
@@ -82,11 +86,17 @@ impl TaskFilters {
             Some(values) => Some(values.iter().map(|v| node_id(cluster, v)).collect::<Result<BTreeSet<_>, _>>()?),
             None => None,
         };
-        Ok(TaskFilters { filters, services, nodes })
+        let up_to_date = filters
+            .remove("_up-to-date")
+            .filter(|values| values.iter().any(|v| v != "false"))
+            .map(|_| cluster.state.services().into_iter().map(|s| (s.id, s.spec)).collect::<BTreeMap<_, _>>());
+        Ok(TaskFilters { filters, services, nodes, up_to_date })
     }
 
-    fn matches(&self, task: &Task) -> bool {
-        self.services.as_ref().is_none_or(|ids| ids.contains(&task.service_id))
+    fn matches(&self, record: &TaskRecord) -> bool {
+        let task = &record.task;
+        self.up_to_date.as_ref().is_none_or(|specs| specs.get(&task.service_id).is_some_and(|s| record.is_current(s)))
+            && self.services.as_ref().is_none_or(|ids| ids.contains(&task.service_id))
             && self.nodes.as_ref().is_none_or(|ids| ids.contains(&task.node_id))
             && self.filters.iter().all(|(key, values)| {
                 values.is_empty()
