@@ -9,6 +9,7 @@ use super::reply::json_error;
 use crate::cluster::engine::{Engine, EngineError, Unreachable};
 use crate::cluster::volumes::VolumePlacementError;
 use crate::cluster::{CreateError, NameInUse};
+use crate::services::{ConstraintError, SpecError};
 use crate::state::StateError;
 
 /// Everything a request can fail with. [`ApiError::status`] is the single
@@ -128,6 +129,19 @@ impl From<VolumePlacementError> for ApiError {
             }
             VolumePlacementError::Unschedulable(e) => e.into(),
         }
+    }
+}
+
+/// A service spec this cluster cannot run: the client's to fix.
+impl From<SpecError> for ApiError {
+    fn from(e: SpecError) -> ApiError {
+        ApiError::BadRequest(e.to_string())
+    }
+}
+
+impl From<ConstraintError> for ApiError {
+    fn from(e: ConstraintError) -> ApiError {
+        ApiError::BadRequest(e.to_string())
     }
 }
 

@@ -1,6 +1,7 @@
 //! Cluster-level answers: `/_ping`, `/version`, `/info`, `/system/df`.
 
 use std::collections::HashSet;
+use std::sync::OnceLock;
 
 use futures_util::future::join_all;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
@@ -12,6 +13,8 @@ use super::reply::json_response;
 use super::{ApiError, Ctx};
 use crate::cluster::compare_versions;
 use crate::cluster::engine::{Engine, Health};
+use crate::services::plan::TASK_HISTORY_LIMIT;
+use crate::services::{new_id, Timestamp};
 
 const SWARM_VERSION: &str = concat!("swarm/", env!("CARGO_PKG_VERSION"));
 
@@ -26,6 +29,8 @@ pub fn ping(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<ProxyBody
     }
     headers.insert("docker-experimental", HeaderValue::from_static("false"));
     headers.insert("ostype", HeaderValue::from_static("linux"));
+    // The CLI enables `docker service`, `node` and `stack` on a swarm manager.
+    headers.insert("swarm", HeaderValue::from_static("active/manager"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, no-store, must-revalidate"));
     headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
@@ -94,7 +99,7 @@ impl Usage {
 
 /// `GET /info`: totals over the cluster, and per node the status lines the
 /// CLI prints from `SystemStatus`.
-pub fn info(ctx: &Ctx<'_>) -> Result<Response<ProxyBody>, ApiError> {
+pub fn info(ctx: &Ctx<'_>, req: &Request<ProxyBody>) -> Result<Response<ProxyBody>, ApiError> {
     let engines = ctx.cluster().engines();
     let policy = &ctx.cluster().policy;
     let mut status: Vec<[String; 2]> = ctx.api.role_status();
@@ -194,11 +199,72 @@ pub fn info(ctx: &Ctx<'_>) -> Result<Response<ProxyBody>, ApiError> {
             "Labels": [],
             "ExperimentalBuild": false,
             "ServerVersion": SWARM_VERSION,
-            "Swarm": {"LocalNodeState": "inactive", "NodeID": "", "NodeAddr": "", "ControlAvailable": false, "Error": ""},
+            "Swarm": swarm_section(engines.len(), req),
             "LiveRestoreEnabled": false,
             "SecurityOptions": [],
         }),
     ))
+}
+
+/// This manager's identity as a swarm mode manager: made once per process
+/// (managers are not engines, so no node carries it).
+struct ManagerIdentity {
+    node_id: String,
+    cluster_id: String,
+    started: Timestamp,
+}
+
+fn identity() -> &'static ManagerIdentity {
+    static IDENTITY: OnceLock<ManagerIdentity> = OnceLock::new();
+    IDENTITY.get_or_init(|| {
+        let mut rng = rand::thread_rng();
+        ManagerIdentity { node_id: new_id(&mut rng), cluster_id: new_id(&mut rng), started: Timestamp::now() }
+    })
+}
+
+/// `Info.Swarm`: an active manager, so the CLI offers `docker service` and
+/// `docker stack deploy` (which checks `ControlAvailable`). With
+/// `ControlAvailable` the CLI's `docker info` reads every field of
+/// `Cluster.Spec`, so all are present, with swarm mode's defaults (the
+/// task history limit is the planner's). `NodeAddr` is the address the
+/// client reached this manager at.
+fn swarm_section(engines: usize, req: &Request<ProxyBody>) -> Value {
+    let id = identity();
+    let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
+    let addr = host.rsplit_once(':').map_or(host, |(ip, _)| ip).trim_start_matches('[').trim_end_matches(']');
+    let addr = if addr.parse::<std::net::IpAddr>().is_ok() { addr } else { "" };
+    let created = id.started.to_string();
+    json!({
+        "NodeID": id.node_id,
+        "NodeAddr": addr,
+        "LocalNodeState": "active",
+        "ControlAvailable": true,
+        "Error": "",
+        "RemoteManagers": [{"NodeID": id.node_id, "Addr": host}],
+        "Nodes": engines,
+        "Managers": 1,
+        "Cluster": {
+            "ID": id.cluster_id,
+            "Version": {"Index": 1},
+            "CreatedAt": created,
+            "UpdatedAt": created,
+            "Spec": {
+                "Name": "default",
+                "Labels": {},
+                "Orchestration": {"TaskHistoryRetentionLimit": TASK_HISTORY_LIMIT},
+                "Raft": {"SnapshotInterval": 10000, "KeepOldSnapshots": 0, "LogEntriesForSlowFollowers": 500,
+                         "ElectionTick": 10, "HeartbeatTick": 1},
+                "Dispatcher": {"HeartbeatPeriod": 5_000_000_000i64},
+                "CAConfig": {"NodeCertExpiry": 7_776_000_000_000_000i64},
+                "TaskDefaults": {},
+                "EncryptionConfig": {"AutoLockManagers": false},
+            },
+            "TLSInfo": {},
+            "RootRotationInProgress": false,
+            "DataPathPort": 0,
+            "SubnetSize": 24,
+        },
+    })
 }
 
 /// `drain` as `docker node ls` shows it: `Drain`.

@@ -17,12 +17,15 @@ mod events;
 mod forward;
 mod images;
 mod info;
+mod logs;
 mod networks;
 mod nodes;
 mod reply;
 mod request;
 pub mod routes;
 mod server;
+mod services;
+mod tasks;
 mod to_primary;
 mod volumes;
 
@@ -183,11 +186,20 @@ impl Api {
         match route.handler {
             Handler::Ping => info::ping(&ctx, req),
             Handler::Version => info::version(&ctx),
-            Handler::Info => info::info(&ctx),
+            Handler::Info => info::info(&ctx, &req),
             Handler::NodesList => nodes::list(&ctx),
             Handler::NodeInspect => nodes::inspect(&ctx),
             Handler::NodeUpdate => nodes::update(&ctx, req).await,
             Handler::SwarmVerb => nodes::swarm_refused(),
+            Handler::ServicesList => services::list(&ctx, &req),
+            Handler::ServiceCreate => services::create(&ctx, req).await,
+            Handler::ServiceInspect => services::inspect(&ctx),
+            Handler::ServiceUpdate => services::update(&ctx, req).await,
+            Handler::ServiceRemove => services::remove(&ctx).await,
+            Handler::ServiceLogs => logs::service(&ctx, req).await,
+            Handler::TasksList => tasks::list(&ctx, &req),
+            Handler::TaskInspect => tasks::inspect(&ctx),
+            Handler::TaskLogs => logs::task(&ctx, req).await,
             Handler::SystemDf => info::system_df(&ctx).await,
             Handler::Events => events::events(&ctx, req).await,
             Handler::AnyEngine => forward::to_any_engine(&ctx, req).await,

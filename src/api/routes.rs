@@ -53,6 +53,15 @@ pub enum Handler {
     NodeUpdate,
     /// `docker swarm init/join/leave/update`, `GET /swarm`: refused.
     SwarmVerb,
+    ServicesList,
+    ServiceCreate,
+    ServiceInspect,
+    ServiceUpdate,
+    ServiceRemove,
+    ServiceLogs,
+    TasksList,
+    TaskInspect,
+    TaskLogs,
 }
 
 /// One row of the table.
@@ -143,6 +152,15 @@ static ROUTES: &[Route] = &[
     exact(Method::GET, "/nodes", Handler::NodesList),
     named(Method::POST, "/nodes/", "/update", Handler::NodeUpdate),
     named(Method::GET, "/nodes/", "", Handler::NodeInspect),
+    exact(Method::GET, "/services", Handler::ServicesList),
+    exact(Method::POST, "/services/create", Handler::ServiceCreate),
+    named(Method::POST, "/services/", "/update", Handler::ServiceUpdate),
+    named(Method::GET, "/services/", "/logs", Handler::ServiceLogs),
+    named(Method::GET, "/services/", "", Handler::ServiceInspect),
+    named(Method::DELETE, "/services/", "", Handler::ServiceRemove),
+    exact(Method::GET, "/tasks", Handler::TasksList),
+    named(Method::GET, "/tasks/", "/logs", Handler::TaskLogs),
+    named(Method::GET, "/tasks/", "", Handler::TaskInspect),
     exact(Method::GET, "/swarm", Handler::SwarmVerb),
     exact(Method::POST, "/swarm/init", Handler::SwarmVerb),
     exact(Method::POST, "/swarm/join", Handler::SwarmVerb),
@@ -234,6 +252,14 @@ mod tests {
         assert_eq!(m.handler, Handler::Ping);
         let m = route(&Method::GET, "/images/get").unwrap();
         assert_eq!(m.handler, Handler::ImagesSave);
+        let m = route(&Method::GET, "/v1.41/services/web/logs").unwrap();
+        assert_eq!((m.handler, m.name.as_str()), (Handler::ServiceLogs, "web"));
+        let m = route(&Method::GET, "/v1.41/services/web").unwrap();
+        assert_eq!((m.handler, m.name.as_str()), (Handler::ServiceInspect, "web"));
+        let m = route(&Method::POST, "/v1.41/services/create").unwrap();
+        assert_eq!(m.handler, Handler::ServiceCreate);
+        let m = route(&Method::GET, "/v1.41/tasks/abc/logs").unwrap();
+        assert_eq!((m.handler, m.name.as_str()), (Handler::TaskLogs, "abc"));
     }
 
     #[test]

@@ -33,6 +33,13 @@ impl Timestamp {
         Timestamp(nanos)
     }
 
+    /// The system clock now. For the API and the reconciler, which stamp
+    /// what they store; the planner is handed its `now` instead.
+    pub fn now() -> Timestamp {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        Timestamp(i128::try_from(nanos).unwrap_or(i128::MAX))
+    }
+
     pub fn unix_nanos(self) -> i128 {
         self.0
     }

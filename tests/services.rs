@@ -1,0 +1,148 @@
+//! The real Docker CLI (v28) running `docker service` against a manager in
+//! front of 3 real engines: the CLI must accept every answer. Whether the
+//! tasks run is the reconciler's business and not checked here.
+//! Needs root and `sudo scripts/install-deps.sh`.
+
+use std::time::Duration;
+
+use swarm_testkit::manager::Manager;
+use swarm_testkit::testbed::Testbed;
+
+/// Removes the services on drop, so a failing test leaves nothing behind.
+struct Cleanup<'a> {
+    manager: &'a Manager,
+    services: Vec<&'a str>,
+}
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        for s in &self.services {
+            let _ = self.manager.docker(["service", "rm", s]);
+        }
+    }
+}
+
+fn manager() -> Manager {
+    let tb = Testbed::shared();
+    let manager = Manager::start(&tb.addrs().join(","), &[]);
+    manager.wait_healthy(3);
+    manager
+}
+
+#[test]
+fn the_cli_creates_lists_inspects_scales_updates_rolls_back_and_removes_a_service() {
+    let m = manager();
+    let _cleanup = Cleanup { manager: &m, services: vec!["cli-svc"] };
+    let id = m.docker_ok([
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        "cli-svc",
+        "--replicas",
+        "2",
+        "--label",
+        "suite=services",
+        "busybox",
+        "sleep",
+        "300",
+    ]);
+    assert_eq!(id.len(), 25, "the CLI prints the new ID: {id}");
+    let taken = m.docker_err(["service", "create", "--detach", "--name", "cli-svc", "busybox", "sleep", "300"]);
+    assert!(taken.contains("name conflicts with an existing object"), "{taken}");
+
+    let ls = m.docker_ok(["service", "ls", "--format", "{{.Name}} {{.Mode}}"]);
+    assert!(ls.lines().any(|l| l == "cli-svc replicated"), "{ls}");
+    let replicas = m.docker_ok(["service", "ls", "--filter", "name=cli-svc", "--format", "{{.Replicas}}"]);
+    assert!(replicas.ends_with("/2"), "{replicas}");
+    let quiet = m.docker_ok(["service", "ls", "-q", "--filter", "label=suite=services"]);
+    assert_eq!(quiet, id[..12], "IDs shown truncated");
+
+    let pretty = m.docker_ok(["service", "inspect", "--pretty", "cli-svc"]);
+    for expected in ["Name:\t\tcli-svc", "Replicated", "Replicas:\t2", "Image:\t\tbusybox", "Args:\t\tsleep 300"] {
+        assert!(pretty.contains(expected), "{expected:?} missing from:\n{pretty}");
+    }
+    assert_eq!(m.docker_ok(["service", "inspect", "-f", "{{.ID}}", &id[..6]]), id);
+
+    m.docker_ok(["service", "update", "--detach", "--replicas", "3", "cli-svc"]);
+    let replicas =
+        m.docker_ok(["service", "inspect", "-f", "{{.Spec.Mode.Replicated.Replicas}} {{.Version.Index}}", "cli-svc"]);
+    assert!(replicas.starts_with("3 "), "{replicas}");
+    m.docker_ok(["service", "scale", "--detach", "cli-svc=1"]);
+    assert_eq!(m.docker_ok(["service", "inspect", "-f", "{{.Spec.Mode.Replicated.Replicas}}", "cli-svc"]), "1");
+    m.docker_ok(["service", "update", "--detach", "--env-add", "COLOUR=blue", "cli-svc"]);
+    let env = m.docker_ok(["service", "inspect", "-f", "{{.Spec.TaskTemplate.ContainerSpec.Env}}", "cli-svc"]);
+    assert_eq!(env, "[COLOUR=blue]");
+    m.docker_ok(["service", "rollback", "--detach", "cli-svc"]);
+    let env = m.docker_ok(["service", "inspect", "-f", "{{.Spec.TaskTemplate.ContainerSpec.Env}}", "cli-svc"]);
+    assert_eq!(env, "[]", "back to the spec before the update");
+
+    // `docker service ps` reads the task list; tasks may or may not be there yet.
+    m.docker_ok(["service", "ps", "cli-svc"]);
+    let info = m.docker_ok(["info"]);
+    assert!(info.contains(" Swarm: active") && info.contains("  Is Manager: true"), "{info}");
+
+    m.docker_ok(["service", "rm", "cli-svc"]);
+    let missing = m.docker_err(["service", "inspect", "cli-svc"]);
+    assert!(missing.contains("cli-svc"), "{missing}");
+    assert_eq!(m.docker_ok(["service", "ls", "-q", "--filter", "label=suite=services"]), "");
+}
+
+#[test]
+fn service_logs_show_each_line_with_its_task_and_node() {
+    let m = manager();
+    let _cleanup = Cleanup { manager: &m, services: vec!["cli-echo"] };
+    let script = "echo hello from $(hostname); sleep 300";
+    m.docker_ok([
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        "cli-echo",
+        "--replicas",
+        "2",
+        "busybox",
+        "sh",
+        "-c",
+        script,
+    ]);
+    // Needs the reconciler to have started both tasks.
+    m.wait_until(Duration::from_secs(30), "both tasks logged", |m| {
+        String::from_utf8_lossy(&m.docker(["service", "logs", "cli-echo"]).stdout).matches("hello from").count() == 2
+    });
+    let logs = m.docker_ok(["service", "logs", "cli-echo"]);
+    for line in logs.lines() {
+        // `cli-echo.<slot>.<task id>@<node>    | hello from <container>`
+        let (context, message) = line.split_once(" | ").unwrap_or_else(|| panic!("no context: {line}"));
+        assert!(context.starts_with("cli-echo.") && context.contains("@node-0"), "{line}");
+        assert!(message.starts_with("hello from "), "{line}");
+    }
+    let stamped = m.docker_ok(["service", "logs", "--timestamps", "--tail", "1", "cli-echo"]);
+    assert!(stamped.lines().all(|l| l.starts_with("20") && l.contains(" cli-echo.")), "{stamped}");
+}
+
+/// Without `--detach` the CLI follows the tasks (`_up-to-date` task filter,
+/// `UpdateStatus`) until they converge.
+#[test]
+fn the_cli_follows_create_and_a_rolling_update_to_convergence() {
+    let m = manager();
+    let _cleanup = Cleanup { manager: &m, services: vec!["cli-wait"] };
+    let created = m.docker_ok([
+        "service",
+        "create",
+        "--quiet",
+        "--name",
+        "cli-wait",
+        "--replicas",
+        "2",
+        "busybox",
+        "sleep",
+        "300",
+    ]);
+    assert_eq!(created.len(), 25, "{created}");
+    m.docker_ok(["service", "update", "--quiet", "--env-add", "A=1", "cli-wait"]);
+    let state = m.docker_ok(["service", "inspect", "-f", "{{.UpdateStatus.State}}", "cli-wait"]);
+    assert_eq!(state, "completed");
+    let running = m.docker_ok(["service", "ps", "-q", "--filter", "desired-state=running", "cli-wait"]);
+    assert_eq!(running.lines().count(), 2, "{running}");
+}
