@@ -1,6 +1,6 @@
 //! The real Docker CLI (v28) running `docker service` against a manager in
-//! front of 3 real engines: the CLI must accept every answer. Whether the
-//! tasks run is the reconciler's business and not checked here.
+//! front of 3 real engines: the CLI accepts every answer, and the
+//! reconciler makes the tasks run, spread, scale, move and go.
 //! Needs root and `sudo scripts/install-deps.sh`.
 
 use std::time::Duration;
@@ -145,4 +145,66 @@ fn the_cli_follows_create_and_a_rolling_update_to_convergence() {
     assert_eq!(state, "completed");
     let running = m.docker_ok(["service", "ps", "-q", "--filter", "desired-state=running", "cli-wait"]);
     assert_eq!(running.lines().count(), 2, "{running}");
+}
+
+/// `docker service ls` REPLICAS of `name`.
+fn replicas(m: &Manager, name: &str) -> String {
+    let ls = m.docker_ok(["service", "ls", "--filter", &format!("name={name}"), "--format", "{{.Name}} {{.Replicas}}"]);
+    ls.lines().find_map(|l| l.strip_prefix(&format!("{name} "))).unwrap_or_default().to_string()
+}
+
+/// The nodes of the running tasks of `name`.
+fn running_nodes(m: &Manager, name: &str) -> Vec<String> {
+    let ps = m.docker_ok([
+        "service",
+        "ps",
+        name,
+        "--filter",
+        "desired-state=running",
+        "--format",
+        "{{.Node}} {{.CurrentState}}",
+    ]);
+    let mut nodes: Vec<String> =
+        ps.lines().filter(|l| l.contains("Running")).filter_map(|l| l.split(' ').next()).map(String::from).collect();
+    nodes.sort();
+    nodes
+}
+
+#[test]
+fn the_walkthrough_create_scale_update_ps_and_rm_on_real_engines() {
+    let tb = Testbed::shared();
+    let m = Manager::start(&tb.addrs().join(","), &[]);
+    m.wait_healthy(3);
+    let name = format!("walk{}", std::process::id());
+    m.docker_ok([
+        "service",
+        "create",
+        "--detach",
+        "--replicas",
+        "1",
+        "--name",
+        &name,
+        "-p",
+        "18280:80",
+        "busybox",
+        "httpd",
+        "-f",
+        "-p",
+        "80",
+    ]);
+    m.wait_until(Duration::from_secs(30), "1/1", |m| replicas(m, &name) == "1/1");
+    m.docker_ok(["service", "update", "--detach", "--replicas", "3", &name]);
+    m.wait_until(Duration::from_secs(30), "3/3", |m| replicas(m, &name) == "3/3");
+    // The published port keeps two tasks off one node: one per node.
+    assert_eq!(running_nodes(&m, &name), ["node-01", "node-02", "node-03"]);
+    m.docker_ok(["service", "scale", "--detach", &format!("{name}=1")]);
+    m.wait_until(Duration::from_secs(30), "back to 1/1", |m| replicas(m, &name) == "1/1");
+    m.wait_until(Duration::from_secs(30), "the extra containers are gone", |m| {
+        m.docker_ok(["ps", "-q", "--filter", &format!("label=com.docker.swarm.service.name={name}")]).lines().count()
+            == 1
+    });
+    m.docker_ok(["service", "rm", &name]);
+    m.wait_until(Duration::from_secs(30), "every task container is gone", |m| {
+        m.docker_ok(["ps", "-aq", "--filter", &format!("label=com.docker.swarm.service.name={name}")]).is_empty()
+    });
 }
