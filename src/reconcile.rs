@@ -157,15 +157,17 @@ async fn observe(cluster: &Cluster) -> Result<(), StateError> {
 }
 
 /// Removes task containers the desired state no longer wants: those of
-/// deleted tasks, and running copies of tasks that were stopped (typically
-/// on an engine that was down when they were replaced and came back).
+/// deleted tasks, and those of tasks the manager stopped (status
+/// `shutdown`) whose removal could not happen then, typically on an engine
+/// that was down when its tasks were replaced and has come back. Tasks that
+/// ended by themselves keep their containers (and logs) until deleted.
 async fn remove_stale_containers(cluster: &Cluster) {
     for engine in cluster.healthy_engines() {
         for container in engine.containers_where(|c| c.labels.contains_key(TASK_ID_LABEL)) {
             let Some(identity) = TaskIdentity::from_labels(&container.labels) else { continue };
             let stale = match cluster.state.task(&identity.task_id) {
                 None => true,
-                Some(record) => !record.wanted() && container.is_running(),
+                Some(record) => !record.wanted() && record.task.status.state == TaskState::Shutdown,
             };
             if !stale {
                 continue;

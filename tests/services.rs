@@ -208,3 +208,55 @@ fn the_walkthrough_create_scale_update_ps_and_rm_on_real_engines() {
         m.docker_ok(["ps", "-aq", "--filter", &format!("label=com.docker.swarm.service.name={name}")]).is_empty()
     });
 }
+
+#[test]
+fn a_drained_node_hands_its_tasks_to_the_others() {
+    let tb = Testbed::shared();
+    let m = Manager::start(&tb.addrs().join(","), &[]);
+    m.wait_healthy(3);
+    let name = format!("drain{}", std::process::id());
+    let _cleanup = Cleanup { manager: &m, services: vec![name.as_str()] };
+    m.docker_ok(["service", "create", "--detach", "--replicas", "3", "--name", &name, "busybox", "sleep", "300"]);
+    m.wait_until(Duration::from_secs(30), "3/3", |m| replicas(m, &name) == "3/3");
+    m.docker_ok(["node", "update", "--availability", "drain", "node-02"]);
+    m.wait_until(Duration::from_secs(30), "no task left on node-02, 3 running elsewhere", |m| {
+        let nodes = running_nodes(m, &name);
+        nodes.len() == 3 && !nodes.iter().any(|n| n == "node-02")
+    });
+    let on_node_02 = m.docker_ok([
+        "ps",
+        "-q",
+        "--filter",
+        "node=node-02",
+        "--filter",
+        &format!("label=com.docker.swarm.service.name={name}"),
+    ]);
+    assert!(on_node_02.is_empty(), "the drained node's task container is gone: {on_node_02}");
+    m.docker_ok(["node", "update", "--availability", "active", "node-02"]);
+    m.docker_ok(["service", "scale", "--detach", &format!("{name}=4")]);
+    m.wait_until(Duration::from_secs(30), "4/4 with node-02 back", |m| {
+        replicas(m, &name) == "4/4" && running_nodes(m, &name).iter().any(|n| n == "node-02")
+    });
+}
+
+#[test]
+fn a_crashed_engine_has_its_tasks_replaced_and_its_stale_copies_removed_when_it_returns() {
+    let tb = Testbed::start(3, &[], false);
+    let m = Manager::start(&tb.addrs().join(","), &[]);
+    m.wait_healthy(3);
+    m.docker_ok(["service", "create", "--detach", "--replicas", "3", "--name", "crash", "busybox", "sleep", "300"]);
+    m.wait_until(Duration::from_secs(30), "3/3", |m| replicas(m, "crash") == "3/3");
+    assert_eq!(running_nodes(&m, "crash"), ["node-01", "node-02", "node-03"], "spread one per node");
+    tb.stop_engine("node-03");
+    // Detection (1-2 s refreshes, 2 failures) plus the replacement.
+    m.wait_until(Duration::from_secs(30), "the lost task runs elsewhere", |m| {
+        let nodes = running_nodes(m, "crash");
+        nodes.len() == 3 && !nodes.iter().any(|n| n == "node-03")
+    });
+    tb.start_engine("node-03");
+    m.wait_healthy(3);
+    m.wait_until(Duration::from_secs(30), "the stale copy on node-03 is removed", |_| {
+        tb.docker_ok("node-03", ["ps", "-aq", "--filter", "label=com.docker.swarm.service.name=crash"]).is_empty()
+    });
+    assert_eq!(replicas(&m, "crash"), "3/3");
+}
