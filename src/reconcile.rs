@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use http::{Method, StatusCode};
 use swarm_leadership::Leadership;
 
-use crate::cluster::engine::{error_message, Health};
+use crate::cluster::engine::{error_message, Engine, Health};
 use crate::cluster::monitor;
 use crate::cluster::{Cluster, CreateError, CreateRequest};
 use crate::observe::Observed;
@@ -64,14 +64,14 @@ async fn pass(cluster: &Cluster) -> Result<Option<Timestamp>, StateError> {
         // Never act on copies that were not read: they would look empty.
         cluster.state.reload().await?;
     }
-    observe(cluster).await?;
+    let nodes = node_views(cluster);
+    observe(cluster, &nodes).await?;
     remove_stale_containers(cluster).await;
     let services = cluster.state.services();
     if services.is_empty() && cluster.state.tasks().is_empty() {
         return Ok(None);
     }
     let tasks = cluster.state.tasks();
-    let nodes = node_views(cluster);
     let plan = {
         let mut rng = rand::thread_rng();
         plan(&services, &tasks, &nodes, now(), &mut || new_id(&mut rng))
@@ -103,14 +103,26 @@ fn node_views(cluster: &Cluster) -> Vec<NodeView> {
 
 /// Records the state of every task whose container changed: running,
 /// ended (complete or failed by its exit code), or gone from a healthy
-/// engine.
-async fn observe(cluster: &Cluster) -> Result<(), StateError> {
+/// engine; and carries on with tasks that stopped short of running.
+async fn observe(cluster: &Cluster, nodes: &[NodeView]) -> Result<(), StateError> {
     for mut record in cluster.state.tasks() {
         let status = &record.task.status;
         if status.state.is_terminal() {
             continue;
         }
-        let Some(container_id) = status.container_status.as_ref().map(|c| c.container_id.clone()) else {
+        let container_id = status.container_status.as_ref().map(|c| c.container_id.clone());
+        let container_running = container_id
+            .as_deref()
+            .and_then(|id| cluster.find_container(id))
+            .is_some_and(|(_, c)| c.state == "running");
+        // A task on a node that is down is the planner's to replace.
+        let node_down =
+            !record.task.node_id.is_empty() && !nodes.iter().any(|n| n.id == record.task.node_id && n.ready);
+        if record.wanted() && status.state < TaskState::Running && !container_running && !node_down {
+            resume_task(cluster, record, nodes).await?;
+            continue;
+        }
+        let Some(container_id) = container_id else {
             continue;
         };
         let observed = match cluster.find_container(&container_id) {
@@ -156,8 +168,8 @@ async fn observe(cluster: &Cluster) -> Result<(), StateError> {
     Ok(())
 }
 
-/// Removes task containers the desired state no longer wants: those of
-/// deleted tasks, and those of tasks the manager stopped (status
+/// Removes task containers the desired state no longer wants, among the
+/// services it knows: those of deleted tasks, and those of tasks the manager stopped (status
 /// `shutdown`) whose removal could not happen then, typically on an engine
 /// that was down when its tasks were replaced and has come back. Tasks that
 /// ended by themselves keep their containers (and logs) until deleted.
@@ -165,6 +177,12 @@ async fn remove_stale_containers(cluster: &Cluster) {
     for engine in cluster.healthy_engines() {
         for container in engine.containers_where(|c| c.labels.contains_key(TASK_ID_LABEL)) {
             let Some(identity) = TaskIdentity::from_labels(&container.labels) else { continue };
+            // Containers of services this cluster does not know are not its
+            // own to judge (another cluster on the same engines, or desired
+            // state that was lost): they are left alone.
+            if cluster.state.service(&identity.service_id).is_none() {
+                continue;
+            }
             let stale = match cluster.state.task(&identity.task_id) {
                 None => true,
                 Some(record) => !record.wanted() && record.task.status.state == TaskState::Shutdown,
@@ -232,13 +250,19 @@ async fn apply(cluster: &Cluster, action: Action, nodes: &[NodeView]) -> Result<
     }
 }
 
-/// Stores the new task, then creates and starts its container; a task that
-/// cannot be placed stays pending with the reason, one the engine refuses
-/// is rejected.
+/// Stores the new task as pending, then places and starts it.
 async fn start_task(cluster: &Cluster, mut record: TaskRecord, nodes: &[NodeView]) -> Result<(), StateError> {
-    let Some(service) = cluster.state.service(&record.task.service_id) else { return Ok(()) };
     set_status(&mut record, TaskState::Pending, "pending task scheduling", None);
     cluster.state.put_task(record.clone()).await?;
+    place_and_start(cluster, record, nodes).await
+}
+
+/// Creates and starts the container of a task that has none; a task that
+/// cannot be placed stays pending with the reason (written only when the
+/// reason changes, so an unplaceable task costs no store traffic), one the
+/// engine refuses is rejected.
+async fn place_and_start(cluster: &Cluster, mut record: TaskRecord, nodes: &[NodeView]) -> Result<(), StateError> {
+    let Some(service) = cluster.state.service(&record.task.service_id) else { return Ok(()) };
     let container = match task_container(&service, &record.task, &avoided_nodes(nodes)) {
         Ok(container) => container,
         Err(e) => {
@@ -254,7 +278,11 @@ async fn start_task(cluster: &Cluster, mut record: TaskRecord, nodes: &[NodeView
     let created = match cluster.create_container(request).await {
         Ok(created) => created,
         Err(CreateError::Unschedulable(e)) => {
-            set_status(&mut record, TaskState::Pending, "no suitable node", Some(e.to_string()));
+            let reason = Some(e.to_string());
+            if record.task.status.state == TaskState::Pending && record.task.status.err == reason {
+                return Ok(());
+            }
+            set_status(&mut record, TaskState::Pending, "no suitable node", reason);
             return cluster.state.put_task(record).await;
         }
         Err(e) => {
@@ -267,18 +295,55 @@ async fn start_task(cluster: &Cluster, mut record: TaskRecord, nodes: &[NodeView
     record.task.status.container_status =
         Some(ContainerStatus { container_id: created.id.clone(), ..Default::default() });
     cluster.state.put_task(record.clone()).await?;
-    let start = format!("/containers/{}/start", created.id);
-    let started = match created.engine.client.call(Method::POST, &start, None).await {
+    start_container(cluster, record, &created.engine, &created.id).await
+}
+
+/// Starts a task's created container and records how that went.
+async fn start_container(
+    cluster: &Cluster,
+    mut record: TaskRecord,
+    engine: &Engine,
+    container_id: &str,
+) -> Result<(), StateError> {
+    let start = format!("/containers/{container_id}/start");
+    let started = match engine.client.call(Method::POST, &start, None).await {
         Ok((status, _)) if status.is_success() || status == StatusCode::NOT_MODIFIED => Ok(()),
         Ok((_, body)) => Err(error_message(&body)),
         Err(e) => Err(e.to_string()),
     };
-    let _ = monitor::refresh_container(&created.engine, &created.id).await;
+    let _ = monitor::refresh_container(engine, container_id).await;
     match started {
         Ok(()) => set_status(&mut record, TaskState::Running, "started", None),
         Err(e) => set_status(&mut record, TaskState::Failed, "starting", Some(e)),
     }
     cluster.state.put_task(record).await
+}
+
+/// Carries on with a task wanted running that has not reached `running`
+/// and whose container is not running: one left pending (no node fitted),
+/// or one a previous primary stopped working on (it died between storing
+/// the task, creating its container and starting it). A container already
+/// made for the task is adopted, never made twice.
+async fn resume_task(cluster: &Cluster, mut record: TaskRecord, nodes: &[NodeView]) -> Result<(), StateError> {
+    let made = cluster.engines().into_iter().find_map(|engine| {
+        let found = engine.containers_where(|c| c.labels.get(TASK_ID_LABEL) == Some(&record.task.id));
+        found.into_iter().next().map(|container| (engine, container))
+    });
+    let Some((engine, container)) = made else {
+        return place_and_start(cluster, record, nodes).await;
+    };
+    let recorded = record.task.status.container_status.as_ref().map(|c| c.container_id.as_str());
+    if recorded != Some(container.id.as_str()) {
+        record.task.node_id = engine.info().map(|info| info.node_id()).unwrap_or_default();
+        set_status(&mut record, TaskState::Starting, "starting", None);
+        record.task.status.container_status =
+            Some(ContainerStatus { container_id: container.id.clone(), ..Default::default() });
+        cluster.state.put_task(record.clone()).await?;
+    }
+    if container.state == "created" {
+        return start_container(cluster, record, &engine, &container.id).await;
+    }
+    Ok(())
 }
 
 /// Removes the task's container, wherever it is (nothing if it is gone or

@@ -5,7 +5,8 @@
 
 use std::time::Duration;
 
-use swarm_testkit::manager::Manager;
+use swarm_testkit::manager::{Manager, SwarmProcess};
+use swarm_testkit::store::{EtcdServer, StoreFixture};
 use swarm_testkit::testbed::Testbed;
 
 /// Removes the services on drop, so a failing test leaves nothing behind.
@@ -259,4 +260,70 @@ fn a_crashed_engine_has_its_tasks_replaced_and_its_stale_copies_removed_when_it_
         tb.docker_ok("node-03", ["ps", "-aq", "--filter", "label=com.docker.swarm.service.name=crash"]).is_empty()
     });
     assert_eq!(replicas(&m, "crash"), "3/3");
+}
+
+/// The names (`service.slot`) of the running tasks of `name`, repeats kept.
+fn running_slots(m: &Manager, name: &str) -> Vec<String> {
+    let ps = m.docker_ok([
+        "service",
+        "ps",
+        name,
+        "--filter",
+        "desired-state=running",
+        "--format",
+        "{{.Name}} {{.CurrentState}}",
+    ]);
+    let mut slots: Vec<String> =
+        ps.lines().filter(|l| l.contains("Running")).filter_map(|l| l.split(' ').next()).map(String::from).collect();
+    slots.sort();
+    slots
+}
+
+#[test]
+fn a_new_primary_finishes_a_scale_the_killed_one_started_and_no_slot_runs_twice() {
+    let tb = Testbed::shared();
+    let store = EtcdServer::start();
+    let url = store.url("services");
+    let _joins: Vec<SwarmProcess> = tb
+        .addrs()
+        .iter()
+        .map(|a| SwarmProcess::start(&["join", "--advertise", a, "--heartbeat", "1s", "--ttl", "3s", &url]))
+        .collect();
+    let managers: Vec<Manager> = (0..2).map(|_| Manager::start_replicated(&url, &[])).collect();
+    for m in &managers {
+        m.wait_healthy(3);
+    }
+    let primary = |ms: &[Manager]| ms.iter().position(|m| m.role().is_some_and(|(role, _)| role == "primary"));
+    managers[0].wait_until(Duration::from_secs(20), "a primary is elected", |_| primary(&managers).is_some());
+    let p = primary(&managers).expect("a primary");
+    let (old, survivor) = (&managers[p], &managers[1 - p]);
+    let name = format!("failover{}", std::process::id());
+    let _cleanup = Cleanup { manager: survivor, services: vec![name.as_str()] };
+    // Through the replica: the request is relayed to the primary.
+    survivor.docker_ok([
+        "service",
+        "create",
+        "--detach",
+        "--replicas",
+        "3",
+        "--name",
+        &name,
+        "busybox",
+        "sleep",
+        "300",
+    ]);
+    survivor.wait_until(Duration::from_secs(30), "3/3", |m| replicas(m, &name) == "3/3");
+    survivor.docker_ok(["service", "scale", "--detach", &format!("{name}=6")]);
+    old.signal("KILL");
+    survivor.wait_until(Duration::from_secs(20), "the survivor becomes primary", |m| {
+        m.role().is_some_and(|(role, _)| role == "primary")
+    });
+    survivor.wait_until(Duration::from_secs(40), "6/6 under the new primary", |m| replicas(m, &name) == "6/6");
+    let slots = running_slots(survivor, &name);
+    let mut unique = slots.clone();
+    unique.dedup();
+    assert_eq!((slots.len(), unique.len()), (6, 6), "one running task per slot: {slots:?}");
+    let containers =
+        survivor.docker_ok(["ps", "-q", "--filter", &format!("label=com.docker.swarm.service.name={name}")]);
+    assert_eq!(containers.lines().count(), 6, "no extra container: {containers}");
 }
