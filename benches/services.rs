@@ -1,0 +1,193 @@
+//! Services on classic engines, measured against real engines.
+//!
+//! `cargo bench --bench services` starts a 3-engine testbed, a local etcd
+//! and two replicated release managers (quick engine refresh: 1-2 s, 2
+//! failures), then measures:
+//!
+//! 1. `docker service create --replicas 30` (image present) to 30/30 running;
+//! 2. at rest with `SWARM_BENCH_SERVICES` services (default 100, one replica
+//!    each): the primary's CPU and the store writes (etcd revision growth)
+//!    over 20 s;
+//! 3. a lost engine (SIGKILL of its dockerd and everything on it): time to
+//!    the engine flagged unhealthy (the detection time) and to every
+//!    service running its full count again elsewhere;
+//! 4. SIGKILL of the primary: time until the survivor has run a scale-up
+//!    asked through it (election plus the first reconciler pass).
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use swarm_testkit::bench::{cpu_seconds, requested};
+use swarm_testkit::http;
+use swarm_testkit::manager::{Manager, SwarmProcess};
+use swarm_testkit::store::{EtcdServer, StoreFixture};
+use swarm_testkit::testbed::Testbed;
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).filter(|v| *v > 0).unwrap_or(default)
+}
+
+/// `(running, desired)` summed over every service, from `GET /services?status=true`.
+fn tasks_running(m: &Manager) -> (u64, u64) {
+    let Ok((200, body)) = m.get("/v1.41/services?status=true") else { return (0, u64::MAX) };
+    let services: Vec<Value> = serde_json::from_str(&body).unwrap_or_default();
+    services.iter().fold((0, 0), |(r, d), s| {
+        (
+            r + s["ServiceStatus"]["RunningTasks"].as_u64().unwrap_or(0),
+            d + s["ServiceStatus"]["DesiredTasks"].as_u64().unwrap_or(0),
+        )
+    })
+}
+
+fn create_service(m: &Manager, name: &str, replicas: u64) {
+    let spec = json!({
+        "Name": name,
+        "TaskTemplate": {"ContainerSpec": {"Image": "busybox", "Args": ["sleep", "3600"]}},
+        "Mode": {"Replicated": {"Replicas": replicas}},
+    });
+    let (status, body) =
+        m.request("POST", "/v1.41/services/create", Some(&spec.to_string())).expect("create a service");
+    assert_eq!(status, 201, "create {name}: {body}");
+}
+
+/// Waits until `running == desired` with at least `want` tasks; returns how long it took.
+fn until_all_running(m: &Manager, want: u64, within: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        let (running, desired) = tasks_running(m);
+        if running >= want && running == desired {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < within, "only {running}/{desired} running after {within:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// etcd's current revision: it grows with every write, and only with
+/// writes (lease keep-alives do not count); from its `/metrics`.
+fn etcd_revision(store: &EtcdServer) -> u64 {
+    let (_, metrics) = http::get(&store.addr, "/metrics", Duration::from_secs(5)).expect("etcd /metrics");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("etcd_debugging_mvcc_current_revision "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
+        .unwrap_or_else(|| panic!("no revision in etcd's /metrics"))
+}
+
+fn primary_of(managers: &[Manager]) -> usize {
+    let start = Instant::now();
+    loop {
+        if let Some(p) = managers.iter().position(|m| m.role().is_some_and(|(role, _)| role == "primary")) {
+            return p;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "no primary");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn main() {
+    if !requested("services") {
+        return;
+    }
+    let at_rest_services = env_usize("SWARM_BENCH_SERVICES", 100) as u64;
+    let swarm = env!("CARGO_BIN_EXE_swarm");
+    assert!(swarm.contains("/release/"), "the manager must be the release build, got {swarm}");
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("machine: loadavg {}", load.split_whitespace().take(3).collect::<Vec<_>>().join(" "));
+
+    let tb = Testbed::start(3, &[], false);
+    let store = EtcdServer::start();
+    let url = store.url("bench");
+    let _joins: Vec<SwarmProcess> = tb
+        .addrs()
+        .iter()
+        .map(|a| SwarmProcess::start(&["join", "--advertise", a, "--heartbeat", "1s", "--ttl", "3s", &url]))
+        .collect();
+    let managers: Vec<Manager> = (0..2).map(|_| Manager::builder(&url).binary(swarm).replicated().start()).collect();
+    for m in &managers {
+        m.wait_healthy(3);
+    }
+    let p = primary_of(&managers);
+    let (primary, replica) = (&managers[p], &managers[1 - p]);
+
+    // 1: 30 replicas.
+    let start = Instant::now();
+    create_service(primary, "thirty", 30);
+    until_all_running(primary, 30, Duration::from_secs(120));
+    let thirty = start.elapsed();
+
+    // 2: at rest with many services.
+    let start = Instant::now();
+    for i in 0..at_rest_services {
+        create_service(primary, &format!("rest{i}"), 1);
+    }
+    until_all_running(primary, 30 + at_rest_services, Duration::from_secs(600));
+    println!("setup: {at_rest_services} more services running in {:.1}s", start.elapsed().as_secs_f64());
+    std::thread::sleep(Duration::from_secs(3));
+    let (cpu_before, revision_before) = (cpu_seconds(primary.pid()), etcd_revision(&store));
+    let rest = Duration::from_secs(20);
+    std::thread::sleep(rest);
+    let (cpu_after, revision_after) = (cpu_seconds(primary.pid()), etcd_revision(&store));
+    let cpu_share = (cpu_after[0] + cpu_after[1] - cpu_before[0] - cpu_before[1]) / rest.as_secs_f64() * 100.0;
+    let writes = revision_after - revision_before;
+
+    // 3: a lost engine.
+    let total = 30 + at_rest_services;
+    let start = Instant::now();
+    tb.stop_engine("node-03");
+    primary.wait_until(Duration::from_secs(60), "node-03 is flagged", |m| {
+        m.get("/info").is_ok_and(|(_, body)| body.contains("\"Unhealthy\""))
+    });
+    let detected = start.elapsed();
+    until_all_running(primary, total, Duration::from_secs(300));
+    let replaced = start.elapsed();
+
+    // 4: SIGKILL of the primary, then a scale-up through the survivor.
+    primary.signal("KILL");
+    let start = Instant::now();
+    let spec_of = |m: &Manager| -> (u64, Value) {
+        let (_, body) = m.get("/v1.41/services/thirty").expect("inspect");
+        let service: Value = serde_json::from_str(&body).unwrap_or_default();
+        (service["Version"]["Index"].as_u64().unwrap_or(0), service["Spec"].clone())
+    };
+    let resumed = loop {
+        let (index, mut spec) = spec_of(replica);
+        spec["Mode"]["Replicated"]["Replicas"] = json!(31);
+        let path = format!("/v1.41/services/thirty/update?version={index}");
+        if let Ok((200, _)) = replica.request("POST", &path, Some(&spec.to_string())) {
+            until_all_running(replica, total + 1, Duration::from_secs(60));
+            break start.elapsed();
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "the survivor never took the update");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+
+    let ms = |d: Duration| format!("{:.0} ms", d.as_secs_f64() * 1e3);
+    println!();
+    println!("{:<58} {:>14} {:>22}  verdict", "figure", "measured", "target");
+    let row = |name: &str, measured: String, target: &str, pass: Option<bool>| {
+        let verdict = match pass {
+            Some(true) => "PASS",
+            Some(false) => "MISS",
+            None => "info",
+        };
+        println!("{name:<58} {measured:>14} {target:>22}  {verdict}");
+    };
+    row(
+        "service create --replicas 30 to 30/30 running",
+        ms(thirty),
+        "<= 10000 ms",
+        Some(thirty <= Duration::from_secs(10)),
+    );
+    row(&format!("primary CPU at rest, {} services", at_rest_services + 1), format!("{cpu_share:.2} %"), "-", None);
+    row(&format!("store writes at rest over {}s", rest.as_secs()), writes.to_string(), "0", Some(writes == 0));
+    row("lost engine: detection (quick refresh settings)", ms(detected), "-", None);
+    row(
+        "lost engine: all tasks running again",
+        ms(replaced),
+        "<= detection + 5000 ms",
+        Some(replaced <= detected + Duration::from_secs(5)),
+    );
+    row("primary SIGKILL: survivor runs a scale-up", ms(resumed), "-", None);
+}
