@@ -220,9 +220,6 @@ fn wire(
             Observed::StateReloadFailed { error: &e.to_string() }.emit();
         }
     }));
-    if let Some(leadership) = &leadership {
-        tasks.push(tokio::spawn(reload_state_when_primary(cluster.clone(), leadership.subscribe())));
-    }
     let api = Arc::new(Api {
         cluster,
         cors: settings.cors,
@@ -233,19 +230,6 @@ fn wire(
         tls: settings.tls.clone(),
     });
     Ok((api, tasks))
-}
-
-/// Reads the desired state again each time this manager becomes primary:
-/// the previous primary may have changed it since it was last read.
-async fn reload_state_when_primary(cluster: Arc<Cluster>, mut roles: watch::Receiver<swarm_leadership::Role>) {
-    while roles.changed().await.is_ok() {
-        let became_primary = matches!(*roles.borrow_and_update(), swarm_leadership::Role::Primary);
-        if became_primary {
-            if let Err(e) = cluster.state.reload().await {
-                Observed::StateReloadFailed { error: &e.to_string() }.emit();
-            }
-        }
-    }
 }
 
 /// `swarm manage` as a command: serves until SIGINT or SIGTERM.

@@ -35,15 +35,26 @@ pub const POLL: Duration = Duration::from_secs(1);
 /// replicated, always primary).
 pub async fn run(cluster: Arc<Cluster>, leadership: Option<Arc<Leadership>>) {
     let mut wake_at: Option<Timestamp> = None;
+    let mut was_primary = false;
     loop {
         let wait = wake_at.map_or(POLL, |at| at.since(now()).min(POLL));
         tokio::select! {
             _ = cluster.reconcile.notified() => {}
             _ = tokio::time::sleep(wait) => {}
         }
-        if !leadership.as_ref().is_none_or(|l| l.is_primary()) {
-            wake_at = None;
+        let primary = leadership.as_ref().is_none_or(|l| l.is_primary());
+        if !primary {
+            (wake_at, was_primary) = (None, false);
             continue;
+        }
+        if !was_primary {
+            // The previous primary changed the state since this manager
+            // last read it: read it all before acting on it.
+            if let Err(e) = cluster.state.reload().await {
+                Observed::StateReloadFailed { error: &e.to_string() }.emit();
+                continue;
+            }
+            was_primary = true;
         }
         match pass(&cluster).await {
             Ok(next) => wake_at = next,
@@ -76,10 +87,35 @@ async fn pass(cluster: &Cluster) -> Result<Option<Timestamp>, StateError> {
         let mut rng = rand::thread_rng();
         plan(&services, &tasks, &nodes, now(), &mut || new_id(&mut rng))
     };
+    // New tasks start together (placement reserves each one as it is
+    // decided, so they spread as if one after the other); every other
+    // action waits for the ones before it.
+    let mut starts = Vec::new();
     for action in plan.actions {
-        apply(cluster, action, &nodes).await?;
+        match action {
+            Action::StartTask { record, .. } => starts.push(start_task(cluster, *record, &nodes)),
+            other => {
+                run_starts(&mut starts).await?;
+                apply(cluster, other, &nodes).await?;
+            }
+        }
     }
+    run_starts(&mut starts).await?;
     Ok(plan.wake_at)
+}
+
+/// How many task containers are created and started at once.
+const PARALLEL_STARTS: usize = 8;
+
+/// Runs the queued task starts, `PARALLEL_STARTS` at a time; the first
+/// error is returned once all have ended.
+async fn run_starts<F: std::future::Future<Output = Result<(), StateError>>>(
+    starts: &mut Vec<F>,
+) -> Result<(), StateError> {
+    use futures_util::StreamExt;
+    let results: Vec<Result<(), StateError>> =
+        futures_util::stream::iter(starts.drain(..)).buffer_unordered(PARALLEL_STARTS).collect().await;
+    results.into_iter().collect()
 }
 
 /// Every validated engine as the planner sees a node.
@@ -214,7 +250,7 @@ fn set_status(record: &mut TaskRecord, state: TaskState, message: &str, err: Opt
 /// Applies one planned action.
 async fn apply(cluster: &Cluster, action: Action, nodes: &[NodeView]) -> Result<(), StateError> {
     match action {
-        Action::StartTask { record, replaces: _ } => start_task(cluster, *record, nodes).await,
+        Action::StartTask { record, .. } => start_task(cluster, *record, nodes).await,
         Action::StopTask { task_id, reason } => {
             let Some(mut record) = cluster.state.task(&task_id) else { return Ok(()) };
             record.task.desired_state = reason.desired_state();

@@ -105,12 +105,6 @@ impl Leadership {
         }
     }
 
-    /// The role as it changes (a primary past its deadline shows up when
-    /// its election notices, not at the deadline itself).
-    pub fn subscribe(&self) -> watch::Receiver<Role> {
-        self.changes.subscribe()
-    }
-
     /// This manager's advertise address.
     pub fn advertise(&self) -> &str {
         &self.advertise
