@@ -383,11 +383,15 @@ async fn resume_task(cluster: &Cluster, mut record: TaskRecord, nodes: &[NodeVie
 }
 
 /// Removes the task's container, wherever it is (nothing if it is gone or
-/// its engine cannot be reached: a returning engine's stale copies are
-/// removed when the task is deleted).
+/// its engine is not healthy: a returning engine's stale copies are removed
+/// by [`remove_stale_containers`]).
 async fn remove_container(cluster: &Cluster, record: &TaskRecord) {
     let Some(id) = record.task.status.container_status.as_ref().map(|c| c.container_id.clone()) else { return };
     let Some((engine, _)) = cluster.find_container(&id) else { return };
+    if !engine.is_healthy() {
+        // It would only time out; the sweep removes it when the engine is back.
+        return;
+    }
     let path = format!("/containers/{id}?force=1");
     if let Ok((status, _)) = engine.client.call(Method::DELETE, &path, None).await {
         if status.is_success() || status == StatusCode::NOT_FOUND {
