@@ -216,9 +216,10 @@ async fn tasks_are_listed_filtered_and_inspected() {
         let path = format!("/v1.41/tasks?filters={}", filters(f));
         async move { get(c.addr, &path).await }
     };
-    // The reconciler makes the tasks.
-    wait_until("the reconciler made web's tasks", || async {
+    // The reconciler makes the tasks, web's two and other's one.
+    wait_until("the reconciler made every task", || async {
         tasks_of(json!({"service": ["web"]})).await.json().as_array().is_some_and(|t| t.len() == 2)
+            && get(c.addr, "/v1.41/tasks").await.json().as_array().is_some_and(|t| t.len() == 3)
     })
     .await;
     let tasks = tasks_of(json!({"service": [&id]})).await.json();
