@@ -87,17 +87,15 @@ async fn pass(cluster: &Cluster) -> Result<Option<Timestamp>, StateError> {
         let mut rng = rand::thread_rng();
         plan(&services, &tasks, &nodes, now(), &mut || new_id(&mut rng))
     };
-    // New tasks start together (placement reserves each one as it is
-    // decided, so they spread as if one after the other); every other
-    // action waits for the ones before it.
+    // Every other action first, in order: stops free the resources and
+    // ports the new tasks may need. Then the new tasks start together
+    // (placement reserves each one as it is decided, so they spread as if
+    // one after the other).
     let mut starts = Vec::new();
     for action in plan.actions {
         match action {
             Action::StartTask { record, .. } => starts.push(start_task(cluster, *record, &nodes)),
-            other => {
-                run_starts(&mut starts).await?;
-                apply(cluster, other, &nodes).await?;
-            }
+            other => apply(cluster, other, &nodes).await?,
         }
     }
     run_starts(&mut starts).await?;
