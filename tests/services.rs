@@ -327,3 +327,17 @@ fn a_new_primary_finishes_a_scale_the_killed_one_started_and_no_slot_runs_twice(
         survivor.docker_ok(["ps", "-q", "--filter", &format!("label=com.docker.swarm.service.name={name}")]);
     assert_eq!(containers.lines().count(), 6, "no extra container: {containers}");
 }
+
+#[test]
+fn a_global_service_runs_one_task_per_active_node() {
+    let tb = Testbed::shared();
+    let m = Manager::start(&tb.addrs().join(","), &[]);
+    m.wait_healthy(3);
+    let name = format!("global{}", std::process::id());
+    let _cleanup = Cleanup { manager: &m, services: vec![name.as_str()] };
+    m.docker_ok(["service", "create", "--detach", "--mode", "global", "--name", &name, "busybox", "sleep", "300"]);
+    m.wait_until(Duration::from_secs(30), "one task per node", |m| {
+        running_nodes(m, &name) == ["node-01", "node-02", "node-03"]
+    });
+    assert_eq!(replicas(&m, &name), "3/3");
+}
