@@ -154,21 +154,20 @@ fn replicas(m: &Manager, name: &str) -> String {
     ls.lines().find_map(|l| l.strip_prefix(&format!("{name} "))).unwrap_or_default().to_string()
 }
 
+/// `field` (a `docker service ps` template field such as `{{.Node}}`) of
+/// each running task of `name`, sorted, repeats kept.
+fn of_running_tasks(m: &Manager, name: &str, field: &str) -> Vec<String> {
+    let format = format!("{field} {{{{.CurrentState}}}}");
+    let ps = m.docker_ok(["service", "ps", name, "--filter", "desired-state=running", "--format", &format]);
+    let mut values: Vec<String> =
+        ps.lines().filter(|l| l.contains("Running")).filter_map(|l| l.split(' ').next()).map(String::from).collect();
+    values.sort();
+    values
+}
+
 /// The nodes of the running tasks of `name`.
 fn running_nodes(m: &Manager, name: &str) -> Vec<String> {
-    let ps = m.docker_ok([
-        "service",
-        "ps",
-        name,
-        "--filter",
-        "desired-state=running",
-        "--format",
-        "{{.Node}} {{.CurrentState}}",
-    ]);
-    let mut nodes: Vec<String> =
-        ps.lines().filter(|l| l.contains("Running")).filter_map(|l| l.split(' ').next()).map(String::from).collect();
-    nodes.sort();
-    nodes
+    of_running_tasks(m, name, "{{.Node}}")
 }
 
 #[test]
@@ -262,23 +261,6 @@ fn a_crashed_engine_has_its_tasks_replaced_and_its_stale_copies_removed_when_it_
     assert_eq!(replicas(&m, "crash"), "3/3");
 }
 
-/// The names (`service.slot`) of the running tasks of `name`, repeats kept.
-fn running_slots(m: &Manager, name: &str) -> Vec<String> {
-    let ps = m.docker_ok([
-        "service",
-        "ps",
-        name,
-        "--filter",
-        "desired-state=running",
-        "--format",
-        "{{.Name}} {{.CurrentState}}",
-    ]);
-    let mut slots: Vec<String> =
-        ps.lines().filter(|l| l.contains("Running")).filter_map(|l| l.split(' ').next()).map(String::from).collect();
-    slots.sort();
-    slots
-}
-
 #[test]
 fn a_new_primary_finishes_a_scale_the_killed_one_started_and_no_slot_runs_twice() {
     let tb = Testbed::shared();
@@ -319,7 +301,7 @@ fn a_new_primary_finishes_a_scale_the_killed_one_started_and_no_slot_runs_twice(
         m.role().is_some_and(|(role, _)| role == "primary")
     });
     survivor.wait_until(Duration::from_secs(40), "6/6 under the new primary", |m| replicas(m, &name) == "6/6");
-    let slots = running_slots(survivor, &name);
+    let slots = of_running_tasks(survivor, &name, "{{.Name}}");
     let mut unique = slots.clone();
     unique.dedup();
     assert_eq!((slots.len(), unique.len()), (6, 6), "one running task per slot: {slots:?}");
