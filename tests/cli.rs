@@ -139,23 +139,7 @@ fn exec_attach_and_logs_stream_through_the_manager() {
 
     // docker attach with stdin to a running container.
     m.docker_ok(["run", "-d", "-i", "--name", "cli-attach", "busybox", "sh", "-c", "read line; echo got:$line"]);
-    let mut attach = m
-        .docker_cmd(["attach", "cli-attach"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("docker attach");
-    {
-        use std::io::Write;
-        let mut stdin = attach.stdin.take().expect("stdin");
-        std::thread::sleep(Duration::from_millis(500));
-        stdin.write_all(b"attached\n").expect("write");
-        // Keep stdin open until the container answered (closing it early
-        // detaches, also when talking to an engine directly).
-        std::thread::sleep(Duration::from_millis(1500));
-    }
-    let out = attach.wait_with_output().expect("attach output");
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "got:attached");
+    assert_eq!(m.docker_attach_line("cli-attach", "attached"), "got:attached");
 
     // logs -f follows until the container exits, then returns.
     m.docker_ok([

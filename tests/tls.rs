@@ -4,7 +4,7 @@
 //! docker-compose. Certificates come from the testbed's CA or from CAs made
 //! here (`swarm_testkit::certs`). Needs root and `sudo scripts/install-deps.sh`.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -151,17 +151,7 @@ fn cli_scenarios(m: &Manager, tag: &str, role: &str) {
     assert_eq!(m.docker_piped(&["exec", "-i", exec, "cat"], "piped over TLS\n"), "piped over TLS");
 
     m.docker_ok(["run", "-d", "-i", "--name", attach, "busybox", "sh", "-c", "read line; echo got:$line"]);
-    let mut attaching =
-        m.docker_cmd(["attach", attach]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("docker attach");
-    {
-        let mut stdin = attaching.stdin.take().expect("stdin");
-        std::thread::sleep(Duration::from_millis(500));
-        stdin.write_all(b"attached\n").expect("write");
-        // Stdin stays open until the container answered (closing it detaches).
-        std::thread::sleep(Duration::from_millis(1500));
-    }
-    let out = attaching.wait_with_output().expect("attach output");
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "got:attached");
+    assert_eq!(m.docker_attach_line(attach, "attached"), "got:attached");
 
     let script = "for i in 1 2 3; do echo line$i; sleep 0.3; done";
     m.docker_ok(["run", "-d", "--name", logs, "busybox", "sh", "-c", script]);

@@ -304,6 +304,27 @@ impl Manager {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
+    /// `docker attach container`, writing `line` to its stdin half a second
+    /// in and keeping stdin open until the container has had time to
+    /// answer (closing it early detaches, also on a plain engine); returns
+    /// trimmed stdout once the container ends.
+    pub fn docker_attach_line(&self, container: &str, line: &str) -> String {
+        let mut attach = self
+            .docker_cmd(["attach", container])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("cannot run docker attach");
+        {
+            let mut stdin = attach.stdin.take().expect("stdin");
+            std::thread::sleep(Duration::from_millis(500));
+            stdin.write_all(format!("{line}\n").as_bytes()).expect("write to docker attach");
+            std::thread::sleep(Duration::from_millis(1500));
+        }
+        let out = attach.wait_with_output().expect("docker attach output");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
     /// Runs the CLI expecting failure; returns stderr.
     pub fn docker_err<I, S>(&self, args: I) -> String
     where
