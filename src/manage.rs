@@ -212,14 +212,6 @@ fn wire(
     let rescheduling = tokio::spawn(reschedule::run(cluster.clone(), leadership.clone()));
     let reconciling = tokio::spawn(reconcile::run(cluster.clone(), leadership.clone()));
     tasks.extend([discovery, rescheduling, reconciling]);
-    // Read in the background: a store that is down must not hold the
-    // listeners back; it is read again on becoming primary.
-    let initial = cluster.clone();
-    tasks.push(tokio::spawn(async move {
-        if let Err(e) = initial.state.reload().await {
-            Observed::StateReloadFailed { error: &e.to_string() }.emit();
-        }
-    }));
     let api = Arc::new(Api {
         cluster,
         cors: settings.cors,

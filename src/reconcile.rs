@@ -22,7 +22,7 @@ use crate::cluster::engine::{error_message, Engine, Health};
 use crate::cluster::monitor;
 use crate::cluster::{Cluster, CreateError, CreateRequest};
 use crate::observe::Observed;
-use crate::services::labels::{create_path, task_container, TASK_ID_LABEL};
+use crate::services::labels::{create_path, task_container, SERVICE_ID_LABEL, TASK_ID_LABEL};
 use crate::services::model::{ContainerStatus, TaskState, TaskStatus};
 use crate::services::plan::avoided_nodes;
 use crate::services::{new_id, plan, Action, NodeView, TaskIdentity, TaskRecord, Timestamp};
@@ -35,31 +35,35 @@ pub const POLL: Duration = Duration::from_secs(1);
 /// replicated, always primary).
 pub async fn run(cluster: Arc<Cluster>, leadership: Option<Arc<Leadership>>) {
     let mut wake_at: Option<Timestamp> = None;
-    let mut was_primary = false;
     loop {
         let wait = wake_at.map_or(POLL, |at| at.since(now()).min(POLL));
         tokio::select! {
             _ = cluster.reconcile.notified() => {}
             _ = tokio::time::sleep(wait) => {}
         }
-        let primary = leadership.as_ref().is_none_or(|l| l.is_primary());
-        if !primary {
-            (wake_at, was_primary) = (None, false);
+        let Some(term) = primary_term(leadership.as_deref()) else {
+            wake_at = None;
             continue;
-        }
-        if !was_primary {
-            // The previous primary changed the state since this manager
-            // last read it: read it all before acting on it.
-            if let Err(e) = cluster.state.reload().await {
-                Observed::StateReloadFailed { error: &e.to_string() }.emit();
-                continue;
-            }
-            was_primary = true;
+        };
+        // Never act on copies that were not read, or that a previous
+        // primary may have changed since.
+        if let Err(e) = cluster.state.refresh_for(term).await {
+            Observed::StateReloadFailed { error: &e.to_string() }.emit();
+            continue;
         }
         match pass(&cluster).await {
             Ok(next) => wake_at = next,
             Err(e) => Observed::ReconcileFailed { error: &e.to_string() }.emit(),
         }
+    }
+}
+
+/// The primary term this manager acts in (0 when it is not replicated, so
+/// always primary), or `None` while it is a replica.
+pub fn primary_term(leadership: Option<&Leadership>) -> Option<u64> {
+    match leadership {
+        None => Some(0),
+        Some(l) => l.primary_term(),
     }
 }
 
@@ -71,10 +75,6 @@ fn now() -> Timestamp {
 
 /// One pass; returns when the planner wants the next one at the latest.
 async fn pass(cluster: &Cluster) -> Result<Option<Timestamp>, StateError> {
-    if !cluster.state.is_loaded() {
-        // Never act on copies that were not read: they would look empty.
-        cluster.state.reload().await?;
-    }
     let nodes = node_views(cluster);
     observe(cluster, &nodes).await?;
     remove_stale_containers(cluster).await;
@@ -233,6 +233,30 @@ async fn remove_stale_containers(cluster: &Cluster) {
             }
         }
     }
+}
+
+/// Removes the task containers of a service that was just removed, on every
+/// healthy engine, before `docker service rm` answers: what comes next
+/// (`docker stack rm` removing the stack's network, a new service with the
+/// same published port) finds them gone. A container on an engine that is
+/// down is left to the reconciler.
+pub async fn remove_service_containers(cluster: &Cluster, service_id: &str) {
+    let removals = cluster.healthy_engines().into_iter().flat_map(|engine| {
+        let containers =
+            engine.containers_where(|c| c.labels.get(SERVICE_ID_LABEL).map(String::as_str) == Some(service_id));
+        containers.into_iter().map(move |c| {
+            let engine = engine.clone();
+            async move {
+                let path = format!("/containers/{}?force=1", c.id);
+                if let Ok((status, _)) = engine.client.call(Method::DELETE, &path, None).await {
+                    if status.is_success() || status == StatusCode::NOT_FOUND {
+                        monitor::forget_container(&engine, &c.id).await;
+                    }
+                }
+            }
+        })
+    });
+    futures_util::future::join_all(removals).await;
 }
 
 /// Moves `record` to `state`, now.

@@ -150,6 +150,19 @@ async fn create_refuses_bad_specs_and_taken_names() {
     assert!(name.as_str().is_some_and(|n| n.contains('_')), "{name}");
 }
 
+/// Creates racing for one name: exactly one wins.
+#[tokio::test]
+async fn concurrent_creates_with_one_name_make_one_service() {
+    let c = cluster().await;
+    let answers =
+        futures_util::future::join_all((0..10).map(|_| post(c.addr, "/v1.41/services/create", spec("race", 1)))).await;
+    let created = answers.iter().filter(|a| a.status == StatusCode::CREATED).count();
+    let refused = answers.iter().filter(|a| a.status == StatusCode::CONFLICT).count();
+    assert_eq!((created, refused), (1, 9));
+    let listed = get(c.addr, "/v1.41/services").await.json();
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+}
+
 #[tokio::test]
 async fn update_needs_the_current_version_and_rollback_returns_to_the_previous_spec() {
     let c = cluster().await;
@@ -239,6 +252,10 @@ async fn tasks_are_listed_filtered_and_inspected() {
     assert_eq!(by_name.as_array().map(Vec::len), Some(2));
     let current = tasks_of(json!({"_up-to-date": ["true"], "service": ["web"]})).await.json();
     assert_eq!(current.as_array().map(Vec::len), Some(2), "{current}");
+    // `label` matches the task's service's labels (`docker stack ps`).
+    let labelled = tasks_of(json!({"label": ["tier=test"]})).await.json();
+    assert_eq!(labelled.as_array().map(Vec::len), Some(3), "{labelled}");
+    assert_eq!(tasks_of(json!({"label": ["tier=prod"]})).await.json(), json!([]));
     let none = tasks_of(json!({"desired-state": ["shutdown"], "service": ["web"]})).await.json();
     assert_eq!(none, json!([]));
     assert!(get(c.addr, "/v1.41/tasks").await.json().as_array().is_some_and(|t| t.len() >= 3));

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use swarm::services::{Task, TaskState};
 use swarm_testkit::manager::{Manager, SwarmProcess};
 use swarm_testkit::store::{EtcdServer, StoreFixture};
 use swarm_testkit::testbed::Testbed;
@@ -261,8 +262,29 @@ fn a_crashed_engine_has_its_tasks_replaced_and_its_stale_copies_removed_when_it_
     assert_eq!(replicas(&m, "crash"), "3/3");
 }
 
+/// The current primary among `managers`, waiting up to 20 s for one.
+fn primary_among(managers: &[&Manager]) -> usize {
+    let primary = |ms: &[&Manager]| ms.iter().position(|m| m.role().is_some_and(|(role, _)| role == "primary"));
+    managers[0].wait_until(Duration::from_secs(20), "a primary is elected", |_| primary(managers).is_some());
+    primary(managers).expect("a primary")
+}
+
+/// Each running task of `name`: one per slot, and no container beyond them.
+fn assert_one_running_task_per_slot(m: &Manager, name: &str, replicas: usize) {
+    let slots = of_running_tasks(m, name, "{{.Name}}");
+    let mut unique = slots.clone();
+    unique.dedup();
+    assert_eq!((slots.len(), unique.len()), (replicas, replicas), "one running task per slot: {slots:?}");
+    let containers = m.docker_ok(["ps", "-q", "--filter", &format!("label=com.docker.swarm.service.name={name}")]);
+    assert_eq!(containers.lines().count(), replicas, "no extra container: {containers}");
+}
+
+/// SIGKILL of the primary during a scale from 3 to 6, then of the next
+/// primary during a rolling update: each time the next primary finishes
+/// the job, no slot ever runs two tasks, and `service ps` keeps the
+/// history of every slot.
 #[test]
-fn a_new_primary_finishes_a_scale_the_killed_one_started_and_no_slot_runs_twice() {
+fn new_primaries_finish_a_scale_and_a_rolling_update_the_killed_ones_started() {
     let tb = Testbed::shared();
     let store = EtcdServer::start();
     let url = store.url("services");
@@ -271,43 +293,65 @@ fn a_new_primary_finishes_a_scale_the_killed_one_started_and_no_slot_runs_twice(
         .iter()
         .map(|a| SwarmProcess::start(&["join", "--advertise", a, "--heartbeat", "1s", "--ttl", "3s", &url]))
         .collect();
-    let managers: Vec<Manager> = (0..2).map(|_| Manager::start_replicated(&url, &[])).collect();
+    let managers: Vec<Manager> = (0..3).map(|_| Manager::start_replicated(&url, &[])).collect();
     for m in &managers {
         m.wait_healthy(3);
     }
-    let primary = |ms: &[Manager]| ms.iter().position(|m| m.role().is_some_and(|(role, _)| role == "primary"));
-    managers[0].wait_until(Duration::from_secs(20), "a primary is elected", |_| primary(&managers).is_some());
-    let p = primary(&managers).expect("a primary");
-    let (old, survivor) = (&managers[p], &managers[1 - p]);
+    let mut alive: Vec<&Manager> = managers.iter().collect();
+    let p = primary_among(&alive);
+    let old = alive.remove(p);
     let name = format!("failover{}", std::process::id());
-    let _cleanup = Cleanup { manager: survivor, services: vec![name.as_str()] };
-    // Through the replica: the request is relayed to the primary.
-    survivor.docker_ok([
+    let _cleanup = Cleanup { manager: alive[1], services: vec![name.as_str()] };
+    // Through a replica: the request is relayed to the primary.
+    alive[0].docker_ok([
         "service",
         "create",
         "--detach",
         "--replicas",
         "3",
+        "--update-parallelism",
+        "2",
+        "--update-delay",
+        "1s",
         "--name",
         &name,
         "busybox",
         "sleep",
         "300",
     ]);
-    survivor.wait_until(Duration::from_secs(30), "3/3", |m| replicas(m, &name) == "3/3");
-    survivor.docker_ok(["service", "scale", "--detach", &format!("{name}=6")]);
+    alive[0].wait_until(Duration::from_secs(30), "3/3", |m| replicas(m, &name) == "3/3");
+    alive[0].docker_ok(["service", "scale", "--detach", &format!("{name}=6")]);
+    old.signal("KILL");
+    let p = primary_among(&alive);
+    alive[p].wait_until(Duration::from_secs(40), "6/6 under the new primary", |m| replicas(m, &name) == "6/6");
+    assert_one_running_task_per_slot(alive[p], &name, 6);
+
+    // A rolling update, two tasks at a time; its primary dies mid-way.
+    let old = alive.remove(p);
+    let survivor = alive[0];
+    survivor.docker_ok(["service", "update", "--detach", "--env-add", "PHASE=2", &name]);
+    survivor.wait_until(Duration::from_secs(30), "the first batch runs", |m| {
+        tasks_of(m, &name).iter().any(|t| {
+            t.spec.container_spec.as_ref().is_some_and(|c| c.env.iter().flatten().any(|e| e == "PHASE=2"))
+                && t.status.state == TaskState::Running
+        })
+    });
     old.signal("KILL");
     survivor.wait_until(Duration::from_secs(20), "the survivor becomes primary", |m| {
         m.role().is_some_and(|(role, _)| role == "primary")
     });
-    survivor.wait_until(Duration::from_secs(40), "6/6 under the new primary", |m| replicas(m, &name) == "6/6");
-    let slots = of_running_tasks(survivor, &name, "{{.Name}}");
-    let mut unique = slots.clone();
-    unique.dedup();
-    assert_eq!((slots.len(), unique.len()), (6, 6), "one running task per slot: {slots:?}");
-    let containers =
-        survivor.docker_ok(["ps", "-q", "--filter", &format!("label=com.docker.swarm.service.name={name}")]);
-    assert_eq!(containers.lines().count(), 6, "no extra container: {containers}");
+    survivor.wait_until(Duration::from_secs(60), "the update completes", |m| update_state(m, &name) == "completed");
+    assert_one_running_task_per_slot(survivor, &name, 6);
+    let tasks = tasks_of(survivor, &name);
+    for slot in 1..=6 {
+        let in_slot: Vec<&Task> = tasks.iter().filter(|t| t.slot == slot).collect();
+        let current = in_slot.iter().filter(|t| t.status.state == TaskState::Running).count();
+        let replaced = in_slot.iter().filter(|t| t.status.state == TaskState::Shutdown).count();
+        assert_eq!(current, 1, "slot {slot}: {in_slot:#?}");
+        assert!(replaced >= 1, "slot {slot} keeps the task the update replaced: {in_slot:#?}");
+    }
+    let history = survivor.docker_ok(["service", "ps", "--format", "{{.Name}} {{.DesiredState}}", &name]);
+    assert_eq!(history.lines().filter(|l| l.ends_with(" Shutdown")).count(), tasks.len() - 6, "{history}");
 }
 
 #[test]
@@ -322,4 +366,272 @@ fn a_global_service_runs_one_task_per_active_node() {
         running_nodes(m, &name) == ["node-01", "node-02", "node-03"]
     });
     assert_eq!(replicas(&m, &name), "3/3");
+}
+
+/// The second walkthrough: a `wordpress`-like service and its database on
+/// two engines, a third engine added by `swarm join`, then
+/// `docker service scale wordpress=2`: spread puts the new task on the new
+/// engine, the one without containers.
+#[test]
+fn a_scale_after_swarm_join_puts_the_new_task_on_the_new_engine() {
+    let tb = Testbed::start(3, &[], false);
+    let store = EtcdServer::start();
+    let url = store.url("scaleout");
+    let addrs = tb.addrs();
+    let join =
+        |addr: &str| SwarmProcess::start(&["join", "--advertise", addr, "--heartbeat", "1s", "--ttl", "3s", &url]);
+    let mut joins: Vec<SwarmProcess> = addrs[..2].iter().map(|a| join(a)).collect();
+    let m = Manager::start(&url, &[]);
+    m.wait_healthy(2);
+    m.docker_ok(["service", "create", "--detach", "--name", "db", "busybox", "sleep", "300"]);
+    m.wait_until(Duration::from_secs(30), "db 1/1", |m| replicas(m, "db") == "1/1");
+    m.docker_ok([
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        "wordpress",
+        "-p",
+        "18380:80",
+        "busybox",
+        "httpd",
+        "-f",
+        "-p",
+        "80",
+    ]);
+    m.wait_until(Duration::from_secs(30), "wordpress 1/1", |m| replicas(m, "wordpress") == "1/1");
+    let mut first_two = [running_nodes(&m, "db"), running_nodes(&m, "wordpress")].concat();
+    first_two.sort();
+    assert_eq!(first_two, ["node-01", "node-02"], "spread: one service per engine");
+
+    joins.push(join(&addrs[2]));
+    m.wait_healthy(3);
+    let nodes = m.docker_ok(["node", "ls", "--format", "{{.Hostname}} {{.Status}} {{.Availability}}"]);
+    assert!(nodes.lines().any(|l| l == "node-03 Ready Active"), "{nodes}");
+    let scaled = m.docker_ok(["service", "scale", "--detach", "wordpress=2"]);
+    assert!(scaled.contains("wordpress scaled to 2"), "{scaled}");
+    m.wait_until(Duration::from_secs(30), "wordpress 2/2", |m| replicas(m, "wordpress") == "2/2");
+    let wordpress = running_nodes(&m, "wordpress");
+    assert!(wordpress.iter().any(|n| n == "node-03"), "the new task runs on the new engine: {wordpress:?}");
+    let on_node_03 = tb.docker_ok("node-03", ["ps", "--format", "{{.Names}}"]);
+    assert!(on_node_03.starts_with("wordpress.2."), "{on_node_03}");
+}
+
+/// The tasks of service `name` as `GET /tasks` returns them, oldest first.
+fn tasks_of(m: &Manager, name: &str) -> Vec<Task> {
+    let filters = format!("{{\"service\":[\"{name}\"]}}");
+    let path = format!("/tasks?filters={}", percent_encode(&filters));
+    let (status, body) = m.get(&path).expect("GET /tasks");
+    assert_eq!(status, 200, "{body}");
+    let mut tasks: Vec<Task> = serde_json::from_str(&body).expect("tasks JSON");
+    tasks.sort_by_key(|t| t.created_at);
+    tasks
+}
+
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect()
+}
+
+fn image_of(task: &Task) -> &str {
+    task.spec.container_spec.as_ref().map_or("", |c| c.image.as_str())
+}
+
+fn update_state(m: &Manager, name: &str) -> String {
+    m.docker_ok(["service", "inspect", "-f", "{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}", name])
+}
+
+/// Tags the shared busybox image as `tag` on every engine.
+fn tag_busybox(tb: &Testbed, tag: &str) {
+    for node in ["node-01", "node-02", "node-03"] {
+        tb.docker_ok(node, ["tag", "busybox:latest", tag]);
+    }
+}
+
+/// `--update-parallelism 1 --update-delay 2s`: the tasks are replaced one
+/// at a time, each new one created at least 2 s after the previous one
+/// was running, and each old one stopped before its replacement was made.
+#[test]
+fn a_rolling_update_replaces_one_task_at_a_time_with_the_delay_between() {
+    let tb = Testbed::shared();
+    tag_busybox(tb, "busybox:rolling");
+    let m = Manager::start(&tb.addrs().join(","), &[]);
+    m.wait_healthy(3);
+    let name = format!("rolling{}", std::process::id());
+    let _cleanup = Cleanup { manager: &m, services: vec![name.as_str()] };
+    m.docker_ok([
+        "service",
+        "create",
+        "--detach",
+        "--replicas",
+        "3",
+        "--update-parallelism",
+        "1",
+        "--update-delay",
+        "2s",
+        "--name",
+        &name,
+        "busybox",
+        "sleep",
+        "300",
+    ]);
+    m.wait_until(Duration::from_secs(30), "3/3", |m| replicas(m, &name) == "3/3");
+    m.docker_ok(["service", "update", "--detach", "--image", "busybox:rolling", &name]);
+    m.wait_until(Duration::from_secs(60), "the update completes", |m| update_state(m, &name) == "completed");
+
+    let tasks = tasks_of(&m, &name);
+    let new: Vec<&Task> = tasks.iter().filter(|t| image_of(t) == "busybox:rolling").collect();
+    let old: Vec<&Task> = tasks.iter().filter(|t| image_of(t) == "busybox:latest").collect();
+    assert_eq!((new.len(), old.len()), (3, 3), "{tasks:#?}");
+    assert!(new.iter().all(|t| t.status.state == TaskState::Running), "{new:#?}");
+    assert!(old.iter().all(|t| t.status.state == TaskState::Shutdown), "{old:#?}");
+    for pair in new.windows(2) {
+        let (previous, next) = (pair[0], pair[1]);
+        let gap = next.created_at.since(previous.status.timestamp);
+        assert!(
+            next.created_at >= previous.status.timestamp + Duration::from_secs(2),
+            "task {} was created {gap:?} after task {} was running",
+            next.name,
+            previous.name
+        );
+    }
+    for task in &new {
+        let replaced = old.iter().find(|o| o.slot == task.slot).expect("an old task in the same slot");
+        assert!(replaced.status.timestamp <= task.status.timestamp, "stop first in slot {}", task.slot);
+    }
+    let slots: Vec<u64> = new.iter().map(|t| t.slot).collect();
+    assert_eq!(slots, [1, 2, 3], "slots are updated in order");
+}
+
+/// A new image whose tasks fail, with `--update-failure-action rollback`:
+/// the service returns to the previous spec and its tasks run the old
+/// image again.
+#[test]
+fn a_failing_update_with_failure_action_rollback_returns_to_the_old_image() {
+    let tb = Testbed::shared();
+    let m = Manager::start(&tb.addrs().join(","), &[]);
+    m.wait_healthy(3);
+    let name = format!("rollback{}", std::process::id());
+    let _cleanup = Cleanup { manager: &m, services: vec![name.as_str()] };
+    m.docker_ok([
+        "service",
+        "create",
+        "--detach",
+        "--replicas",
+        "2",
+        "--update-parallelism",
+        "1",
+        "--update-failure-action",
+        "rollback",
+        "--name",
+        &name,
+        "busybox",
+        "sleep",
+        "300",
+    ]);
+    m.wait_until(Duration::from_secs(30), "2/2", |m| replicas(m, &name) == "2/2");
+    m.docker_ok(["service", "update", "--detach", "--image", "busybox:no-such-tag", &name]);
+    m.wait_until(Duration::from_secs(60), "the rollback completes", |m| update_state(m, &name) == "rollback_completed");
+    let image = m.docker_ok(["service", "inspect", "-f", "{{.Spec.TaskTemplate.ContainerSpec.Image}}", &name]);
+    assert_eq!(image, "busybox:latest");
+    let message = m.docker_ok(["service", "inspect", "-f", "{{.UpdateStatus.Message}}", &name]);
+    assert!(message.contains("rollback"), "{message}");
+    m.wait_until(Duration::from_secs(30), "2/2 on the old image", |m| replicas(m, &name) == "2/2");
+    let tasks = tasks_of(&m, &name);
+    let failed: Vec<&Task> = tasks.iter().filter(|t| image_of(t) == "busybox:no-such-tag").collect();
+    assert!(!failed.is_empty(), "{tasks:#?}");
+    assert!(failed.iter().all(|t| t.status.state.is_terminal()), "{failed:#?}");
+    assert!(failed.iter().any(|t| t.status.err.as_deref().is_some_and(|e| e.contains("no-such-tag"))), "{failed:#?}");
+    let running: Vec<&Task> = tasks.iter().filter(|t| t.status.state == TaskState::Running).collect();
+    assert_eq!(running.len(), 2);
+    assert!(running.iter().all(|t| image_of(t) == "busybox:latest"), "{running:#?}");
+}
+
+/// `docker service logs -f` follows every task: lines written after it
+/// started arrive from each task, with the task and node names.
+#[test]
+fn service_logs_follow_every_task_with_task_and_node_names() {
+    let m = manager();
+    let name = format!("follow{}", std::process::id());
+    let _cleanup = Cleanup { manager: &m, services: vec![name.as_str()] };
+    let script = "sleep 3; i=0; while true; do i=$((i+1)); echo tick $i from $(hostname); sleep 1; done";
+    m.docker_ok(["service", "create", "--detach", "--replicas", "2", "--name", &name, "busybox", "sh", "-c", script]);
+    m.wait_until(Duration::from_secs(30), "2/2", |m| replicas(m, &name) == "2/2");
+    let follow = m.docker_stream(&["service", "logs", "-f", "--tail", "0", &name]);
+    let mut tasks = std::collections::BTreeSet::new();
+    while tasks.len() < 2 {
+        let line = follow.expect(" | tick ", Duration::from_secs(20));
+        // `<name>.<slot>.<task id>@<node>    | tick N from <container>`
+        let (context, _) = line.split_once(" | ").unwrap_or_else(|| panic!("no context: {line}"));
+        let (task, node) = context.trim_end().split_once('@').unwrap_or_else(|| panic!("no node: {line}"));
+        assert!(task.starts_with(&format!("{name}.")), "{line}");
+        assert!(node.starts_with("node-0"), "{line}");
+        tasks.insert(task.to_string());
+    }
+}
+
+/// `docker stack deploy` of a two-service compose file: both services run,
+/// on the stack's network; `docker stack rm` removes services, tasks and
+/// the network.
+#[test]
+fn a_stack_of_two_services_deploys_lists_and_is_removed() {
+    let m = manager();
+    let stack = format!("stk{}", std::process::id());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("docker-compose.yml");
+    std::fs::write(
+        &file,
+        r#"version: "3.8"
+services:
+  web:
+    image: busybox
+    command: httpd -f -p 80
+    ports:
+      - "18480:80"
+    deploy:
+      replicas: 2
+  db:
+    image: busybox
+    command: sleep 300
+    environment:
+      ROLE: database
+"#,
+    )
+    .expect("compose file");
+    let (web, db) = (format!("{stack}_web"), format!("{stack}_db"));
+    let _cleanup = Cleanup { manager: &m, services: vec![web.as_str(), db.as_str()] };
+    let file = file.to_string_lossy().to_string();
+    m.docker_ok(["stack", "deploy", "--detach", "-c", &file, &stack]);
+    m.wait_until(Duration::from_secs(40), "both services converge", |m| {
+        replicas(m, &web) == "2/2" && replicas(m, &db) == "1/1"
+    });
+    let stacks = m.docker_ok(["stack", "ls", "--format", "{{.Name}} {{.Services}}"]);
+    assert!(stacks.lines().any(|l| l == format!("{stack} 2")), "{stacks}");
+    let services = m.docker_ok(["stack", "services", &stack, "--format", "{{.Name}} {{.Replicas}}"]);
+    assert_eq!(services.lines().count(), 2, "{services}");
+    let ps = m.docker_ok(["stack", "ps", &stack, "--filter", "desired-state=running", "--format", "{{.Name}}"]);
+    assert_eq!(ps.lines().count(), 3, "{ps}");
+    let network = format!("{stack}_default");
+    let networks = m.docker_ok(["network", "ls", "--filter", &format!("name={network}"), "--format", "{{.Name}}"]);
+    assert_eq!(networks, network, "one cluster-wide network for the stack");
+    let on_network = m.docker_ok([
+        "ps",
+        "--filter",
+        &format!("label=com.docker.stack.namespace={stack}"),
+        "--format",
+        "{{.Networks}}",
+    ]);
+    assert_eq!(on_network.lines().count(), 3, "{on_network}");
+    assert!(on_network.lines().all(|l| l == network), "{on_network}");
+    let env = m.docker_ok(["service", "inspect", "-f", "{{.Spec.TaskTemplate.ContainerSpec.Env}}", &db]);
+    assert!(env.contains("ROLE=database"), "{env}");
+
+    m.docker_ok(["stack", "rm", &stack]);
+    m.wait_until(Duration::from_secs(30), "services, containers and network are gone", |m| {
+        m.docker_ok(["service", "ls", "-q", "--filter", &format!("label=com.docker.stack.namespace={stack}")])
+            .is_empty()
+            && m.docker_ok(["ps", "-aq", "--filter", &format!("label=com.docker.stack.namespace={stack}")]).is_empty()
+            && m.docker_ok(["network", "ls", "-q", "--filter", &format!("name={network}")]).is_empty()
+    });
 }

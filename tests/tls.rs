@@ -4,16 +4,14 @@
 //! docker-compose. Certificates come from the testbed's CA or from CAs made
 //! here (`swarm_testkit::certs`). Needs root and `sudo scripts/install-deps.sh`.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use swarm_testkit::certs::{Ca, CertDir, Usage};
 use swarm_testkit::http;
 use swarm_testkit::manager::{Manager, SwarmProcess};
-use swarm_testkit::process::tail;
+use swarm_testkit::process::{tail, Streaming};
 use swarm_testkit::store::{EtcdServer, StoreFixture};
 use swarm_testkit::testbed::Testbed;
 use swarm_testkit::DOCKER;
@@ -72,57 +70,6 @@ fn mixed_certs(dir: &Path, trusted: &CertDir, presented: &CertDir) -> std::path:
         std::fs::copy(from, dir.join(to)).expect("copy a certificate file");
     }
     dir.to_path_buf()
-}
-
-/// A `docker` command streaming its stdout line by line to a channel.
-struct Streaming {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Streaming {
-    fn start(manager: &Manager, args: &[&str]) -> Streaming {
-        Streaming::spawn(manager.docker_cmd(args))
-    }
-
-    fn spawn(mut command: Command) -> Streaming {
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("cannot run the docker CLI");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        Streaming { child, lines }
-    }
-
-    /// Waits for a line containing `text`; panics after `within`.
-    fn expect(&self, text: &str, within: Duration) -> String {
-        let deadline = Instant::now() + within;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.contains(text) => return line,
-                Ok(_) => {}
-                Err(e) => panic!("no line with {text:?} within {within:?} ({e})"),
-            }
-        }
-    }
-}
-
-impl Drop for Streaming {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn now_secs() -> u64 {
@@ -253,7 +200,7 @@ fn refused_clients_fail_at_the_handshake_and_good_clients_keep_working() {
     let good = &tb.tls().client;
     let since = now_secs().to_string();
     let watching =
-        Streaming::start(&m, &["events", "--since", &since, "--format", "{{.Action}} {{.Actor.Attributes.name}}"]);
+        m.docker_stream(&["events", "--since", &since, "--format", "{{.Action}} {{.Actor.Attributes.name}}"]);
     let work = tempfile::tempdir().expect("temp dir");
 
     // No client certificate: curl trusts the CA but presents nothing.

@@ -68,6 +68,9 @@ struct State {
     /// While primary: the instant after which this manager must no longer
     /// act as primary unless a renewal succeeded meanwhile. `None` otherwise.
     deadline: Option<Instant>,
+    /// How many times this manager has taken the lock: another manager may
+    /// have changed the cluster between two terms, never within one.
+    term: u64,
 }
 
 /// The shared, always-current answer to "who is primary?", read by every request.
@@ -93,6 +96,12 @@ impl Leadership {
     /// even before its renewal loop notices.
     pub fn is_primary(&self) -> bool {
         self.lock().deadline.is_some_and(|d| Instant::now() < d)
+    }
+
+    /// While primary, the current term (see [`State::term`]).
+    pub fn primary_term(&self) -> Option<u64> {
+        let state = self.lock();
+        state.deadline.is_some_and(|d| Instant::now() < d).then_some(state.term)
     }
 
     /// The current role (a primary past its deadline is a replica).
@@ -139,6 +148,9 @@ impl Leadership {
     fn set(&self, role: Role, deadline: Option<Instant>) {
         {
             let mut state = self.lock();
+            if role == Role::Primary {
+                state.term += 1;
+            }
             state.role = role.clone();
             state.deadline = deadline;
         }
@@ -207,7 +219,7 @@ impl<S: LockStore> Election<S> {
         let initial = Role::Replica { primary: None };
         let leadership = Arc::new(Leadership {
             advertise: config.advertise.clone(),
-            state: Mutex::new(State { role: initial.clone(), deadline: None }),
+            state: Mutex::new(State { role: initial.clone(), deadline: None, term: 0 }),
             changes: watch::channel(initial).0,
             refused: refused_tx,
         });
@@ -585,6 +597,23 @@ mod tests {
             assert!(!both());
         }
         assert!(a.leadership.is_primary() || b.leadership.is_primary(), "an election completes once the store is back");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_time_the_lock_is_taken_starts_a_new_term() {
+        let store = Arc::new(FakeStore::default());
+        let config = ElectionConfig { key: "leader".into(), advertise: "a:1".into(), ttl: TTL };
+        let (_election, leadership) = Election::new(Arc::new(store), config.clone(), |_| {});
+        assert_eq!(leadership.primary_term(), None);
+        let deadline = || Some(Instant::now() + config.step_down_after());
+        leadership.set(Role::Primary, deadline());
+        let first = leadership.primary_term().expect("primary");
+        leadership.extend(Instant::now() + config.step_down_after());
+        assert_eq!(leadership.primary_term(), Some(first), "a renewal keeps the term");
+        leadership.set(Role::Replica { primary: Some("b:1".into()) }, None);
+        assert_eq!(leadership.primary_term(), None);
+        leadership.set(Role::Primary, deadline());
+        assert_eq!(leadership.primary_term(), Some(first + 1));
     }
 
     #[tokio::test(start_paused = true)]

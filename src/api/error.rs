@@ -149,6 +149,8 @@ impl From<StateError> for ApiError {
     fn from(e: StateError) -> ApiError {
         match e {
             StateError::OutOfSequence => ApiError::Conflict(e.to_string()),
+            // swarm mode's wording, which scripts match on.
+            StateError::NameTaken(_) => ApiError::Conflict(format!("rpc error: code = AlreadyExists desc = {e}")),
             StateError::Store(_) => {
                 ApiError::Refused { status: StatusCode::SERVICE_UNAVAILABLE, message: e.to_string() }
             }

@@ -183,6 +183,11 @@ impl Api {
         route: &Matched,
     ) -> Result<Response<ProxyBody>, ApiError> {
         let ctx = Ctx { api: self, route };
+        if route.handler.reads_desired_state() {
+            if let Some(term) = crate::reconcile::primary_term(self.leadership.as_deref()) {
+                self.cluster.state.refresh_for(term).await?;
+            }
+        }
         match route.handler {
             Handler::Ping => info::ping(&ctx, req),
             Handler::Version => info::version(&ctx),
@@ -191,6 +196,8 @@ impl Api {
             Handler::NodeInspect => nodes::inspect(&ctx),
             Handler::NodeUpdate => nodes::update(&ctx, req).await,
             Handler::SwarmVerb => nodes::swarm_refused(),
+            Handler::NoSecrets => Ok(reply::json_response(StatusCode::OK, &serde_json::json!([]))),
+            Handler::SecretCreate => nodes::secrets_refused(),
             Handler::ServicesList => services::list(&ctx, &req),
             Handler::ServiceCreate => services::create(&ctx, req).await,
             Handler::ServiceInspect => services::inspect(&ctx),

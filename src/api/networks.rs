@@ -19,6 +19,9 @@ use crate::cluster::networks::{NetworkLookupError, NetworkTarget, BUILTIN_NETWOR
 /// Drivers whose networks span hosts; passed through unchanged.
 const MULTI_HOST_DRIVERS: [&str; 1] = ["overlay"];
 
+/// The label `docker stack deploy` puts on the objects of a stack.
+const STACK_NAMESPACE_LABEL: &str = "com.docker.stack.namespace";
+
 fn not_found(e: NetworkLookupError) -> ApiError {
     match e {
         NetworkLookupError::NotFound(_) => ApiError::NotFound(e.to_string()),
@@ -109,7 +112,17 @@ pub async fn create(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<P
         return Ok(answer.into_response());
     }
     let engines = healthy(cluster)?;
-    if MULTI_HOST_DRIVERS.contains(&driver.as_str()) {
+    // `docker stack deploy` asks for overlay networks, which engines outside
+    // swarm mode refuse: a stack's network is a cluster-wide bridge network
+    // instead (tasks reach each other by name on one node, not across).
+    let for_stack = config["Labels"].get(STACK_NAMESPACE_LABEL).is_some();
+    if for_stack {
+        config["Driver"] = Value::String("bridge".into());
+        if let Some(fields) = config.as_object_mut() {
+            fields.remove("Scope");
+        }
+    }
+    if MULTI_HOST_DRIVERS.contains(&driver.as_str()) && !for_stack {
         let answer = replay(&engines[0], &parts.method, &parts.headers, &path, body).await?;
         return Ok(answer.into_response());
     }

@@ -117,6 +117,14 @@ pub async fn update(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<P
 }
 
 /// `docker swarm init/join/leave/update` and `GET /swarm`.
+/// Secrets and configs need swarm mode's encrypted Raft store; classic
+/// engines cannot mount them into containers.
+pub fn secrets_refused() -> Result<Response<ProxyBody>, ApiError> {
+    Err(ApiError::Refused { status: StatusCode::NOT_IMPLEMENTED, message: SECRETS_REFUSED.into() })
+}
+
+pub const SECRETS_REFUSED: &str = "secrets and configs are not supported by this cluster: it is managed by `swarm manage` over engines outside swarm mode; mount the files with a bind mount or a volume instead";
+
 pub fn swarm_refused() -> Result<Response<ProxyBody>, ApiError> {
     Err(ApiError::Refused { status: StatusCode::SERVICE_UNAVAILABLE, message: SWARM_VERBS_REFUSED.into() })
 }

@@ -53,6 +53,10 @@ pub enum Handler {
     NodeUpdate,
     /// `docker swarm init/join/leave/update`, `GET /swarm`: refused.
     SwarmVerb,
+    /// `GET /secrets`, `GET /configs`: this cluster keeps none.
+    NoSecrets,
+    /// Creating a secret or config: refused with the reason.
+    SecretCreate,
     ServicesList,
     ServiceCreate,
     ServiceInspect,
@@ -161,12 +165,39 @@ static ROUTES: &[Route] = &[
     exact(Method::GET, "/tasks", Handler::TasksList),
     named(Method::GET, "/tasks/", "/logs", Handler::TaskLogs),
     named(Method::GET, "/tasks/", "", Handler::TaskInspect),
+    exact(Method::GET, "/secrets", Handler::NoSecrets),
+    exact(Method::GET, "/configs", Handler::NoSecrets),
+    exact(Method::POST, "/secrets/create", Handler::SecretCreate),
+    exact(Method::POST, "/configs/create", Handler::SecretCreate),
+    named(Method::GET, "/distribution/", "/json", Handler::AnyEngine),
     exact(Method::GET, "/swarm", Handler::SwarmVerb),
     exact(Method::POST, "/swarm/init", Handler::SwarmVerb),
     exact(Method::POST, "/swarm/join", Handler::SwarmVerb),
     exact(Method::POST, "/swarm/leave", Handler::SwarmVerb),
     exact(Method::POST, "/swarm/update", Handler::SwarmVerb),
 ];
+
+impl Handler {
+    /// Whether the handler answers from the desired state (nodes, services,
+    /// tasks), which must first be current for this primary term.
+    pub fn reads_desired_state(self) -> bool {
+        matches!(
+            self,
+            Handler::NodesList
+                | Handler::NodeInspect
+                | Handler::NodeUpdate
+                | Handler::ServicesList
+                | Handler::ServiceCreate
+                | Handler::ServiceInspect
+                | Handler::ServiceUpdate
+                | Handler::ServiceRemove
+                | Handler::ServiceLogs
+                | Handler::TasksList
+                | Handler::TaskInspect
+                | Handler::TaskLogs
+        )
+    }
+}
 
 /// A request path split into what routing and forwarding need.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -264,7 +295,12 @@ mod tests {
 
     #[test]
     fn unknown_routes_do_not_match() {
-        assert!(route(&Method::GET, "/secrets").is_none());
+        assert_eq!(route(&Method::GET, "/secrets").map(|m| m.handler), Some(Handler::NoSecrets));
+        let distribution = route(&Method::GET, "/v1.47/distribution/10.0.0.1:5000/busybox:latest/json");
+        assert_eq!(
+            distribution.map(|m| (m.handler, m.name)),
+            Some((Handler::AnyEngine, "10.0.0.1:5000/busybox:latest".into()))
+        );
         assert!(route(&Method::POST, "/containers/json").is_none());
         assert!(route(&Method::GET, "/containers//json").is_none());
     }

@@ -113,12 +113,6 @@ pub async fn create(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<P
         spec.name = random_name();
     }
     check_name(&spec.name)?;
-    let state = &ctx.cluster().state;
-    // Names are compared without case, as swarmkit's name index does.
-    if state.services().iter().any(|s| s.spec.name.eq_ignore_ascii_case(&spec.name)) {
-        let desc = format!("name conflicts with an existing object: service {} already exists", spec.name);
-        return Err(ApiError::Conflict(rpc_error("AlreadyExists", &desc)));
-    }
     let now = Timestamp::now();
     let service = Service {
         id: new_id(&mut rand::thread_rng()),
@@ -132,7 +126,7 @@ pub async fn create(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<P
         extra: Default::default(),
     };
     let id = service.id.clone();
-    state.put_service(service).await?;
+    ctx.cluster().state.create_service(service).await?;
     ctx.cluster().reconcile.notify_one();
     Ok(json_response(StatusCode::CREATED, &json!({"ID": id, "Warnings": []})))
 }
@@ -327,16 +321,17 @@ fn is_global(spec: &ServiceSpec) -> bool {
 pub async fn remove(ctx: &Ctx<'_>) -> Result<Response<ProxyBody>, ApiError> {
     let state = &ctx.cluster().state;
     let mut attempt = 1;
-    loop {
+    let removed = loop {
         let service = find(ctx.cluster(), &ctx.route.name)?;
         match state.remove_service(&service.id).await {
             Err(StateError::OutOfSequence) if attempt < WRITE_ATTEMPTS => attempt += 1,
             result => {
                 result?;
-                break;
+                break service;
             }
         }
-    }
+    };
+    crate::reconcile::remove_service_containers(ctx.cluster(), &removed.id).await;
     ctx.cluster().reconcile.notify_one();
     Ok(Response::new(swarm_proxy::empty()))
 }

@@ -12,6 +12,7 @@ use super::request::{parse_filters, query_get};
 use super::services::{self, label_matches};
 use super::{ApiError, Ctx};
 use crate::cluster::Cluster;
+use crate::services::model::Labels;
 use crate::services::{ServiceSpec, TaskRecord, TaskState};
 
 /// `GET /tasks?filters=...`.
@@ -58,6 +59,10 @@ struct TaskFilters {
     /// run their service's current spec. The CLI's progress display
     /// (`docker service create/update` without `--detach`) counts those.
     up_to_date: Option<BTreeMap<String, ServiceSpec>>,
+    /// `label`: every one must match a label of the task's service (what
+    /// swarmkit compares, and what `docker stack ps` filters on), with the
+    /// services' labels by ID.
+    labels: Option<(Vec<String>, BTreeMap<String, Labels>)>,
 }
 
 impl TaskFilters {
@@ -90,7 +95,16 @@ impl TaskFilters {
             .remove("_up-to-date")
             .filter(|values| values.iter().any(|v| v != "false"))
             .map(|_| cluster.state.services().into_iter().map(|s| (s.id, s.spec)).collect::<BTreeMap<_, _>>());
-        Ok(TaskFilters { filters, services, nodes, up_to_date })
+        let labels = filters.remove("label").map(|wanted| {
+            let by_service = cluster
+                .state
+                .services()
+                .into_iter()
+                .map(|s| (s.id, s.spec.labels.unwrap_or_default()))
+                .collect::<BTreeMap<_, _>>();
+            (wanted, by_service)
+        });
+        Ok(TaskFilters { filters, services, nodes, up_to_date, labels })
     }
 
     fn matches(&self, record: &TaskRecord) -> bool {
@@ -98,13 +112,16 @@ impl TaskFilters {
         self.up_to_date.as_ref().is_none_or(|specs| specs.get(&task.service_id).is_some_and(|s| record.is_current(s)))
             && self.services.as_ref().is_none_or(|ids| ids.contains(&task.service_id))
             && self.nodes.as_ref().is_none_or(|ids| ids.contains(&task.node_id))
+            && self.labels.as_ref().is_none_or(|(wanted, by_service)| {
+                let labels = by_service.get(&task.service_id);
+                wanted.iter().all(|w| labels.is_some_and(|l| label_matches(l, w)))
+            })
             && self.filters.iter().all(|(key, values)| {
                 values.is_empty()
                     || values.iter().any(|v| match key.as_str() {
                         "id" => task.id.starts_with(v.as_str()),
                         "name" => task.name.starts_with(v.as_str()),
-                        "desired-state" => desired_state_is(task.desired_state, v),
-                        _ => label_matches(&task.labels, v),
+                        _ => desired_state_is(task.desired_state, v),
                     })
             })
     }

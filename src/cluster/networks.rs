@@ -97,6 +97,7 @@ impl Cluster {
                 }
             }
         }
+        let cluster_wide: HashSet<String> = self.context.cluster_networks.lock().keys().cloned().collect();
         let mut by_name = Vec::new();
         let mut by_id = Vec::new();
         for engine in self.engines() {
@@ -104,6 +105,11 @@ impl Cluster {
                 if n.name == key {
                     by_name.push((engine.clone(), n.id.clone()));
                 } else if n.id == key || (key.len() >= 3 && n.id.starts_with(key)) {
+                    // The ID `docker network ls` shows for a cluster-wide
+                    // network is one copy's: it stands for all of them.
+                    if cluster_wide.contains(&n.name) {
+                        return Ok(NetworkTarget::ClusterWide(n.name.clone()));
+                    }
                     by_id.push((engine.clone(), n.id.clone()));
                 }
             }

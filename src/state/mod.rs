@@ -46,6 +46,9 @@ pub enum StateError {
     /// (swarm mode's words).
     #[error("update out of sequence")]
     OutOfSequence,
+    /// A service with this name exists already.
+    #[error("name conflicts with an existing object: service {0} already exists")]
+    NameTaken(String),
 }
 
 /// What an operator set on a node (`docker node update`).
@@ -147,9 +150,18 @@ pub struct DesiredState {
     services: Collection<Service>,
     /// Tasks by ID, with what they were created with.
     tasks: Collection<TaskRecord>,
-    /// Set once every collection has been read: until then the copies are
-    /// empty for want of reading, not because nothing was asked for.
-    loaded: std::sync::atomic::AtomicBool,
+    /// The primary term (`Leadership::primary_term`; 0 without replication)
+    /// in which the copies were last read whole; `None` before the first
+    /// read. Until then the copies may be empty for want of reading, or
+    /// miss what another primary changed.
+    read_in_term: parking_lot::Mutex<Option<u64>>,
+    /// Held while the copies are read again, so concurrent callers wait
+    /// for one read rather than start their own.
+    reloading: tokio::sync::Mutex<()>,
+    /// Held from the name check of a new service to its write, so two
+    /// creates with one name cannot both pass the check (every write goes
+    /// through the primary, so one process-wide lock covers them).
+    service_names: tokio::sync::Mutex<()>,
 }
 
 impl DesiredState {
@@ -159,22 +171,33 @@ impl DesiredState {
             nodes: Collection::new("nodes"),
             services: Collection::new("services"),
             tasks: Collection::new("tasks"),
-            loaded: std::sync::atomic::AtomicBool::new(false),
+            read_in_term: parking_lot::Mutex::new(None),
+            reloading: tokio::sync::Mutex::new(()),
+            service_names: tokio::sync::Mutex::new(()),
         }
     }
 
-    /// Whether the copies reflect the backend (one reload has succeeded).
-    pub fn is_loaded(&self) -> bool {
-        self.loaded.load(std::sync::atomic::Ordering::Acquire)
+    /// Makes the copies current for primary term `term`: reads every
+    /// document again unless that was done in this term already (another
+    /// primary may have changed them since this manager last read them).
+    pub async fn refresh_for(&self, term: u64) -> Result<(), StateError> {
+        if *self.read_in_term.lock() == Some(term) {
+            return Ok(());
+        }
+        let _one = self.reloading.lock().await;
+        if *self.read_in_term.lock() == Some(term) {
+            return Ok(());
+        }
+        self.reload().await?;
+        *self.read_in_term.lock() = Some(term);
+        Ok(())
     }
 
-    /// Reads every document again (at start, and when this manager becomes
-    /// primary: another one may have changed them meanwhile).
-    pub async fn reload(&self) -> Result<(), StateError> {
+    /// Reads every document again.
+    async fn reload(&self) -> Result<(), StateError> {
         self.nodes.reload(&self.backend).await?;
         self.services.reload(&self.backend).await?;
         self.tasks.reload(&self.backend).await?;
-        self.loaded.store(true, std::sync::atomic::Ordering::Release);
         Ok(())
     }
 
@@ -206,6 +229,16 @@ impl DesiredState {
     pub async fn put_service(&self, service: Service) -> Result<(), StateError> {
         let id = service.id.clone();
         self.services.put(&self.backend, &id, service).await
+    }
+
+    /// Stores a new service unless another one has its name (compared
+    /// without case, as swarmkit's name index does).
+    pub async fn create_service(&self, service: Service) -> Result<(), StateError> {
+        let _names = self.service_names.lock().await;
+        if self.services.all().iter().any(|s| s.spec.name.eq_ignore_ascii_case(&service.spec.name)) {
+            return Err(StateError::NameTaken(service.spec.name));
+        }
+        self.put_service(service).await
     }
 
     pub async fn remove_service(&self, id: &str) -> Result<(), StateError> {
@@ -252,5 +285,23 @@ mod tests {
         // Another manager reading the same backend sees it.
         state.reload().await.unwrap();
         assert_eq!((state.node("n1").index, state.node("n2").index), (2, 1));
+    }
+
+    #[tokio::test]
+    async fn copies_are_read_again_once_per_primary_term() {
+        let state = DesiredState::new(Backend::memory());
+        state.refresh_for(1).await.unwrap();
+        // Another primary's write, which this manager's copy does not see.
+        let drained = Versioned {
+            index: 2,
+            updated_at: now_rfc3339(),
+            doc: NodeSettings { availability: Availability::Drain, labels: BTreeMap::new() },
+        };
+        let bytes = serde_json::to_vec(&drained).unwrap();
+        state.backend.put_if("nodes/n1", &bytes, None).await.unwrap().unwrap();
+        state.refresh_for(1).await.unwrap();
+        assert_eq!(state.node("n1").index, 1, "read once per term");
+        state.refresh_for(2).await.unwrap();
+        assert_eq!(state.node("n1").doc.availability, Availability::Drain);
     }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::process::{free_port, poll, read_log, tail, temp_dir, OwnedChild};
+use crate::process::{free_port, poll, read_log, tail, temp_dir, OwnedChild, Streaming};
 use crate::{http, DOCKER};
 
 /// Refresh settings that make tests quick: engines are refreshed every
@@ -241,6 +241,12 @@ impl Manager {
         S: AsRef<OsStr>,
     {
         self.docker_cmd(args).output().expect("cannot run the docker CLI")
+    }
+
+    /// A Docker CLI command pointed at this manager whose output lines are
+    /// read as they come (`logs -f`, `events`); killed on drop.
+    pub fn docker_stream(&self, args: &[&str]) -> Streaming {
+        Streaming::spawn(self.docker_cmd(args))
     }
 
     /// A prepared Docker CLI command pointed at this manager.
