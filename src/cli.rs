@@ -552,3 +552,93 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn cluster_opt() -> impl Strategy<Value = String> {
+        let key = prop_oneof![Just("swarm.overcommit"), Just("swarm.createretry"), Just("swarm.other"), Just("")];
+        let value = prop_oneof![
+            "-?[0-9]{0,22}(\\.[0-9]{0,4})?(e[0-9]{1,3})?",
+            Just("NaN".to_string()),
+            Just("inf".to_string()),
+            any::<String>(),
+        ];
+        (key, prop::option::of(value)).prop_map(|(key, value)| match value {
+            Some(value) => format!("{key}={value}"),
+            None => key.to_string(),
+        })
+    }
+
+    /// Command-line items: the manager's flags with one or two dashes, with
+    /// and without values, and odd items.
+    fn argv_item() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop::sample::select(vec![
+                "manage",
+                "join",
+                "list",
+                "create",
+                "c",
+                "-H",
+                "--host",
+                "-host",
+                "--strategy",
+                "-filter",
+                "--heartbeat",
+                "-heartbeat=",
+                "--cluster-opt",
+                "-discovery-opt",
+                "--tlsverify=",
+                "-tlsverify",
+                "--replication",
+                "--advertise",
+                "-addr",
+                "--timeout",
+                "--delay",
+                "--",
+                "-",
+                "-=",
+                "--=x",
+            ])
+            .prop_map(str::to_string),
+            "-{1,2}[a-z-]{1,12}(=[a-z0-9:/.-]{0,8})?",
+            "[a-z0-9:/.=-]{0,12}",
+            any::<String>(),
+        ]
+    }
+
+    proptest! {
+        /// Any `--cluster-opt`s give options or an error; accepted ones are
+        /// in range.
+        #[test]
+        fn cluster_opts_never_panic(opts in prop::collection::vec(cluster_opt(), 0..4)) {
+            if let Ok(parsed) = ClusterOpts::parse(&opts) {
+                prop_assert!(parsed.overcommit.is_finite() && parsed.overcommit > -1.0);
+            }
+        }
+
+        #[test]
+        fn addresses_never_panic(text in "(tcp://|unix://|http://)?[a-z0-9:.\\[\\]/ ]{0,20}", any_text in any::<String>()) {
+            for t in [&text, &any_text] {
+                let _ = Listen::parse(t);
+                if let Ok(advertised) = parse_advertise(t) {
+                    prop_assert_eq!(parse_advertise(&advertised), Ok(advertised.clone()));
+                }
+            }
+        }
+    }
+
+    proptest! {
+        // Building clap's command for each case is slow in debug builds.
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Any command line parses or is a clap error; none panics.
+        #[test]
+        fn command_lines_never_panic(items in prop::collection::vec(argv_item(), 0..6)) {
+            let _ = Cli::parse_go_style(std::iter::once("swarm".to_string()).chain(items));
+        }
+    }
+}

@@ -219,3 +219,60 @@ mod tests {
         assert_eq!(format(Duration::from_secs(20)), "20s");
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// No text panics the parser.
+        #[test]
+        fn parse_any_text(text in any::<String>()) {
+            let _ = GoDuration::parse(&text);
+        }
+
+        /// Text made of a duration's own characters, huge numbers included.
+        #[test]
+        fn parse_duration_like_text(text in "[-+]?([0-9]{0,22}(\\.[0-9]{0,22})?(ns|us|µs|μs|ms|s|m|h|x|)){0,4}") {
+            if let Ok(d) = GoDuration::parse(&text) {
+                // A positive duration converts, a negative one does not.
+                prop_assert_eq!(d.to_std().is_some(), d >= GoDuration::ZERO);
+            }
+        }
+
+        /// Go's units agree with each other and with nanoseconds.
+        #[test]
+        fn units_agree(n in 0u64..1_000_000) {
+            let nanos = |text: String| GoDuration::parse(&text).ok().map(|d| d.nanos);
+            let n = n as i64;
+            prop_assert_eq!(nanos(format!("{n}h")), nanos(format!("{}m", n * 60)));
+            prop_assert_eq!(nanos(format!("{n}s")), nanos(format!("{}ms", n * 1000)));
+            prop_assert_eq!(nanos(format!("{n}us")), nanos(format!("{}ns", n * 1000)));
+            prop_assert_eq!(nanos(format!("-{n}s")), nanos(format!("{n}s")).map(|v| -v));
+        }
+
+        /// What `format` prints parses back to the same duration, for the
+        /// precision it prints: microseconds below a second (nanoseconds
+        /// below a millisecond), milliseconds above.
+        #[test]
+        fn format_round_trips(nanos in prop_oneof![0u64..1_000_000, 0u64..100_000_000_000, 0u64..=i64::MAX as u64]) {
+            let d = Duration::from_nanos(nanos);
+            let d = if d >= Duration::from_secs(1) {
+                Duration::from_millis(d.as_millis() as u64)
+            } else if d >= Duration::from_millis(1) {
+                Duration::from_micros(d.as_micros() as u64)
+            } else {
+                d
+            };
+            let text = format(d);
+            prop_assert_eq!(GoDuration::parse(&text).ok().and_then(GoDuration::to_std), Some(d), "{}", text);
+        }
+
+        /// Any `Duration` formats without panicking, however long.
+        #[test]
+        fn format_any_duration(secs in any::<u64>(), nanos in 0u32..1_000_000_000) {
+            let _ = format(Duration::new(secs, nanos));
+        }
+    }
+}

@@ -13,6 +13,8 @@ mod join;
 mod logging;
 pub mod manage;
 mod observe;
+#[cfg(test)]
+mod proptest_json;
 mod reconcile;
 mod replication;
 mod reschedule;

@@ -9,6 +9,9 @@ pub enum DiscoveryError {
     /// An entry is not of the form host:port.
     #[error("invalid discovery entry {entry:?}: {reason}")]
     InvalidEntry { entry: String, reason: String },
+    /// The list or file stands for more engines than the manager takes.
+    #[error("discovery lists more than {limit} engines")]
+    TooManyEntries { limit: usize },
     /// The scheme names a backend that does not exist or no longer exists.
     #[error("{0}")]
     Unsupported(String),

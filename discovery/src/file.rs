@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use crate::entry::{parse_pattern, Entry};
+use crate::entry::{extend_bounded, parse_pattern, Entry};
 use crate::error::DiscoveryError;
 
 /// Parses the content of a discovery file.
@@ -13,7 +13,7 @@ pub fn parse_file_content(content: &str) -> Result<Vec<Entry>, DiscoveryError> {
         if line.is_empty() {
             continue;
         }
-        entries.extend(parse_pattern(line)?);
+        extend_bounded(&mut entries, parse_pattern(line)?)?;
     }
     Ok(entries)
 }
@@ -41,5 +41,23 @@ mod tests {
     fn reports_the_bad_line() {
         let err = parse_file_content("10.0.0.1:2375\nnot-an-address\n").unwrap_err();
         assert!(err.to_string().contains("not-an-address"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any file content gives a bounded list or an error.
+        #[test]
+        fn any_content_never_panics(content in "[a-z0-9.:#\\[\\]\n ]{0,80}", any_content in any::<String>()) {
+            for text in [&content, &any_content] {
+                if let Ok(entries) = parse_file_content(text) {
+                    prop_assert!(entries.len() <= crate::entry::MAX_ENTRIES);
+                }
+            }
+        }
     }
 }

@@ -209,3 +209,66 @@ mod tests {
         assert!(token.contains("consul://"), "{token}");
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Discovery URLs: a known scheme (or none, or an unknown one) and text
+    /// made of the characters host lists, ranges and prefixes use.
+    fn url_like() -> impl Strategy<Value = String> {
+        let scheme = prop_oneof![
+            Just(""),
+            Just("nodes://"),
+            Just("file://"),
+            Just("token://"),
+            Just("consul://"),
+            Just("etcd://"),
+            Just("zk://"),
+            Just("foo://"),
+        ];
+        (scheme, "[a-z0-9.:/,\\[\\] -]{0,40}").prop_map(|(scheme, rest)| format!("{scheme}{rest}"))
+    }
+
+    fn option_like() -> impl Strategy<Value = String> {
+        let key = prop_oneof![
+            Just("kv.path"),
+            Just("kv.cacertfile"),
+            Just("kv.certfile"),
+            Just("kv.keyfile"),
+            Just("kv.other"),
+            Just(""),
+        ];
+        (key, prop::option::of("[a-z/=.]{0,12}")).prop_map(|(key, value)| match value {
+            Some(value) => format!("{key}={value}"),
+            None => key.to_string(),
+        })
+    }
+
+    proptest! {
+        /// Any URL and options give a backend or a one-line error.
+        #[test]
+        fn parse_never_panics(
+            url in url_like(),
+            options in prop::collection::vec(option_like(), 0..4),
+        ) {
+            match Backend::parse_with_options(&url, &options) {
+                Ok(Backend::Kv(config)) => {
+                    prop_assert!(!config.endpoints.is_empty());
+                    for endpoint in &config.endpoints {
+                        prop_assert!(Entry::parse(endpoint).is_ok(), "{}", endpoint);
+                    }
+                }
+                Ok(Backend::Static(entries)) => prop_assert!(entries.len() <= crate::entry::MAX_ENTRIES),
+                Ok(Backend::File(_)) => {}
+                Err(e) => prop_assert!(!e.to_string().contains('\n'), "{}", e),
+            }
+        }
+
+        #[test]
+        fn parse_any_text(url in any::<String>(), options in prop::collection::vec(any::<String>(), 0..3)) {
+            let _ = Backend::parse_with_options(&url, &options);
+        }
+    }
+}

@@ -159,3 +159,34 @@ mod tests {
         assert_eq!(parse_repository_tag("foo@sha256:abc"), ("foo", "sha256:abc"));
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use crate::snapshot::{ContainerSnapshot, SWARM_ID_LABEL};
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any reference resolves to a container of the node or to nothing;
+        /// IDs and references may hold any characters (multi-byte ones too).
+        #[test]
+        fn lookups_never_panic(
+            containers in prop::collection::vec(("[ab:é]{0,14}", "[/ab]{0,4}", "[ab:é]{0,14}"), 0..5),
+            reference in "[/ab:é]{0,14}|.{0,14}",
+        ) {
+            let mut node = NodeSnapshot::new("node-id", "node-1", "h:1");
+            for (id, name, swarm_id) in containers {
+                let mut c = ContainerSnapshot::new(&id, &name);
+                c.labels.insert(SWARM_ID_LABEL.into(), swarm_id);
+                node.containers.push(c);
+            }
+            if let Some(i) = find_container(&node, &reference) {
+                prop_assert!(i < node.containers.len());
+            }
+            let short = truncate_id(&reference);
+            prop_assert!(short.chars().count() <= SHORT_ID_LEN);
+            let (repo, tag) = parse_repository_tag(&reference);
+            prop_assert!(reference.starts_with(repo) && reference.ends_with(tag));
+        }
+    }
+}

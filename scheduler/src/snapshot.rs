@@ -537,3 +537,87 @@ mod tests {
         assert_eq!(p.port_bindings, vec![PortBinding::new("6379/tcp", "", "6379")]);
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// JSON shaped like what engines send (`/containers/json`, inspect,
+    /// `/images/json`): the key names the readers look at, with values of
+    /// any type, huge and negative numbers included.
+    fn engine_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            "[a-z0-9/:.]{0,8}".prop_map(Value::from),
+            any::<String>().prop_map(Value::from),
+        ];
+        let key = prop_oneof![
+            Just("Id"),
+            Just("Name"),
+            Just("Names"),
+            Just("Image"),
+            Just("Config"),
+            Just("HostConfig"),
+            Just("NetworkSettings"),
+            Just("Ports"),
+            Just("PortBindings"),
+            Just("ExposedPorts"),
+            Just("Labels"),
+            Just("NetworkMode"),
+            Just("CpuShares"),
+            Just("NanoCpus"),
+            Just("Memory"),
+            Just("PrivatePort"),
+            Just("PublicPort"),
+            Just("Type"),
+            Just("IP"),
+            Just("HostIp"),
+            Just("HostPort"),
+            Just("RepoTags"),
+            Just("RepoDigests"),
+            Just("80/tcp"),
+            Just(SWARM_ID_LABEL),
+        ];
+        leaf.prop_recursive(4, 48, 6, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+                prop::collection::btree_map(key.clone().prop_map(str::to_string), inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        /// Any engine answer gives a snapshot with no negative reservation.
+        #[test]
+        fn engine_json_never_panics(json in engine_json(), engine_cpus in any::<i64>()) {
+            let inspected = ContainerSnapshot::from_inspect(&json, engine_cpus);
+            prop_assert!(inspected.reserved_cpus >= 0 && inspected.reserved_memory >= 0);
+            let listed = ContainerSnapshot::from_summary(&json);
+            prop_assert_eq!((listed.reserved_cpus, listed.reserved_memory), (0, 0));
+            let _ = ImageSnapshot::from_summary(&json);
+            let mut node = NodeSnapshot::new("id", "name", "h:1");
+            node.containers = vec![inspected, listed];
+            prop_assert!(node.reserved_cpus() >= 0 && node.reserved_memory() >= 0);
+        }
+
+        /// The resource conversions saturate instead of overflowing.
+        #[test]
+        fn conversions_never_overflow(a in any::<i64>(), b in any::<i64>()) {
+            prop_assert!(cpus_from_shares(a, b) >= 0);
+            prop_assert!(shares_for_cpus(a, b) >= 0);
+            prop_assert!(cpus_from_nano(a) >= 0);
+        }
+
+        #[test]
+        fn split_port_of_any_key(key in ".{0,12}") {
+            let (port, proto) = split_port(&key);
+            prop_assert!(key.starts_with(port) && !proto.is_empty());
+        }
+    }
+}

@@ -209,3 +209,40 @@ mod tests {
         assert!(!f(r#"{"type":["image"]}"#).matches(&e));
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use crate::proptest_json::engine_json;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any `since`/`until` parses or is a bad request.
+        #[test]
+        fn timestamps_never_panic(text in "[-+]?[0-9]{0,20}(\\.[0-9]{0,12})?|.{0,12}") {
+            if let Err(e) = parse_timestamp(&text) {
+                prop_assert!(matches!(e, ApiError::BadRequest(_)));
+            }
+        }
+
+        /// Seconds and nanoseconds give the instant they say.
+        #[test]
+        fn timestamps_are_read_exactly(secs in -9_000_000_000i64..9_000_000_000, nanos in 0i64..1_000_000_000) {
+            let text = format!("{secs}.{nanos:09}");
+            prop_assert_eq!(parse_timestamp(&text).ok(), Some(secs * 1_000_000_000 + nanos));
+        }
+
+        /// Any filters applied to any event give a verdict.
+        #[test]
+        fn filters_on_any_event(
+            event in engine_json(),
+            filters in prop::collection::btree_map(
+                prop::sample::select(EVENT_FILTERS.to_vec()).prop_map(str::to_string),
+                prop::collection::vec("[a-z=:.]{0,6}|.{0,4}", 0..3),
+                0..4,
+            ),
+        ) {
+            let _ = EventFilter(filters).matches(&event);
+        }
+    }
+}

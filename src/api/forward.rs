@@ -121,7 +121,8 @@ fn merge_value(into: &mut Value, from: Value) {
     match (into, from) {
         (Value::Array(a), Value::Array(b)) => a.extend(b),
         (into @ Value::Number(_), Value::Number(b)) => {
-            let sum = into.as_u64().unwrap_or(0) + b.as_u64().unwrap_or(0);
+            // Engines' numbers (bytes reclaimed) may be anything: saturate rather than overflow.
+            let sum = into.as_u64().unwrap_or(0).saturating_add(b.as_u64().unwrap_or(0));
             *into = Value::from(sum);
         }
         (into, from) if into.is_null() => *into = from,
@@ -142,5 +143,27 @@ mod tests {
         let mut n = Value::from(5);
         merge_value(&mut n, Value::from(7));
         assert_eq!(n, Value::from(12));
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use crate::proptest_json::engine_json;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any two values merge; numbers add up without overflowing.
+        #[test]
+        fn merging_any_values(mut into in engine_json(), from in engine_json()) {
+            merge_value(&mut into, from);
+        }
+    }
+
+    #[test]
+    fn huge_sums_saturate() {
+        let mut into = serde_json::json!(u64::MAX);
+        merge_value(&mut into, serde_json::json!(2));
+        assert_eq!(into, u64::MAX);
     }
 }

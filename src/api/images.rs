@@ -31,18 +31,31 @@ pub async fn list(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<Pro
     let engines: Vec<Arc<Engine>> = healthy(ctx.cluster())?.into_iter().filter(|e| nodes.matches(&e.name())).collect();
     let path = ctx.path("/images/json", Some(&query));
     let answers = join_all(engines.iter().map(|e| e.get_json::<Value>(&path))).await;
-    let mut merged: Vec<Value> = Vec::new();
+    let answers = answers.into_iter().collect::<Result<Vec<_>, _>>()?;
+    Ok(json_response(StatusCode::OK, &Value::Array(merge_images(answers))))
+}
+
+/// The images of the engines' `/images/json` answers, de-duplicated by ID
+/// (the tags and digests of copies are added to the first one). Entries
+/// that are not objects are dropped: there is no image in them.
+fn merge_images(answers: Vec<Value>) -> Vec<Value> {
+    let mut merged: Vec<serde_json::Map<String, Value>> = Vec::new();
     let mut by_id: HashMap<String, usize> = HashMap::new();
     for answer in answers {
-        let Value::Array(images) = answer? else {
+        let Value::Array(images) = answer else {
             continue;
         };
         for image in images {
-            let id = image["Id"].as_str().unwrap_or_default().to_string();
+            let Value::Object(image) = image else {
+                continue;
+            };
+            let id = image.get("Id").and_then(Value::as_str).unwrap_or_default().to_string();
             match by_id.get(&id) {
                 Some(&i) => {
                     for key in ["RepoTags", "RepoDigests"] {
-                        union_strings(&mut merged[i][key], &image[key]);
+                        if let Some(from) = image.get(key) {
+                            union_strings(merged[i].entry(key).or_insert(Value::Null), from);
+                        }
                     }
                 }
                 None => {
@@ -52,7 +65,7 @@ pub async fn list(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<Pro
             }
         }
     }
-    Ok(json_response(StatusCode::OK, &Value::Array(merged)))
+    merged.into_iter().map(Value::Object).collect()
 }
 
 fn union_strings(into: &mut Value, from: &Value) {
@@ -353,5 +366,41 @@ mod tests {
         let line = message("node-02", "Pulling busybox:latest... : downloaded");
         let v: Value = serde_json::from_slice(&line).unwrap();
         assert_eq!(v["id"], "node-02");
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    use std::collections::HashSet;
+
+    use super::*;
+    use crate::proptest_json::engine_json;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any engines' answers merge into objects with unique IDs.
+        #[test]
+        fn merging_any_answers(answers in prop::collection::vec(engine_json(), 0..4), lists in prop::collection::vec(prop::collection::vec(engine_json(), 0..4), 0..3)) {
+            let answers: Vec<Value> = answers.into_iter().chain(lists.into_iter().map(Value::Array)).collect();
+            let merged = merge_images(answers);
+            let mut ids = HashSet::new();
+            for image in &merged {
+                prop_assert!(image.is_object());
+                prop_assert!(ids.insert(image["Id"].as_str().unwrap_or_default().to_string()));
+            }
+        }
+    }
+
+    #[test]
+    fn merges_copies_of_an_image() {
+        let merged = merge_images(vec![
+            json!([{"Id": "a", "RepoTags": ["x:1"]}, 3, {"Id": "b"}]),
+            json!([{"Id": "a", "RepoTags": ["x:2"]}, 4, {"Id": "b", "RepoDigests": ["x@sha256:1"]}]),
+            json!({"message": "not a list"}),
+        ]);
+        assert_eq!(
+            merged,
+            [json!({"Id": "a", "RepoTags": ["x:1", "x:2"]}), json!({"Id": "b", "RepoDigests": ["x@sha256:1"]})]
+        );
     }
 }

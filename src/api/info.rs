@@ -306,19 +306,27 @@ pub async fn system_df(ctx: &Ctx<'_>) -> Result<Response<ProxyBody>, ApiError> {
     let engines = healthy(ctx.cluster())?;
     let path = ctx.path("/system/df", None);
     let answers = join_all(engines.iter().map(|e| e.get_json::<Value>(&path))).await;
+    let mut named = Vec::with_capacity(answers.len());
+    for (engine, answer) in engines.iter().zip(answers) {
+        named.push((engine.name(), answer?));
+    }
+    Ok(json_response(StatusCode::OK, &merge_df(named)))
+}
+
+/// Merges the engines' `/system/df` answers, each with its node's name.
+fn merge_df(answers: Vec<(String, Value)>) -> Value {
     let mut layers = 0i64;
     let (mut images, mut containers, mut volumes, mut cache) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut seen = HashSet::new();
-    for (engine, answer) in engines.iter().zip(answers) {
-        let mut answer = answer?;
-        let node = engine.name();
-        layers += answer["LayersSize"].as_i64().unwrap_or(0);
-        for image in take_array(&mut answer["Images"]) {
+    for (node, mut answer) in answers {
+        // Engines' sizes may be any number: saturate rather than overflow.
+        layers = layers.saturating_add(answer["LayersSize"].as_i64().unwrap_or(0));
+        for image in take_array(&mut answer, "Images") {
             if seen.insert(image["Id"].as_str().unwrap_or_default().to_string()) {
                 images.push(image);
             }
         }
-        for mut c in take_array(&mut answer["Containers"]) {
+        for mut c in take_array(&mut answer, "Containers") {
             if let Some(Value::Array(names)) = c.get_mut("Names") {
                 for n in names.iter_mut() {
                     if let Some(s) = n.as_str() {
@@ -328,23 +336,22 @@ pub async fn system_df(ctx: &Ctx<'_>) -> Result<Response<ProxyBody>, ApiError> {
             }
             containers.push(c);
         }
-        for mut v in take_array(&mut answer["Volumes"]) {
+        for mut v in take_array(&mut answer, "Volumes") {
             if let Some(name) = v["Name"].as_str() {
                 v["Name"] = Value::String(format!("{node}/{name}"));
             }
             volumes.push(v);
         }
-        cache.extend(take_array(&mut answer["BuildCache"]));
+        cache.extend(take_array(&mut answer, "BuildCache"));
     }
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({"LayersSize": layers, "Images": images, "Containers": containers, "Volumes": volumes, "BuildCache": cache}),
-    ))
+    json!({"LayersSize": layers, "Images": images, "Containers": containers, "Volumes": volumes, "BuildCache": cache})
 }
 
-fn take_array(v: &mut Value) -> Vec<Value> {
-    match v.take() {
-        Value::Array(a) => a,
+/// Takes the array at `key` out of `answer`; empty when `answer` is not an
+/// object (indexing one mutably would panic) or holds no array there.
+fn take_array(answer: &mut Value, key: &str) -> Vec<Value> {
+    match answer.get_mut(key).map(Value::take) {
+        Some(Value::Array(a)) => a,
         _ => Vec::new(),
     }
 }
@@ -360,5 +367,33 @@ mod tests {
         assert_eq!(bytes_size(1024.0), "1 KiB");
         assert_eq!(bytes_size(1536.0), "1.5 KiB");
         assert_eq!(bytes_size(1023.0), "1023 B");
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use crate::proptest_json::engine_json;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any engines' `/system/df` answers merge into one.
+        #[test]
+        fn merging_any_df_answers(answers in prop::collection::vec(engine_json(), 0..4)) {
+            let merged = merge_df(answers.into_iter().map(|a| ("node-01".to_string(), a)).collect());
+            prop_assert!(merged["LayersSize"].is_i64());
+        }
+    }
+
+    #[test]
+    fn odd_df_answers_are_skipped() {
+        let merged = merge_df(vec![
+            ("n1".into(), json!([1, 2])),
+            ("n2".into(), json!({"LayersSize": i64::MAX, "Volumes": [{"Name": "v"}, 3], "Images": "x"})),
+            ("n3".into(), json!({"LayersSize": i64::MAX})),
+        ]);
+        assert_eq!(merged["LayersSize"], i64::MAX);
+        assert_eq!(merged["Volumes"], json!([{"Name": "n2/v"}, 3]));
+        assert_eq!(merged["Images"], json!([]));
     }
 }

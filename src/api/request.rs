@@ -73,11 +73,22 @@ pub struct NodeFilter {
     patterns: Vec<regex::Regex>,
 }
 
+/// Upper bound on the compiled size of a `node=` pattern, as for the
+/// scheduler's expressions: under the regex crate's default (10 MiB), a
+/// pattern of a few hundred kilobytes such as `(a|b)` repeated 50 000 times
+/// compiles into megabytes, for every request that sends it.
+const NODE_PATTERN_SIZE_LIMIT: usize = 1 << 20;
+
 impl NodeFilter {
     pub fn new(patterns: &[String]) -> Result<NodeFilter, ApiError> {
         let patterns = patterns
             .iter()
-            .map(|p| regex::Regex::new(p).map_err(|e| ApiError::BadRequest(format!("invalid filter 'node={p}': {e}"))))
+            .map(|p| {
+                regex::RegexBuilder::new(p)
+                    .size_limit(NODE_PATTERN_SIZE_LIMIT)
+                    .build()
+                    .map_err(|e| ApiError::BadRequest(format!("invalid filter 'node={p}': {e}")))
+            })
             .collect::<Result<_, _>>()?;
         Ok(NodeFilter { patterns })
     }
@@ -173,5 +184,82 @@ mod tests {
         assert_eq!(query_set(Some("container=web&a=1"), "container", "abc"), "a=1&container=abc");
         assert!(query_bool(Some("all=1"), "all"));
         assert!(!query_bool(Some("all=0"), "all"));
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Query strings made of what queries are written with, escapes included.
+    const QUERY_LIKE: &str = "[a-z=&%0-9A-F+{}\\[\\]\":,]{0,40}";
+
+    /// `filters` values: JSON objects of lists or of booleans, or anything.
+    fn filters_like() -> impl Strategy<Value = String> {
+        prop_oneof![
+            crate::proptest_json::json_with_keys(&["node", "name", "label", "status", "dangling"])
+                .prop_map(|v| v.to_string()),
+            "[{}\\[\\]\":,a-z0-9 ]{0,24}",
+            any::<String>(),
+        ]
+    }
+
+    proptest! {
+        /// No query panics the readers; every pair read is in the query.
+        #[test]
+        fn queries_never_panic(query in QUERY_LIKE, any_query in any::<String>(), key in "[a-z]{0,3}") {
+            for q in [&query, &any_query] {
+                let pairs = query_pairs(Some(q));
+                prop_assert_eq!(query_get(Some(q), &key), pairs.iter().find(|(k, _)| *k == key).map(|(_, v)| v.clone()));
+                let _ = query_bool(Some(q), &key);
+                // Setting a key and reading it back gives the value set.
+                let set = query_set(Some(q), &key, "v&=%");
+                let read = query_get(Some(&set), &key);
+                prop_assert_eq!(read.as_deref(), Some("v&=%"));
+            }
+        }
+
+        /// Any `filters` parses or is a bad request; what `take_filters`
+        /// takes out is no longer in the query it forwards.
+        #[test]
+        fn filters_never_panic(filters in filters_like(), other in "[a-z]{0,3}=[a-z]{0,3}") {
+            let _ = parse_filters(Some(&filters));
+            let query = url::form_urlencoded::Serializer::new(String::new())
+                .append_pair("filters", &filters)
+                .finish();
+            let query = format!("{other}&{query}");
+            match take_filters(Some(&query), &["node", "name"]) {
+                Ok((taken, rest)) => {
+                    prop_assert!(taken.keys().all(|k| k == "node" || k == "name"));
+                    let left = parse_filters(query_get(Some(&rest), "filters").as_deref());
+                    prop_assert!(left.is_ok_and(|left| !left.contains_key("node") && !left.contains_key("name")));
+                }
+                Err(e) => prop_assert!(matches!(e, ApiError::BadRequest(_))),
+            }
+        }
+
+        #[test]
+        fn json_bodies_never_panic(body in prop::collection::vec(any::<u8>(), 0..64)) {
+            let _ = parse_json(&body);
+        }
+
+        /// Node patterns from the user compile or are a bad request, and
+        /// matching is quick.
+        #[test]
+        fn node_patterns_never_panic(patterns in prop::collection::vec("[a-z.*+?()|\\[\\]{}0-9^$\\\\,-]{0,16}", 0..3), node in "[a-z0-9-]{0,12}") {
+            if let Ok(filter) = NodeFilter::new(&patterns) {
+                let _ = filter.matches(&node);
+            }
+        }
+    }
+
+    #[test]
+    fn huge_node_patterns_are_refused_quickly() {
+        let started = std::time::Instant::now();
+        for pattern in [r"\w{1000}{1000}", r"(\pL{100}){100}", &"(a|b)".repeat(50_000)] {
+            assert!(NodeFilter::new(&[pattern.to_string()]).is_err(), "{pattern:.40}");
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "{:?}", started.elapsed());
     }
 }

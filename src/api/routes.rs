@@ -312,3 +312,70 @@ mod tests {
         assert_eq!(split_version("/vx/info"), ("", "/vx/info"));
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn method() -> impl Strategy<Value = Method> {
+        prop_oneof![
+            Just(Method::GET),
+            Just(Method::HEAD),
+            Just(Method::POST),
+            Just(Method::PUT),
+            Just(Method::DELETE),
+            Just(Method::PATCH),
+            Just(Method::OPTIONS),
+            "[A-Z]{1,8}".prop_filter_map("not a method", |m| Method::from_bytes(m.as_bytes()).ok()),
+        ]
+    }
+
+    /// Paths built from the table's own pieces, version prefixes, names
+    /// with escapes and multi-byte characters, and stray slashes.
+    fn path_like() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            prop::sample::select(ROUTES.iter().map(|r| r.prefix.to_string()).collect::<Vec<_>>()),
+            prop::sample::select(ROUTES.iter().filter_map(|r| r.suffix.map(str::to_string)).collect::<Vec<_>>()),
+            Just("/v1.41".to_string()),
+            Just("/v".to_string()),
+            Just("/v1..2".to_string()),
+            Just("/".to_string()),
+            Just("%2F".to_string()),
+            Just("%".to_string()),
+            Just("%e9".to_string()),
+            Just("é".to_string()),
+            "[a-z0-9:._-]{0,6}",
+        ];
+        prop::collection::vec(piece, 0..5).prop_map(|pieces| pieces.concat())
+    }
+
+    proptest! {
+        /// Any method and path routes or does not, without panicking; a
+        /// route found belongs to the table and says what it matched.
+        #[test]
+        fn any_path_routes_or_not(method in method(), path in path_like(), any_path in any::<String>()) {
+            for p in [&path, &any_path] {
+                if let Some(m) = route(&method, p) {
+                    let row = ROUTES.iter().find(|r| r.method == method && r.prefix == m.prefix && r.handler == m.handler);
+                    prop_assert!(row.is_some());
+                    prop_assert!(p.starts_with(&m.version));
+                    prop_assert_eq!(m.name.is_empty(), m.suffix.is_empty() && row.is_some_and(|r| r.suffix.is_none()));
+                }
+            }
+        }
+
+        /// Every named route takes any name, versioned or not.
+        #[test]
+        fn named_routes_take_any_name(index in 0..ROUTES.len(), name in "[a-z0-9:._-][a-z0-9:._/-]{0,10}[a-z0-9:._-]|[a-z0-9]") {
+            let row = &ROUTES[index];
+            let Some(suffix) = row.suffix else { return Ok(()) };
+            for version in ["", "/v1.41"] {
+                let path = format!("{version}{}{name}{suffix}", row.prefix);
+                let m = route(&row.method, &path);
+                prop_assert!(m.is_some(), "{}", path);
+                prop_assert_eq!(m.map(|m| m.version), Some(version.to_string()));
+            }
+        }
+    }
+}

@@ -39,19 +39,32 @@ pub async fn list(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<Pro
     let answers = join_all(engines.iter().map(|e| e.get_json::<Value>(&path))).await;
     let mut volumes = Vec::new();
     for (engine, answer) in engines.iter().zip(answers) {
-        let node = engine.name();
-        let mut answer = answer?;
-        if let Value::Array(items) = answer["Volumes"].take() {
-            for mut v in items {
-                let listed = format!("{node}/{}", v["Name"].as_str().unwrap_or_default());
-                if names.is_empty() || names.iter().any(|n| listed.contains(n.as_str())) {
-                    v["Name"] = Value::String(listed);
-                    volumes.push(v);
-                }
-            }
-        }
+        volumes.extend(node_volumes(&engine.name(), answer?, names));
     }
     Ok(json_response(StatusCode::OK, &json!({"Volumes": volumes, "Warnings": null})))
+}
+
+/// The volumes of `node`'s `/volumes` answer whose name as listed
+/// (`node/name`) contains one of `names` (any, when none is given), named
+/// so. Entries that are not objects are dropped: there is no volume in them.
+fn node_volumes(node: &str, mut answer: Value, names: &[String]) -> Vec<Value> {
+    let Some(Value::Array(items)) = answer.get_mut("Volumes").map(Value::take) else {
+        return Vec::new();
+    };
+    items
+        .into_iter()
+        .filter_map(|v| {
+            let Value::Object(mut v) = v else {
+                return None;
+            };
+            let listed = format!("{node}/{}", v.get("Name").and_then(Value::as_str).unwrap_or_default());
+            if !names.is_empty() && !names.iter().any(|n| listed.contains(n.as_str())) {
+                return None;
+            }
+            v.insert("Name".into(), Value::String(listed));
+            Some(Value::Object(v))
+        })
+        .collect()
 }
 
 /// `POST /volumes/create`: on the engines [`Cluster::volume_targets`]
@@ -117,4 +130,32 @@ pub async fn remove(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<P
         last = Some(answer);
     }
     last.map(|a| a.into_response()).ok_or_else(|| volume_not_found(&name))
+}
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use crate::proptest_json::engine_json;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any answer gives volumes named after their node.
+        #[test]
+        fn volumes_of_any_answer(answer in engine_json(), volumes in prop::collection::vec(engine_json(), 0..4), names in prop::collection::vec("[a-z/]{0,3}", 0..2)) {
+            for answer in [answer, json!({"Volumes": volumes})] {
+                for v in node_volumes("node-01", answer, &names) {
+                    prop_assert!(v["Name"].as_str().is_some_and(|n| n.starts_with("node-01/")));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn odd_volume_entries_are_dropped() {
+        let answer = json!({"Volumes": [1, "x", {"Name": "data"}, {"Driver": "local"}]});
+        let listed = node_volumes("n1", answer, &[]);
+        assert_eq!(listed, [json!({"Name": "n1/data"}), json!({"Name": "n1/", "Driver": "local"})]);
+        assert!(node_volumes("n1", json!([{"Name": "x"}]), &[]).is_empty());
+        assert_eq!(node_volumes("n1", json!({"Volumes": [{"Name": "a"}, {"Name": "b"}]}), &["1/b".into()]).len(), 1);
+    }
 }

@@ -283,3 +283,34 @@ mod tests {
         assert!(create_config(&Value::Null).is_none());
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use crate::proptest_json::engine_json;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any list entry and inspect answer give a container (or none
+        /// without an ID) whose rendered entry is JSON.
+        #[test]
+        fn containers_from_any_answers(summary in engine_json(), inspect in engine_json(), engine_cpus in any::<i64>()) {
+            let details = Arc::new(Details::from_inspect(&inspect, engine_cpus));
+            let _ = create_config(&inspect);
+            let summary = match summary {
+                Value::Object(m) => m,
+                other => Map::from_iter([("Id".to_string(), Value::from("x")), ("Names".to_string(), other)]),
+            };
+            let has_id = summary.get("Id").is_some_and(Value::is_string);
+            match Container::from_summary(summary, details, "node-01", "10.0.0.1") {
+                Some(c) => {
+                    prop_assert!(has_id);
+                    prop_assert!(serde_json::from_slice::<Value>(&c.rendered).is_ok());
+                    prop_assert!(serde_json::from_slice::<Value>(&c.rendered_with_status("Host Down")).is_ok());
+                    let _ = c.is_running();
+                }
+                None => prop_assert!(!has_id),
+            }
+        }
+    }
+}

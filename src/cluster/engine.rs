@@ -185,6 +185,11 @@ impl NetworkRecord {
         let raws: Vec<Box<RawValue>> = serde_json::from_slice(body)?;
         raws.into_iter()
             .map(|raw| {
+                // Serde would also read a record from a JSON array, but
+                // `raw` is edited as an object when networks are listed.
+                if !raw.get().starts_with('{') {
+                    return Err(serde::de::Error::custom("a network must be a JSON object"));
+                }
                 let mut record: NetworkRecord = serde_json::from_str(raw.get())?;
                 record.raw = Arc::from(raw);
                 Ok(record)
@@ -594,5 +599,73 @@ mod tests {
         assert_ne!(id, node_id("ABCD:EFGH|10.0.0.2:2375"));
         // Pinned: a node's ID must never change with a rebuild or an upgrade.
         assert_eq!(id, "07t3iddavty7o4ab88uaampl8");
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use crate::proptest_json::engine_json;
+    use proptest::prelude::*;
+
+    /// Bytes an engine may answer: JSON shaped like its answers, or junk.
+    fn answer_bytes() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            engine_json().prop_map(|v| serde_json::to_vec(&v).unwrap_or_default()),
+            prop::collection::vec(engine_json(), 0..4).prop_map(|v| serde_json::to_vec(&v).unwrap_or_default()),
+            prop::collection::vec(any::<u8>(), 0..64),
+        ]
+    }
+
+    proptest! {
+        /// Any `/info` and `/version` answers give an identity with
+        /// resources and the engine's own labels, or "not an engine".
+        #[test]
+        fn identity_from_any_answers(info in engine_json(), version in engine_json()) {
+            match EngineInfo::from_answers("h:1", &info, &version) {
+                Ok(e) => {
+                    prop_assert!(e.cpus > 0 && e.memory > 0);
+                    for key in ["kernelversion", "operatingsystem", "ostype", "storagedriver"] {
+                        prop_assert!(e.labels.contains_key(key));
+                    }
+                    prop_assert_eq!(e.node_id().len(), NODE_ID_LEN);
+                }
+                Err(e) => prop_assert!(matches!(e, EngineError::NotAnEngine(_))),
+            }
+        }
+
+        /// Engine labels are `k=v` strings; any strings are split or skipped.
+        #[test]
+        fn labels_of_any_strings(labels in prop::collection::vec("[a-z=é ]{0,8}|.{0,8}", 0..6)) {
+            let info = serde_json::json!({"ID": "x", "NCPU": 1, "MemTotal": 1, "Labels": labels});
+            let e = EngineInfo::from_answers("h:1", &info, &Value::Null).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            for label in labels.iter().filter(|l| l.contains('=')) {
+                let (k, _) = label.split_once('=').unwrap_or_default();
+                prop_assert!(e.labels.contains_key(k));
+            }
+        }
+
+        /// Any list answer decodes or is a decode error; a decoded network
+        /// keeps its own JSON, an object.
+        #[test]
+        fn lists_from_any_answer(body in answer_bytes()) {
+            let _ = images_from(&body);
+            let _ = VolumeRecord::list_from(&body);
+            if let Ok(networks) = NetworkRecord::list_from(&body) {
+                for n in networks {
+                    prop_assert!(serde_json::from_str::<Value>(n.raw.get()).is_ok_and(|v| v.is_object()));
+                }
+            }
+            let _ = error_message(&body);
+        }
+    }
+
+    #[test]
+    fn a_network_is_an_object() {
+        // Serde reads a struct from an array of its fields too.
+        let listed = br#"[["id","name","bridge","local",null,null,false,false,false]]"#;
+        assert!(NetworkRecord::list_from(listed).is_err());
+        let listed = br#"[{"Id":"id","Name":"name","Labels":null}]"#;
+        assert_eq!(NetworkRecord::list_from(listed).map(|n| n[0].name.clone()).ok().as_deref(), Some("name"));
     }
 }

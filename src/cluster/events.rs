@@ -30,7 +30,8 @@ pub struct ClusterEvent {
 impl ClusterEvent {
     pub fn new(value: Value) -> ClusterEvent {
         let time_nano =
-            value["timeNano"].as_i64().or_else(|| value["time"].as_i64().map(|s| s * 1_000_000_000)).unwrap_or(0);
+            // An engine's `time` in seconds may be any number: saturate rather than overflow.
+            value["timeNano"].as_i64().or_else(|| value["time"].as_i64().map(|s| s.saturating_mul(1_000_000_000))).unwrap_or(0);
         let mut line = serde_json::to_vec(&value).unwrap_or_default();
         line.push(b'\n');
         ClusterEvent { value, line: Bytes::from(line), time_nano }
@@ -155,5 +156,38 @@ mod tests {
         let all = bus.swarm_history(0, i64::MAX);
         assert_eq!(all.len(), 1);
         assert_eq!(all[0].value["Action"], "engine_connect");
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use crate::proptest_json::engine_json;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any event an engine sends is tagged and serialized; one that is
+        /// an object gets the node.
+        #[test]
+        fn any_event_is_tagged(event in engine_json()) {
+            let was_object = event.is_object();
+            let tagged = tag().tag(event);
+            if was_object {
+                prop_assert_eq!(&tagged["node"]["Name"], "node-01");
+            }
+            let e = ClusterEvent::new(tagged);
+            prop_assert_eq!(e.line.last(), Some(&b'\n'));
+        }
+    }
+
+    fn tag() -> NodeTag {
+        NodeTag { name: "node-01".into(), id: "ID|h:1".into(), addr: "h:1".into(), ip: "h".into() }
+    }
+
+    #[test]
+    fn huge_times_saturate() {
+        assert_eq!(ClusterEvent::new(json!({"time": i64::MAX})).time_nano, i64::MAX);
+        assert_eq!(ClusterEvent::new(json!({"time": i64::MIN})).time_nano, i64::MIN);
+        assert_eq!(ClusterEvent::new(json!({"time": 2})).time_nano, 2_000_000_000);
     }
 }

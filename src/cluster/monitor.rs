@@ -399,17 +399,51 @@ async fn stream_events(
     Ok(())
 }
 
+/// What an engine event asks of the cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Reaction {
+    /// The container is gone.
+    Forget(String),
+    /// The container changed.
+    Refresh(String),
+    /// Images, networks or volumes changed, and with them a container
+    /// (connected to or disconnected from a network, say) when named.
+    RefreshKind(Kind, Option<String>),
+}
+
 /// Updates the cache after an engine event, without blocking the stream.
 fn react(engine: &Arc<Engine>, event: &Value) {
+    let Some(reaction) = reaction(event) else {
+        return;
+    };
+    let engine = engine.clone();
+    tokio::spawn(async move {
+        // A failed refresh here is caught by the next full refresh.
+        match reaction {
+            Reaction::Forget(id) => forget_container(&engine, &id).await,
+            Reaction::Refresh(id) => {
+                let _ = refresh_container(&engine, &id).await;
+            }
+            Reaction::RefreshKind(kind, container) => {
+                let _ = refresh_kind(&engine, kind).await;
+                if let Some(id) = container {
+                    let _ = refresh_container(&engine, &id).await;
+                }
+            }
+        }
+    });
+}
+
+/// What `event`, as an engine sent it, asks of the cache; `None` when
+/// nothing the manager caches changed.
+fn reaction(event: &Value) -> Option<Reaction> {
     let kind = event["Type"].as_str().unwrap_or("container");
     let action = event["Action"].as_str().or(event["status"].as_str()).unwrap_or("");
     let actor = event["Actor"]["ID"].as_str().or(event["id"].as_str()).unwrap_or("");
     match kind {
         "container" => {
             if action == "destroy" {
-                let (engine, id) = (engine.clone(), actor.to_string());
-                tokio::spawn(async move { forget_container(&engine, &id).await });
-                return;
+                return Some(Reaction::Forget(actor.to_string()));
             }
             const CHANGES: [&str; 12] = [
                 "create",
@@ -425,27 +459,12 @@ fn react(engine: &Arc<Engine>, event: &Value) {
                 "oom",
                 "health_status",
             ];
-            if !CHANGES.iter().any(|a| action == *a || action.starts_with("health_status")) {
-                return;
-            }
-            let (engine, id) = (engine.clone(), actor.to_string());
-            tokio::spawn(async move {
-                // A failure here is caught by the next full refresh.
-                let _ = refresh_container(&engine, &id).await;
-            });
+            let changed = CHANGES.iter().any(|a| action == *a || action.starts_with("health_status"));
+            changed.then(|| Reaction::Refresh(actor.to_string()))
         }
         _ => {
-            let Some(kind) = Kind::of_event(kind) else {
-                return;
-            };
-            let engine = engine.clone();
             let container = event["Actor"]["Attributes"]["container"].as_str().map(str::to_string);
-            tokio::spawn(async move {
-                let _ = refresh_kind(&engine, kind).await;
-                if let Some(id) = container {
-                    let _ = refresh_container(&engine, &id).await;
-                }
-            });
+            Kind::of_event(kind).map(|kind| Reaction::RefreshKind(kind, container))
         }
     }
 }
@@ -472,5 +491,35 @@ mod tests {
         for _ in 0..20 {
             assert!((2 * second..=4 * second).contains(&spread.wait_after(1)));
         }
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use crate::proptest_json::engine_json;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    proptest! {
+        /// Any event gives a reaction or none.
+        #[test]
+        fn any_event_has_a_reaction_or_none(event in engine_json()) {
+            let _ = reaction(&event);
+        }
+    }
+
+    #[test]
+    fn events_say_what_to_refresh() {
+        let container = |action: &str| json!({"Type": "container", "Action": action, "Actor": {"ID": "c1"}});
+        assert_eq!(reaction(&container("destroy")), Some(Reaction::Forget("c1".into())));
+        assert_eq!(reaction(&container("start")), Some(Reaction::Refresh("c1".into())));
+        assert_eq!(reaction(&container("health_status: healthy")), Some(Reaction::Refresh("c1".into())));
+        assert_eq!(reaction(&container("exec_start: sh")), None);
+        // Old engines: `status` and `id`, no `Type`.
+        assert_eq!(reaction(&json!({"status": "die", "id": "c2"})), Some(Reaction::Refresh("c2".into())));
+        let connect = json!({"Type": "network", "Action": "connect", "Actor": {"Attributes": {"container": "c3"}}});
+        assert_eq!(reaction(&connect), Some(Reaction::RefreshKind(Kind::Networks, Some("c3".into()))));
+        assert_eq!(reaction(&json!({"Type": "plugin"})), None);
     }
 }

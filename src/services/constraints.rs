@@ -229,3 +229,45 @@ mod tests {
         assert_eq!(env, ["constraint:zone==east"]);
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Constraints as `docker service create --constraint` sends them:
+    /// known keys and label keys, either operator, any value.
+    fn constraint_like() -> impl Strategy<Value = String> {
+        let key = prop_oneof![
+            Just("node.id".to_string()),
+            Just("node.hostname".to_string()),
+            Just("node.role".to_string()),
+            Just("node.platform.os".to_string()),
+            Just("node.platform.arch".to_string()),
+            "(node|engine)\\.labels\\.[a-z.]{0,6}",
+            "[a-z. ]{0,10}",
+        ];
+        let op = prop_oneof![Just("=="), Just("!="), Just("="), Just("")];
+        let value = prop_oneof!["[a-zA-Z0-9*/ ~=!]{0,8}", ".{0,6}"];
+        (key, op, value).prop_map(|(key, op, value)| format!("{key}{op}{value}"))
+    }
+
+    proptest! {
+        /// Any constraint parses or is refused; a parsed one matches a node
+        /// or not and has a classic form or a reason not to.
+        #[test]
+        fn constraints_never_panic(raw in constraint_like(), any_raw in any::<String>()) {
+            let mut node = NodeView::new("id", "node-01");
+            node.labels.insert("ostype".into(), "linux".into());
+            for text in [&raw, &any_raw] {
+                if let Ok(c) = Constraint::parse(text) {
+                    let _ = c.matches(&node);
+                    if let Ok(Some(env)) = c.to_classic() {
+                        prop_assert!(env.starts_with("constraint:"));
+                    }
+                }
+                let _ = to_classic_env(std::slice::from_ref(text));
+            }
+        }
+    }
+}

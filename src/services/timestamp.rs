@@ -211,3 +211,42 @@ mod tests {
         assert_eq!(t - Duration::from_nanos(15), Timestamp::from_unix_nanos(-5));
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any text, and text shaped like an instant, parses or is an error.
+        #[test]
+        fn parse_never_panics(
+            shaped in "[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9é]{2}(\\.[0-9]{0,11})?(Z|z|[-+][0-9]{1,3}:[0-9]{1,3}|é|)",
+            any_text in any::<String>(),
+        ) {
+            for text in [&shaped, &any_text] {
+                if let Ok(t) = Timestamp::parse(text) {
+                    let _ = t.to_string();
+                }
+            }
+        }
+
+        /// An instant prints in UTC and parses back to itself.
+        #[test]
+        fn instants_round_trip(
+            year in 1i32..=9999,
+            month in 1u8..=12,
+            day in 1u8..=28,
+            (hour, minute, second) in (0u8..24, 0u8..60, 0u8..60),
+            nanos in prop_oneof![Just(0u32), 0u32..1_000_000_000],
+            offset in prop_oneof![Just("Z".to_string()), (0u8..14, 0u8..60).prop_map(|(h, m)| format!("+{h:02}:{m:02}"))],
+        ) {
+            let text = format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{nanos:09}{offset}");
+            let t = Timestamp::parse(&text).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            // Near year 1 an offset moves the instant before it, which prints as Go's zero time.
+            if t >= Timestamp::parse("0001-01-01T00:00:00Z").map_err(|e| TestCaseError::fail(e.to_string()))? {
+                prop_assert_eq!(Timestamp::parse(&t.to_string()), Ok(t), "{}", text);
+            }
+        }
+    }
+}

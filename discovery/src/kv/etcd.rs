@@ -712,3 +712,27 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any keys etcd sends back (not even UTF-8) give the sorted direct
+        /// children of the prefix.
+        #[test]
+        fn direct_children_of_any_keys(
+            dir in "[ab/]{0,4}",
+            keys in prop::collection::vec(prop::collection::vec(prop_oneof![Just(b'a'), Just(b'/'), any::<u8>()], 0..6), 0..8),
+        ) {
+            let prefix = dir_prefix(&dir);
+            let children = direct_children(&prefix, keys.iter().map(|k| (k.as_slice(), ())));
+            for (key, ()) in &children {
+                let child = key.strip_prefix(&prefix);
+                prop_assert!(child.is_some_and(|c| !c.is_empty() && !c.contains('/')), "{}", key);
+            }
+            prop_assert!(children.windows(2).all(|w| w[0].0 <= w[1].0));
+        }
+    }
+}

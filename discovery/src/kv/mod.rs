@@ -511,3 +511,42 @@ mod tests {
         assert!(same_entries(&[], &[]));
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever a store holds under the nodes directory (any bytes as
+        /// values, any keys), the engines are valid, sorted and unique.
+        #[test]
+        fn engines_from_any_pairs(
+            pairs in prop::collection::vec(
+                (
+                    "[a-z0-9.:/\\[\\]]{0,16}|.{0,8}",
+                    prop_oneof![
+                        prop::collection::vec(any::<u8>(), 0..16),
+                        "[a-z0-9.:\\[\\] ]{0,16}".prop_map(String::into_bytes),
+                    ],
+                ),
+                0..8,
+            ),
+        ) {
+            let pairs: Vec<KvPair> = pairs.into_iter().map(|(key, value)| KvPair { key, value }).collect();
+            let found = engines(&pairs);
+            prop_assert!(found.windows(2).all(|w| w[0] < w[1]));
+            for entry in &found {
+                let again = Entry::parse(&entry.to_string());
+                prop_assert_eq!(again.as_ref(), Ok(entry));
+            }
+        }
+
+        #[test]
+        fn data_keys_of_any_text(key in ".{0,12}") {
+            if let Ok(trimmed) = data_key(&key) {
+                prop_assert!(!trimmed.is_empty() && !trimmed.starts_with('/') && !trimmed.ends_with('/'));
+            }
+        }
+    }
+}

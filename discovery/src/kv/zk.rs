@@ -706,3 +706,21 @@ mod tests {
         assert!(!is_unreachable(&zookeeper_client::Error::NodeExists));
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Paths built from any key are absolute; parents are shorter paths.
+        #[test]
+        fn paths_of_any_key(key in "[ab/]{0,8}|.{0,12}") {
+            let path = node_path(&key);
+            prop_assert!(path.starts_with('/'));
+            if let Some(parent) = parent_path(&path) {
+                prop_assert!(parent.starts_with('/') && parent.len() < path.len());
+            }
+        }
+    }
+}

@@ -307,3 +307,85 @@ mod tests {
         assert_eq!(encode_key("a b?c#d%"), "a%20b%3Fc%23d%25");
     }
 }
+
+#[cfg(test)]
+pub(super) mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    /// JSON values with Consul's key names at any depth, of any type.
+    pub(in crate::kv::consul) fn consul_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            "[A-Za-z0-9+/=%:/\\\\]{0,12}".prop_map(Value::from),
+            any::<String>().prop_map(Value::from),
+        ];
+        let key = prop_oneof![
+            Just("Key"),
+            Just("Value"),
+            Just("Session"),
+            Just("ModifyIndex"),
+            Just("ID"),
+            Just("Results"),
+            Just("Errors"),
+            Just("KV"),
+            Just("OpIndex"),
+            Just("What"),
+            Just("other"),
+        ];
+        leaf.prop_recursive(3, 32, 5, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+                prop::collection::btree_map(key.clone().prop_map(str::to_string), inner, 0..5)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        /// Whatever a KV read answers decodes into entries or fails, and
+        /// every decoded entry's value decodes or fails.
+        #[test]
+        fn kv_answers_never_panic(body in prop::collection::vec(any::<u8>(), 0..64), value in consul_json()) {
+            let shaped = serde_json::to_vec(&value).unwrap_or_default();
+            for bytes in [&body, &shaped] {
+                if let Ok(entries) = serde_json::from_slice::<Vec<RawEntry>>(bytes) {
+                    for entry in &entries {
+                        let _ = entry_value(entry);
+                    }
+                }
+                let reply = Reply { status: StatusCode::OK, index: None, body: bytes::Bytes::from(bytes.clone()) };
+                if let Ok(id) = session_id(&reply) {
+                    prop_assert!(!id.is_empty());
+                }
+                prop_assert!(snippet(bytes).chars().count() <= 203);
+            }
+        }
+
+        /// Values round-trip through the base64 Consul uses.
+        #[test]
+        fn values_round_trip(value in prop::collection::vec(any::<u8>(), 0..64)) {
+            let entry = RawEntry { key: "k".into(), value: Some(encode_value(&value)), session: None, modify_index: 1 };
+            prop_assert_eq!(entry_value(&entry), Ok(value));
+        }
+
+        /// Any base64-ish text decodes or is a protocol error.
+        #[test]
+        fn any_value_text_never_panics(text in "[A-Za-z0-9+/=_-]{0,40}|.{0,20}") {
+            let entry = RawEntry { key: "k".into(), value: Some(text), session: None, modify_index: 1 };
+            let _ = entry_value(&entry);
+        }
+
+        /// A blocking index is never 0 unless the store went back.
+        #[test]
+        fn next_index_never_blocks_on_zero(sent in any::<u64>(), got in any::<u64>()) {
+            let next = next_index(sent, got);
+            prop_assert!(next > 0 || got < sent);
+        }
+    }
+}

@@ -237,3 +237,29 @@ mod tests {
         assert_eq!(reply.errors.unwrap()[0].op_index, 0);
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::super::api::proptests::consul_json;
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever a transaction answers decodes or fails; a decoded
+        /// answer gives an index or a protocol error.
+        #[test]
+        fn txn_answers_never_panic(body in prop::collection::vec(any::<u8>(), 0..64), value in consul_json()) {
+            let shaped = serde_json::to_vec(&value).unwrap_or_default();
+            for bytes in [&body, &shaped] {
+                let Ok(reply) = serde_json::from_slice::<TxnReply>(bytes) else { continue };
+                let entries: Vec<RawEntry> = reply.results.unwrap_or_default().into_iter().filter_map(|r| r.kv).collect();
+                if let Ok(index) = written_index("k", &entries) {
+                    prop_assert!(index > 0);
+                }
+                for error in reply.errors.unwrap_or_default() {
+                    let _ = is_conflict(&error.what);
+                }
+            }
+        }
+    }
+}

@@ -345,3 +345,33 @@ mod tests {
         assert_eq!(session_ttl(Duration::from_secs(172_800)), Ok(MAX_SESSION_TTL));
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any entries give the sorted direct children of the directory, or
+        /// a protocol error for a value that is not base64.
+        #[test]
+        fn children_are_direct_and_sorted(
+            dir in "[ab/]{0,4}",
+            raw in prop::collection::vec(("[ab/]{0,6}", prop::option::of("[A-Za-z0-9+/=%]{0,8}"), any::<u64>()), 0..8),
+        ) {
+            let dir = dir.trim_matches('/').to_string();
+            let raw: Vec<RawEntry> = raw
+                .into_iter()
+                .map(|(key, value, modify_index)| RawEntry { key, value, session: None, modify_index })
+                .collect();
+            if let Ok(children) = children_versioned(&dir, raw) {
+                let prefix = if dir.is_empty() { String::new() } else { format!("{dir}/") };
+                for (key, _) in &children {
+                    let child = key.strip_prefix(&prefix);
+                    prop_assert!(child.is_some_and(|c| !c.is_empty() && !c.contains('/')), "{}", key);
+                }
+                prop_assert!(children.windows(2).all(|w| w[0].0 <= w[1].0));
+            }
+        }
+    }
+}

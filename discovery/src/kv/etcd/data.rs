@@ -166,3 +166,20 @@ mod tests {
         assert!(matches!(too_large(other, "k", b"v"), KvError::Protocol { .. }));
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any revision an answer carries is a positive version or a protocol error.
+        #[test]
+        fn revisions_from_any_answer(answer in any::<Option<i64>>()) {
+            match revision(answer) {
+                Ok(version) => prop_assert!(version > 0 && answer == i64::try_from(version).ok()),
+                Err(e) => prop_assert!(matches!(e, KvError::Protocol { .. }), "{:?}", e),
+            }
+        }
+    }
+}
