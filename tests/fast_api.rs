@@ -538,7 +538,7 @@ async fn unknown_containers_and_routes_are_a_404() {
         (Method::POST, "/commit?container=nope", "No such container: nope"),
         (Method::POST, "/exec/0123456789/start", "No such exec instance: 0123456789"),
         (Method::GET, "/networks/nope", "network nope not found"),
-        (Method::GET, "/v1.41/secrets", "page not found"),
+        (Method::GET, "/v1.41/plugins/nope/json", "page not found"),
         (Method::POST, "/containers/json", "page not found"),
         (Method::GET, "/containers//json", "page not found"),
     ];
