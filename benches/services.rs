@@ -17,6 +17,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use swarm::services::{Task, TaskState, Timestamp};
 use swarm_testkit::bench::{cpu_seconds, requested};
 use swarm_testkit::http;
 use swarm_testkit::manager::{Manager, SwarmProcess};
@@ -80,6 +81,34 @@ fn node_id(m: &Manager, hostname: &str) -> String {
     let (_, body) = m.get(&format!("/v1.41/nodes/{hostname}")).expect("node inspect");
     let node: Value = serde_json::from_str(&body).unwrap_or_default();
     node["ID"].as_str().unwrap_or_default().to_string()
+}
+
+/// Where the replacement time went: for the tasks created since `since`
+/// (the replacements), when the first and last were planned and when the
+/// last reached running, and the median create-to-running time of one.
+fn replacement_breakdown(m: &Manager, since: Timestamp) -> String {
+    let Ok((200, body)) = m.get("/v1.41/tasks") else { return "no task list".into() };
+    let tasks: Vec<Task> = serde_json::from_str(&body).unwrap_or_default();
+    let new: Vec<&Task> =
+        tasks.iter().filter(|t| t.created_at >= since && t.status.state == TaskState::Running).collect();
+    let after = |t: Timestamp| t.since(since).as_millis();
+    let (Some(first), Some(last), Some(done)) = (
+        new.iter().map(|t| t.created_at).min(),
+        new.iter().map(|t| t.created_at).max(),
+        new.iter().map(|t| t.status.timestamp).max(),
+    ) else {
+        return "no replacement task".into();
+    };
+    let mut each: Vec<u128> = new.iter().map(|t| t.status.timestamp.since(t.created_at).as_millis()).collect();
+    each.sort_unstable();
+    format!(
+        "{} replacements: planned {}-{} ms after the kill, last running at {} ms, create-to-running p50 {} ms",
+        new.len(),
+        after(first),
+        after(last),
+        after(done),
+        each[each.len() / 2]
+    )
 }
 
 /// Tasks wanted and running on any node but `lost`.
@@ -153,6 +182,7 @@ fn main() {
     let total = 30 + at_rest_services;
     let lost = node_id(primary, "node-03");
     let start = Instant::now();
+    let killed_at = Timestamp::now();
     tb.stop_engine("node-03");
     primary.wait_until(Duration::from_secs(60), "node-03 is flagged", |m| {
         m.get("/info").is_ok_and(|(_, body)| body.contains("\"Unhealthy\""))
@@ -160,6 +190,7 @@ fn main() {
     let detected = start.elapsed();
     primary.wait_until(Duration::from_secs(300), "every task runs off node-03", |m| running_off(m, &lost) == total);
     let replaced = start.elapsed();
+    println!("lost engine: {}", replacement_breakdown(primary, killed_at));
 
     // 4: SIGKILL of the primary, then a scale-up through the survivor.
     primary.signal("KILL");

@@ -180,6 +180,17 @@ pub struct ManageArgs {
     /// Path to TLS key file.
     #[arg(long)]
     pub tlskey: Option<String>,
+    /// How long a client may take to send the headers of a request, and how
+    /// long a kept-alive client connection may stay idle before its next one.
+    #[arg(long = "client-header-timeout", default_value = "30s", value_parser = GoDuration::parse)]
+    pub client_header_timeout: GoDuration,
+    /// Most client connections served at once; further ones wait to be accepted.
+    #[arg(long = "max-client-connections", default_value_t = 4096)]
+    pub max_client_connections: usize,
+    /// Largest JSON request body (in bytes) the manager reads itself (container,
+    /// network, volume, service and node requests); a larger one gets a 413.
+    #[arg(long = "max-json-body", default_value_t = 1 << 20)]
+    pub max_json_body: usize,
     /// Directory of the desired-state file (node availability and labels)
     /// with static discovery; with a key-value store it is kept in the store.
     #[arg(long = "state-dir")]

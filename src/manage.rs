@@ -15,7 +15,7 @@ use swarm_proxy::{TlsConfigs, TlsFiles};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::api::{self, Api};
+use crate::api::{self, Api, ClientLimits};
 use crate::cli::{self, Cli, ClusterOpts, Command, Listen, ManageArgs};
 use crate::cluster::monitor::MonitorConfig;
 use crate::cluster::{Cluster, PlacementPolicy};
@@ -40,6 +40,7 @@ struct Settings {
     tls: Option<Arc<TlsConfigs>>,
     /// `--state-dir`: where the desired state is kept with static discovery.
     state_dir: Option<std::path::PathBuf>,
+    limits: ClientLimits,
 }
 
 impl Settings {
@@ -74,6 +75,17 @@ impl Settings {
         let opts = ClusterOpts::parse(&args.cluster_opts)?;
         let policy = PlacementPolicy::new(&args.strategy, &args.filters, opts, failure_retry)?;
         let listen: Vec<Listen> = args.hosts.iter().map(|h| Listen::parse(h)).collect::<Result<_, _>>()?;
+        let limits = ClientLimits {
+            header_timeout: args
+                .client_header_timeout
+                .to_std()
+                .filter(|t| !t.is_zero())
+                .ok_or("--client-header-timeout should be a positive duration")?,
+            max_connections: Some(args.max_client_connections)
+                .filter(|n| *n > 0)
+                .ok_or("--max-client-connections should be at least 1")?,
+            max_json_body: args.max_json_body,
+        };
         let (replication, replication_ttl) = if args.replication {
             let advertise = args
                 .advertise
@@ -110,6 +122,7 @@ impl Settings {
             replication_ttl,
             tls,
             state_dir: args.state_dir.filter(|d| !d.is_empty()).map(Into::into),
+            limits,
         })
     }
 }
@@ -220,6 +233,7 @@ fn wire(
         failover_wait: settings.replication_ttl + Duration::from_secs(2),
         primaries: parking_lot::Mutex::new(HashMap::new()),
         tls: settings.tls.clone(),
+        limits: settings.limits,
     });
     Ok((api, tasks))
 }

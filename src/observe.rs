@@ -55,6 +55,9 @@ pub enum Observed<'a> {
     JoinRefreshFailed { addr: &'a str, error: &'a str },
     /// Accepting a connection on a listener failed.
     AcceptFailed { error: &'a str },
+    /// Every client connection slot (`--max-client-connections`) is taken;
+    /// further clients wait to be accepted until one ends.
+    ConnectionLimitReached { limit: usize },
     /// A client connection ended with an error.
     ConnectionEnded { error: &'a str },
     /// A client's TLS handshake on a listener failed; the connection was closed.
@@ -149,6 +152,9 @@ impl Observed<'_> {
             Observed::JoinRefreshFailed { addr, error } => {
                 tracing::error!(addr = %addr, "Failed to refresh the registration: {error}")
             }
+            Observed::ConnectionLimitReached { limit } => tracing::warn!(
+                "Client connection limit reached ({limit} open, --max-client-connections): new clients wait"
+            ),
             Observed::AcceptFailed { error } => tracing::warn!("accept failed: {error}"),
             Observed::ConnectionEnded { error } => tracing::debug!("connection ended: {error}"),
             Observed::TlsHandshakeFailed { peer, error } => {

@@ -11,7 +11,7 @@ use swarm_proxy::ProxyBody;
 
 use super::forward::forward_to;
 use super::reply::json_bytes;
-use super::request::{parse_filters, parse_json, query_bool, query_get, query_set, read_body, NodeFilter};
+use super::request::{parse_filters, parse_json, query_bool, query_get, query_set, read_json_body, NodeFilter};
 use super::{ApiError, Ctx};
 use crate::cluster::container::Container;
 use crate::cluster::engine::{Engine, Health};
@@ -230,7 +230,7 @@ impl Target {
 pub async fn create(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<ProxyBody>, ApiError> {
     let query = req.uri().query().map(str::to_string);
     let name = query_get(query.as_deref(), "name");
-    let (_, body) = read_body(req).await?;
+    let (_, body) = read_json_body(req, ctx.api.limits.max_json_body).await?;
     let config = parse_json(&body)?;
     let path = ctx.path("/containers/create", query.as_deref());
     let created = ctx.cluster().create_container(CreateRequest { name, config, path }).await?;

@@ -41,6 +41,9 @@ pub enum ApiError {
     NoPrimary(String),
     #[error("{0}")]
     Internal(String),
+    /// A request body over the limit the manager reads.
+    #[error("request body is larger than {limit} bytes")]
+    TooLarge { limit: usize },
 }
 
 impl ApiError {
@@ -51,6 +54,7 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Refused { status, .. } => *status,
             ApiError::NoPrimary(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NoNode(_) | ApiError::Engine(_) | ApiError::UnhealthyNode { .. } | ApiError::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }

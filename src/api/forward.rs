@@ -11,7 +11,7 @@ use serde_json::Value;
 use swarm_proxy::{full, ProxyBody};
 
 use super::reply::json_response;
-use super::request::read_body;
+use super::request::read_json_body;
 use super::{ApiError, Ctx};
 use crate::cluster::engine::Engine;
 use crate::cluster::Cluster;
@@ -100,7 +100,7 @@ pub async fn to_any_engine(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Res
 pub async fn to_every_engine(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<ProxyBody>, ApiError> {
     let engines = healthy(ctx.cluster())?;
     let pq = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_default();
-    let (parts, body) = read_body(req).await?;
+    let (parts, body) = read_json_body(req, ctx.api.limits.max_json_body).await?;
     let answers = join_all(engines.iter().map(|e| replay(e, &parts.method, &parts.headers, &pq, body.clone()))).await;
     let mut merged = serde_json::Map::new();
     for answer in answers {

@@ -43,7 +43,7 @@ use crate::cluster::Cluster;
 use crate::observe::Observed;
 pub use error::ApiError;
 use routes::{Handler, Matched};
-pub use server::{accept_all, bind, Listener};
+pub use server::{accept_all, bind, ClientLimits, Listener};
 
 /// What every request handler can reach.
 pub struct Api {
@@ -61,6 +61,8 @@ pub struct Api {
     /// With `--tls`/`--tlsverify`: TCP listeners serve TLS and the primary
     /// is reached over TLS. Unix sockets stay plain.
     pub tls: Option<Arc<swarm_proxy::TlsConfigs>>,
+    /// What one client may hold: time to send headers, connections, body size.
+    pub limits: ClientLimits,
 }
 
 /// One routed request, as handlers see it.

@@ -11,7 +11,7 @@ use swarm_proxy::ProxyBody;
 
 use super::forward::{forward_to, healthy, replay};
 use super::reply::json_response;
-use super::request::{parse_filters, parse_json, query_get, read_body};
+use super::request::{parse_filters, parse_json, query_get, read_json_body};
 use super::{ApiError, Ctx};
 use crate::cluster::monitor::{self, Kind};
 use crate::cluster::networks::{NetworkLookupError, NetworkTarget, BUILTIN_NETWORKS};
@@ -94,7 +94,7 @@ pub async fn inspect(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<
 /// `POST /networks/create`.
 pub async fn create(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<ProxyBody>, ApiError> {
     let path = ctx.path("/networks/create", req.uri().query());
-    let (parts, body) = read_body(req).await?;
+    let (parts, body) = read_json_body(req, ctx.api.limits.max_json_body).await?;
     let mut config = parse_json(&body)?;
     let name = config["Name"].as_str().unwrap_or_default().to_string();
     if name.is_empty() {
@@ -210,7 +210,7 @@ pub async fn remove(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<P
 /// the network resolved to that node's copy.
 pub async fn connect(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<ProxyBody>, ApiError> {
     let query = req.uri().query().map(str::to_string);
-    let (parts, body) = read_body(req).await?;
+    let (parts, body) = read_json_body(req, ctx.api.limits.max_json_body).await?;
     let mut config = parse_json(&body)?;
     let container_ref = config["Container"].as_str().unwrap_or_default().to_string();
     let (engine, container) =

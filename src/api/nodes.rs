@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use swarm_proxy::ProxyBody;
 
 use super::reply::json_response;
-use super::request::{query_get, read_body};
+use super::request::{query_get, read_json_body};
 use super::{ApiError, Ctx};
 use crate::cluster::engine::{Engine, Health};
 use crate::cluster::Cluster;
@@ -101,7 +101,7 @@ pub async fn update(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<P
     let version = query_get(req.uri().query(), "version")
         .and_then(|v| v.parse::<u64>().ok())
         .ok_or_else(|| ApiError::BadRequest("invalid node version: a version=N query parameter is required".into()))?;
-    let (_, body) = read_body(req).await?;
+    let (_, body) = read_json_body(req, ctx.api.limits.max_json_body).await?;
     let spec: NodeSpec =
         serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("invalid node spec: {e}")))?;
     if spec.role.as_deref().is_some_and(|role| role != "worker") {

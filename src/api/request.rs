@@ -42,15 +42,35 @@ pub fn query_bool(query: Option<&str>, key: &str) -> bool {
     matches!(query_get(query, key).as_deref(), Some("1" | "true" | "True"))
 }
 
-/// Reads the whole body of `req`.
+/// Reads the whole body of `req` (image loads and imports, which are
+/// copied to several engines, and requests relayed to the primary).
 pub async fn read_body(req: Request<ProxyBody>) -> Result<(Parts, Bytes), ApiError> {
+    read_at_most(req, MAX_BUFFERED_BODY).await
+}
+
+/// Reads the JSON body of a request the manager parses itself, refusing
+/// one larger than `limit` (`--max-json-body`) with a 413 before reading it
+/// when its `Content-Length` says so, else as soon as it goes past.
+pub async fn read_json_body(req: Request<ProxyBody>, limit: usize) -> Result<(Parts, Bytes), ApiError> {
+    let declared = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::TooLarge { limit });
+    }
+    read_at_most(req, limit).await
+}
+
+async fn read_at_most(req: Request<ProxyBody>, limit: usize) -> Result<(Parts, Bytes), ApiError> {
     let (parts, mut body) = req.into_parts();
     let mut bytes = bytes::BytesMut::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| ApiError::BadRequest(format!("cannot read request body: {e}")))?;
         if let Ok(data) = frame.into_data() {
-            if bytes.len() + data.len() > MAX_BUFFERED_BODY {
-                return Err(ApiError::BadRequest(format!("request body larger than {} MiB", MAX_BUFFERED_BODY >> 20)));
+            if bytes.len() + data.len() > limit {
+                return Err(ApiError::TooLarge { limit });
             }
             bytes.extend_from_slice(&data);
         }

@@ -1,16 +1,18 @@
 //! Accepting connections on the `-H` addresses.
 
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::BodyExt;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use swarm_proxy::BoxError;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::TlsAcceptor;
@@ -18,6 +20,21 @@ use tokio_rustls::TlsAcceptor;
 use super::Api;
 use crate::cli::Listen;
 use crate::observe::Observed;
+
+/// What one client may hold of the manager.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientLimits {
+    /// How long a client may take to send the headers of a request, from
+    /// the connection's start or, on a kept-alive connection, from the end
+    /// of the previous answer (so it is the idle timeout too). Bodies and
+    /// answers that stream (`logs -f`, `events`, attach) are not limited.
+    pub header_timeout: Duration,
+    /// Client connections served at once, over all listeners; more wait in
+    /// the listen backlog until one ends.
+    pub max_connections: usize,
+    /// Largest JSON body the manager reads and parses itself.
+    pub max_json_body: usize,
+}
 
 /// A bound listening socket.
 pub enum Listener {
@@ -58,33 +75,71 @@ pub async fn bind(addresses: &[Listen]) -> Result<Vec<Listener>, String> {
 /// this future is dropped: the listener and connection tasks live in join
 /// sets owned here, so dropping it closes the ports and ends the connections.
 pub async fn accept_all(api: Arc<Api>, listeners: Vec<Listener>) {
+    let slots = Arc::new(ConnectionSlots::new(api.limits.max_connections));
     let mut listening = JoinSet::new();
     for listener in listeners {
-        listening.spawn(accept(api.clone(), listener));
+        listening.spawn(accept(api.clone(), listener, slots.clone()));
     }
     while listening.join_next().await.is_some() {}
 }
 
-/// Serves each connection on `listener` in a task of its own.
-async fn accept(api: Arc<Api>, listener: Listener) {
+/// The cap on client connections (`--max-client-connections`).
+struct ConnectionSlots {
+    free: Arc<Semaphore>,
+    limit: usize,
+    /// Set while connections wait for a slot, so that reaching the cap is
+    /// logged once per episode rather than once per waiting connection.
+    full: AtomicBool,
+}
+
+impl ConnectionSlots {
+    fn new(limit: usize) -> ConnectionSlots {
+        ConnectionSlots { free: Arc::new(Semaphore::new(limit)), limit, full: AtomicBool::new(false) }
+    }
+
+    /// A slot for the next connection; waits (logging once) while all are taken.
+    async fn take(&self) -> Option<OwnedSemaphorePermit> {
+        if let Ok(permit) = self.free.clone().try_acquire_owned() {
+            self.full.store(false, Ordering::Relaxed);
+            return Some(permit);
+        }
+        if !self.full.swap(true, Ordering::Relaxed) {
+            Observed::ConnectionLimitReached { limit: self.limit }.emit();
+        }
+        // Closed only if dropped, which ends the listeners first.
+        self.free.clone().acquire_owned().await.ok()
+    }
+}
+
+/// Serves each connection on `listener` in a task of its own, holding one
+/// of `slots` until it ends.
+async fn accept(api: Arc<Api>, listener: Listener, slots: Arc<ConnectionSlots>) {
     let mut connections = JoinSet::new();
     loop {
+        // Reap finished connections while waiting for a slot, so the set
+        // holds only live ones.
+        let slot = loop {
+            tokio::select! {
+                slot = slots.take() => break slot,
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            }
+        };
+        let Some(slot) = slot else { return };
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(Connection::Tcp(stream)) => {
                     let _ = stream.set_nodelay(true);
                     match &api.tls {
                         // Read per connection: certificates may be replaced while serving.
-                        Some(tls) => connections.spawn(serve_tls(api.clone(), stream, tls.server_config())),
-                        None => connections.spawn(serve_connection(api.clone(), stream)),
+                        Some(tls) => connections.spawn(serve_tls(api.clone(), stream, tls.server_config(), slot)),
+                        None => connections.spawn(serve_connection(api.clone(), stream, slot)),
                     };
                 }
                 Ok(Connection::Unix(stream)) => {
-                    connections.spawn(serve_connection(api.clone(), stream));
+                    connections.spawn(serve_connection(api.clone(), stream, slot));
                 }
                 Err(e) => Observed::AcceptFailed { error: &e.to_string() }.emit(),
             },
-            // Reap finished connections so the set holds only live ones.
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
     }
@@ -105,10 +160,12 @@ impl Listener {
     }
 }
 
-async fn serve_connection<S>(api: Arc<Api>, stream: S)
+/// Serves HTTP/1.1 on one connection; `_slot` is given back when it ends.
+async fn serve_connection<S>(api: Arc<Api>, stream: S, _slot: OwnedSemaphorePermit)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let header_timeout = api.limits.header_timeout;
     let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let api = api.clone();
         // One body type from here on, so a request can be rebuilt and relayed again.
@@ -121,6 +178,8 @@ where
     let conn = http1::Builder::new()
         .keep_alive(true)
         .half_close(true)
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     if let Err(e) = conn.await {
@@ -145,10 +204,10 @@ enum Opening {
 
 /// Serves one connection of a TLS listener. A client that fails the
 /// handshake gets nothing but a closed connection, and one debug line is logged.
-async fn serve_tls(api: Arc<Api>, stream: TcpStream, config: Arc<ServerConfig>) {
+async fn serve_tls(api: Arc<Api>, stream: TcpStream, config: Arc<ServerConfig>, slot: OwnedSemaphorePermit) {
     let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, open_tls(stream, config)).await {
-        Ok(Ok(Opening::Tls(stream))) => serve_connection(api, stream).await,
+        Ok(Ok(Opening::Tls(stream))) => serve_connection(api, stream, slot).await,
         Ok(Ok(Opening::PlainHttp)) => {}
         Ok(Err(e)) => Observed::TlsHandshakeFailed { peer: &peer, error: &e.to_string() }.emit(),
         Err(_) => Observed::TlsHandshakeFailed { peer: &peer, error: "timed out" }.emit(),

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use swarm_proxy::ProxyBody;
 
 use super::reply::json_response;
-use super::request::{parse_filters, query_bool, query_get, read_body};
+use super::request::{parse_filters, query_bool, query_get, read_json_body};
 use super::{ApiError, Ctx};
 use crate::cluster::Cluster;
 use crate::services::constraints::to_classic_env;
@@ -107,7 +107,7 @@ fn endpoint(spec: &ServiceSpec) -> Endpoint {
 /// `POST /services/create`. `X-Registry-Auth` is not used: engines pull
 /// with their own credentials.
 pub async fn create(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<ProxyBody>, ApiError> {
-    let (_, body) = read_body(req).await?;
+    let (_, body) = read_json_body(req, ctx.api.limits.max_json_body).await?;
     let mut spec = parse_spec(&body)?;
     if spec.name.is_empty() {
         spec.name = random_name();
@@ -235,7 +235,7 @@ pub async fn update(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<P
         Some("previous") => true,
         Some(other) => return Err(ApiError::BadRequest(format!("unrecognized rollback option {other}"))),
     };
-    let (_, body) = read_body(req).await?;
+    let (_, body) = read_json_body(req, ctx.api.limits.max_json_body).await?;
     // A rollback returns to the stored previous spec; the body is not used.
     let spec = if rollback { None } else { Some(parse_spec(&body)?) };
     let state = &ctx.cluster().state;

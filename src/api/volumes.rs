@@ -12,7 +12,7 @@ use swarm_proxy::ProxyBody;
 
 use super::forward::{forward_to, healthy, replay};
 use super::reply::json_response;
-use super::request::{parse_json, read_body, take_filters, NodeFilter};
+use super::request::{parse_json, read_json_body, take_filters, NodeFilter};
 use super::{ApiError, Ctx};
 use crate::cluster::engine::Engine;
 use crate::cluster::monitor::{self, Kind};
@@ -73,7 +73,7 @@ fn node_volumes(node: &str, mut answer: Value, names: &[String]) -> Vec<Value> {
 /// [`Cluster::volume_targets`]: crate::cluster::Cluster::volume_targets
 pub async fn create(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<ProxyBody>, ApiError> {
     let path = ctx.path("/volumes/create", req.uri().query());
-    let (parts, body) = read_body(req).await?;
+    let (parts, body) = read_json_body(req, ctx.api.limits.max_json_body).await?;
     let mut config = parse_json(&body)?;
     let targets = ctx.cluster().volume_targets(&mut config)?;
     let body = Bytes::from(serde_json::to_vec(&config).unwrap_or_default());
@@ -118,7 +118,7 @@ pub async fn remove(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<P
         return Err(volume_not_found(&name));
     }
     let path = ctx.with_name(&name, req.uri().query());
-    let (parts, body) = read_body(req).await?;
+    let (parts, body) = read_json_body(req, ctx.api.limits.max_json_body).await?;
     let answers = join_all(holders.iter().map(|e| replay(e, &parts.method, &parts.headers, &path, body.clone()))).await;
     let mut last = None;
     for (engine, answer) in holders.iter().zip(answers) {
