@@ -20,6 +20,8 @@
 #   testbed.sh start-engine --dir DIR --name node-02   # restart, same ID/address
 #   testbed.sh cut  --dir DIR --name node-02           # host-side veth down
 #   testbed.sh heal --dir DIR --name node-02           # host-side veth up
+#   testbed.sh freeze --dir DIR --name node-02         # SIGSTOP dockerd (hangs)
+#   testbed.sh thaw   --dir DIR --name node-02         # SIGCONT dockerd
 #   testbed.sh reap                                    # tear down stale testbeds
 #
 # `up` prints only machine-readable lines on stdout (all logging is on stderr):
@@ -987,6 +989,20 @@ cmd_start_engine() {
   log "$OPT_NAME: up again"
 }
 
+# A hung engine: its dockerd stops (SIGSTOP) or goes on (SIGCONT); the
+# kernel still accepts connections on its port, nothing answers them.
+cmd_signal_dockerd() {
+  local signal=$1 i pid
+  shift
+  parse_opts "$@"
+  set_dir
+  load_env
+  i=$(engine_from_name)
+  pid=$(dockerd_pid "$i") || die "$OPT_NAME: dockerd not running"
+  kill -"$signal" "$pid"
+  log "$OPT_NAME: dockerd $pid got SIG$signal"
+}
+
 cmd_link() {
   local state=$1 i veth
   shift
@@ -1026,6 +1042,8 @@ main() {
     start-engine) cmd_start_engine "$@" ;;
     cut) cmd_link down "$@" ;;
     heal) cmd_link up "$@" ;;
+    freeze) cmd_signal_dockerd STOP "$@" ;;
+    thaw) cmd_signal_dockerd CONT "$@" ;;
     reap)
       [ "$(id -u)" -eq 0 ] || die "must run as root"
       reap_stale

@@ -93,6 +93,17 @@ impl Upstream {
         path: &str,
         body: Option<Bytes>,
     ) -> Result<(http::StatusCode, Bytes), ProxyError> {
+        self.call_within(method, path, body, CALL_TIMEOUT).await
+    }
+
+    /// [`Upstream::call`] abandoned after `timeout`.
+    pub async fn call_within(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+        timeout: Duration,
+    ) -> Result<(http::StatusCode, Bytes), ProxyError> {
         let mut builder = Request::builder().method(method).uri(path);
         let body = match body {
             Some(bytes) => {
@@ -114,7 +125,7 @@ impl Upstream {
                 .to_bytes();
             Ok((status, bytes))
         };
-        match tokio::time::timeout(CALL_TIMEOUT, exchange).await {
+        match tokio::time::timeout(timeout, exchange).await {
             Ok(result) => result,
             Err(_) => Err(ProxyError::Timeout { addr: self.addr.clone() }),
         }

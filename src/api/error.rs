@@ -41,6 +41,10 @@ pub enum ApiError {
     NoPrimary(String),
     #[error("{0}")]
     Internal(String),
+    /// The engine stopped answering while the request waited for it, and
+    /// was flagged Unhealthy meanwhile; `error` is its last refresh error.
+    #[error("{node} stopped answering and was flagged unhealthy ({error})")]
+    StoppedAnswering { node: String, error: String },
     /// A request body over the limit the manager reads.
     #[error("request body is larger than {limit} bytes")]
     TooLarge { limit: usize },
@@ -55,9 +59,11 @@ impl ApiError {
             ApiError::Refused { status, .. } => *status,
             ApiError::NoPrimary(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::NoNode(_) | ApiError::Engine(_) | ApiError::UnhealthyNode { .. } | ApiError::Internal(_) => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            ApiError::NoNode(_)
+            | ApiError::Engine(_)
+            | ApiError::UnhealthyNode { .. }
+            | ApiError::StoppedAnswering { .. }
+            | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 

@@ -22,7 +22,11 @@ pub async fn forward_to(
     req: Request<ProxyBody>,
     path_and_query: &str,
 ) -> Result<Response<ProxyBody>, ApiError> {
-    swarm_proxy::forward(&engine.client, req, Some(path_and_query)).await.map_err(|e| ApiError::engine(engine, e))
+    let forwarding = swarm_proxy::forward(&engine.client, req, Some(path_and_query));
+    match engine.unless_flagged(forwarding).await {
+        Ok(answer) => answer.map_err(|e| ApiError::engine(engine, e)),
+        Err(error) => Err(ApiError::StoppedAnswering { node: engine.name(), error }),
+    }
 }
 
 /// A buffered answer from one engine.

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use http::{Method, StatusCode};
 use parking_lot::RwLock;
@@ -53,6 +53,12 @@ pub enum EngineError {
     #[error("cannot get resources for this engine, make sure {0} is a Docker Engine, not a Swarm manager")]
     NotAnEngine(String),
 }
+
+/// How long the manager's own reads of an engine (validation, refreshes,
+/// inspects) may take: a dockerd that hangs (frozen, or its host silently
+/// dropping packets) counts a failed refresh after this long, so it is
+/// flagged Unhealthy after `--engine-failure-retry` of them.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// An engine could not be reached; names the node.
 #[derive(Debug, Error)]
@@ -300,6 +306,9 @@ pub struct Engine {
     state: RwLock<EngineState>,
     /// Wakes the refresh loop for an immediate refresh.
     pub wake: Notify,
+    /// Notified when the engine is flagged Unhealthy, so requests waiting
+    /// for its answer give up rather than wait for an engine that hangs.
+    flagged: Notify,
     /// Held by every change to the container cache, from the engine call
     /// that learned it to the cache write, so changes land in the order
     /// they were learned: an older answer never overwrites a newer one.
@@ -350,6 +359,7 @@ impl Engine {
                 volumes: Arc::new(Vec::new()),
             }),
             wake: Notify::new(),
+            flagged: Notify::new(),
             refresh_lock: tokio::sync::Mutex::new(()),
         })
     }
@@ -462,14 +472,35 @@ impl Engine {
     /// failure count when this failure made a Healthy engine Unhealthy
     /// (after `failure_retry` in a row).
     pub(super) fn refresh_failed(&self, error: String, failure_retry: u32) -> Option<u32> {
-        let mut state = self.state.write();
-        state.failures = state.failures.saturating_add(1);
-        state.last_error = Some(error);
-        if state.health == Health::Healthy && state.failures >= failure_retry {
-            state.health = Health::Unhealthy;
-            Some(state.failures)
-        } else {
-            None
+        let flagged = {
+            let mut state = self.state.write();
+            state.failures = state.failures.saturating_add(1);
+            state.last_error = Some(error);
+            let flagged = state.health == Health::Healthy && state.failures >= failure_retry;
+            if flagged {
+                state.health = Health::Unhealthy;
+            }
+            flagged.then_some(state.failures)
+        };
+        if flagged.is_some() {
+            self.flagged.notify_waiters();
+        }
+        flagged
+    }
+
+    /// Runs `request` (a call to this engine) unless the engine is flagged
+    /// Unhealthy first: then the engine's last error is returned. A request
+    /// to an engine that is not Healthy already just runs.
+    pub async fn unless_flagged<T>(&self, request: impl std::future::Future<Output = T>) -> Result<T, String> {
+        let flagged = self.flagged.notified();
+        tokio::pin!(flagged);
+        flagged.as_mut().enable();
+        if !self.is_healthy() {
+            return Ok(request.await);
+        }
+        tokio::select! {
+            done = request => Ok(done),
+            _ = flagged => Err(self.status().last_error.unwrap_or_default()),
         }
     }
 
@@ -506,9 +537,10 @@ impl Engine {
         self.state.write().updated_at = SystemTime::now();
     }
 
-    /// GETs `path`; non-2xx answers are errors.
+    /// GETs `path`; non-2xx answers are errors, and so is no answer within
+    /// [`READ_TIMEOUT`].
     pub async fn get_bytes(&self, path: &str) -> Result<bytes::Bytes, EngineError> {
-        let (status, body) = self.client.call(Method::GET, path, None).await?;
+        let (status, body) = self.client.call_within(Method::GET, path, None, READ_TIMEOUT).await?;
         if !status.is_success() {
             return Err(EngineError::Status {
                 addr: self.addr.clone(),

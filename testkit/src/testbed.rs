@@ -354,6 +354,17 @@ impl Testbed {
         self.script("heal", name)
     }
 
+    /// Hangs engine `name`: its dockerd gets SIGSTOP, so connections to it
+    /// are accepted by the kernel and never answered.
+    pub fn freeze(&self, name: &str) {
+        self.script("freeze", name)
+    }
+
+    /// Ends a [`Testbed::freeze`] (SIGCONT).
+    pub fn thaw(&self, name: &str) {
+        self.script("thaw", name)
+    }
+
     /// Runs the docker CLI directly against engine `name` (unix socket,
     /// bypassing the network and any manager) and returns its output.
     pub fn docker<I, S>(&self, name: &str, args: I) -> Output
