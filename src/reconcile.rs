@@ -23,7 +23,7 @@ use crate::cluster::monitor;
 use crate::cluster::{Cluster, CreateError, CreateRequest};
 use crate::observe::Observed;
 use crate::services::labels::{create_path, task_container, SERVICE_ID_LABEL, TASK_ID_LABEL};
-use crate::services::model::{ContainerStatus, TaskState, TaskStatus};
+use crate::services::model::{ContainerStatus, NetworkAttachment, TaskState, TaskStatus};
 use crate::services::plan::avoided_nodes;
 use crate::services::{new_id, plan, Action, NodeView, TaskIdentity, TaskRecord, Timestamp};
 use crate::state::StateError;
@@ -328,6 +328,7 @@ async fn place_and_start(cluster: &Cluster, mut record: TaskRecord, nodes: &[Nod
             return cluster.state.put_task(record).await;
         }
     };
+    let extra_networks = container.extra_networks;
     let request = CreateRequest {
         name: Some(container.name.clone()),
         path: create_path(&container.name),
@@ -349,11 +350,35 @@ async fn place_and_start(cluster: &Cluster, mut record: TaskRecord, nodes: &[Nod
         }
     };
     record.task.node_id = created.engine.info().map(|info| info.node_id()).unwrap_or_default();
+    if let Err(e) = connect_networks(&created.engine, &created.id, &extra_networks).await {
+        let _ = created.engine.client.call(Method::DELETE, &format!("/containers/{}?force=1", created.id), None).await;
+        monitor::forget_container(&created.engine, &created.id).await;
+        set_status(&mut record, TaskState::Rejected, "rejected", Some(e));
+        return cluster.state.put_task(record).await;
+    }
     set_status(&mut record, TaskState::Starting, "starting", None);
     record.task.status.container_status =
         Some(ContainerStatus { container_id: created.id.clone(), ..Default::default() });
     cluster.state.put_task(record.clone()).await?;
     start_container(cluster, record, &created.engine, &created.id).await
+}
+
+/// Connects a task's new container to the networks after its first (an
+/// engine takes one network in a create), with the service name as alias.
+async fn connect_networks(engine: &Engine, container_id: &str, networks: &[NetworkAttachment]) -> Result<(), String> {
+    for network in networks {
+        let body = serde_json::json!({
+            "Container": container_id,
+            "EndpointConfig": {"Aliases": network.aliases.clone().unwrap_or_default()},
+        });
+        let path = format!("/networks/{}/connect", network.target);
+        match engine.client.call(Method::POST, &path, Some(body.to_string().into())).await {
+            Ok((status, _)) if status.is_success() => {}
+            Ok((_, answer)) => return Err(format!("network {}: {}", network.target, error_message(&answer))),
+            Err(e) => return Err(format!("network {}: {e}", network.target)),
+        }
+    }
+    Ok(())
 }
 
 /// Starts a task's created container and records how that went.

@@ -635,3 +635,46 @@ services:
             && m.docker_ok(["network", "ls", "-q", "--filter", &format!("name={network}")]).is_empty()
     });
 }
+
+/// `--network a --network b`: the task's container is on both networks,
+/// with the service name as alias on each.
+#[test]
+fn a_service_on_two_networks_has_its_tasks_on_both() {
+    let m = manager();
+    let tag = std::process::id();
+    let (name, front, back) = (format!("nets{tag}"), format!("front{tag}"), format!("back{tag}"));
+    m.docker_ok(["network", "create", &front]);
+    m.docker_ok(["network", "create", &back]);
+    {
+        let _cleanup = Cleanup { manager: &m, services: vec![name.as_str()] };
+        m.docker_ok([
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            &name,
+            "--network",
+            &front,
+            "--network",
+            &back,
+            "busybox",
+            "sleep",
+            "300",
+        ]);
+        m.wait_until(Duration::from_secs(30), "1/1", |m| replicas(m, &name) == "1/1");
+        let container = m.docker_ok(["ps", "-q", "--filter", &format!("label=com.docker.swarm.service.name={name}")]);
+        let networks = m.docker_ok([
+            "inspect",
+            "-f",
+            "{{range $net, $ep := .NetworkSettings.Networks}}{{$net}}={{join $ep.Aliases \",\"}} {{end}}",
+            &container,
+        ]);
+        for net in [&front, &back] {
+            assert!(
+                networks.split_whitespace().any(|n| n.starts_with(&format!("{net}=")) && n.contains(&name)),
+                "{net} with alias {name}: {networks}"
+            );
+        }
+    }
+    m.docker_ok(["network", "rm", &front, &back]);
+}

@@ -11,7 +11,7 @@ use swarm_proxy::ProxyBody;
 
 use super::forward::{forward_to, healthy, replay};
 use super::reply::json_response;
-use super::request::{parse_filters, parse_json, query_get, read_json_body};
+use super::request::{parse_filters, parse_json, query_get, query_pairs, read_json_body};
 use super::{ApiError, Ctx};
 use crate::cluster::monitor::{self, Kind};
 use crate::cluster::networks::{NetworkLookupError, NetworkTarget, BUILTIN_NETWORKS};
@@ -83,11 +83,25 @@ fn matches_filters(n: &Value, filters: &std::collections::BTreeMap<String, Vec<S
 
 /// `GET /networks/{name}`.
 pub async fn inspect(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<ProxyBody>, ApiError> {
-    let (engine, id) = match ctx.cluster().resolve_network(&ctx.route.name).map_err(not_found)? {
-        NetworkTarget::OnNode(engine, id) => (engine, id),
-        NetworkTarget::ClusterWide(name) => ctx.cluster().first_with_network(&name).map_err(not_found)?,
+    let (engine, id, query) = match ctx.cluster().resolve_network(&ctx.route.name).map_err(not_found)? {
+        NetworkTarget::OnNode(engine, id) => (engine, id, req.uri().query().map(str::to_string)),
+        NetworkTarget::ClusterWide(name) => {
+            let (engine, id) = ctx.cluster().first_with_network(&name).map_err(not_found)?;
+            // A cluster-wide network is what this cluster has for swarm
+            // scope (`docker service create --network` asks for it with
+            // `scope=swarm`); each engine holds a local copy.
+            let query = query_pairs(req.uri().query())
+                .into_iter()
+                .filter(|(k, _)| k != "scope")
+                .fold(url::form_urlencoded::Serializer::new(String::new()), |mut q, (k, v)| {
+                    q.append_pair(&k, &v);
+                    q
+                })
+                .finish();
+            (engine, id, Some(query))
+        }
     };
-    let path = ctx.with_name(&id, req.uri().query());
+    let path = ctx.with_name(&id, query.as_deref());
     forward_to(&engine, req, &path).await
 }
 
