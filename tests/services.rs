@@ -678,3 +678,69 @@ fn a_service_on_two_networks_has_its_tasks_on_both() {
     }
     m.docker_ok(["network", "rm", &front, &back]);
 }
+
+/// The `service create` flags that shape the task's container reach it:
+/// env, container labels, a `node.hostname` constraint, limits and
+/// reservations, a volume mount and the restart condition; `node ps` and
+/// `node inspect --pretty` show the node's side.
+#[test]
+fn service_create_flags_shape_the_task_container() {
+    let m = manager();
+    let name = format!("flags{}", std::process::id());
+    let _cleanup = Cleanup { manager: &m, services: vec![name.as_str()] };
+    m.docker_ok([
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        &name,
+        "-e",
+        "GREETING=hello",
+        "--container-label",
+        "team=blue",
+        "--constraint",
+        "node.hostname==node-02",
+        "--limit-memory",
+        "64M",
+        "--limit-cpu",
+        "0.5",
+        "--reserve-memory",
+        "32M",
+        "--restart-condition",
+        "none",
+        "--mount",
+        &format!("type=volume,source={name}-data,target=/data"),
+        "busybox",
+        "sh",
+        "-c",
+        "echo $GREETING > /data/greeting; sleep 300",
+    ]);
+    m.wait_until(Duration::from_secs(30), "1/1", |m| replicas(m, &name) == "1/1");
+    assert_eq!(running_nodes(&m, &name), ["node-02"]);
+    let container = m.docker_ok(["ps", "-q", "--filter", &format!("label=com.docker.swarm.service.name={name}")]);
+    let shaped = m.docker_ok([
+        "inspect",
+        "-f",
+        "{{.Config.Labels.team}} {{.HostConfig.Memory}} {{.HostConfig.NanoCpus}} {{.HostConfig.RestartPolicy.Name}} {{range .Mounts}}{{.Type}}:{{.Name}}:{{.Destination}}{{end}}",
+        &container,
+    ]);
+    assert_eq!(shaped, format!("blue 67108864 500000000 no volume:{name}-data:/data"));
+    let env = m.docker_ok(["inspect", "-f", "{{join .Config.Env \" \"}}", &container]);
+    assert!(env.contains("GREETING=hello"), "{env}");
+    assert_eq!(m.docker_ok(["exec", &container, "cat", "/data/greeting"]), "hello");
+
+    let on_node = m.docker_ok(["node", "ps", "--format", "{{.Name}} {{.Node}} {{.CurrentState}}", "node-02"]);
+    assert!(
+        on_node.lines().any(|l| l.starts_with(&format!("{name}.1 node-02 Running"))),
+        "node ps shows the task: {on_node}"
+    );
+    let pretty = m.docker_ok(["node", "inspect", "--pretty", "node-02"]);
+    for expected in ["Hostname:", "node-02", "Status:", "Ready", "Availability:", "Active"] {
+        assert!(pretty.contains(expected), "{expected:?} missing from:\n{pretty}");
+    }
+    let no_trunc = m.docker_ok(["service", "ps", "--no-trunc", "--format", "{{.ID}}", &name]);
+    assert!(no_trunc.lines().all(|id| id.len() == 25), "{no_trunc}");
+    // `service rm` removes the task's container before it answers.
+    m.docker_ok(["service", "rm", &name]);
+    m.docker_ok(["volume", "rm", &format!("node-02/{name}-data")]);
+}
