@@ -168,3 +168,32 @@ fn oversized_json_is_refused_and_big_streams_still_go_through() {
     assert!(everywhere.lines().any(|l| l.ends_with(&tag)), "{everywhere}");
     m.docker_ok(["rmi", &tag]);
 }
+
+/// Malformed JSON, wrong types, unknown enum values and absurd numbers in
+/// a create get a 400 that names the problem, never a 500.
+#[test]
+fn malformed_creates_get_a_400_naming_the_field() {
+    let tb = Testbed::shared();
+    let m = Manager::start(&tb.addrs().join(","), &[]);
+    m.wait_healthy(3);
+    let cases = [
+        (r#"{"Image": "busybox""#, "invalid JSON"),
+        (r#"[1, 2]"#, "object"),
+        (r#"{"Image": 5}"#, "Image"),
+        (r#"{"Image": "busybox", "Env": "A=1"}"#, "Env"),
+        (r#"{"Image": "busybox", "HostConfig": {"Memory": "lots"}}"#, "Memory"),
+        (r#"{"Image": "busybox", "HostConfig": {"CpuShares": 1e400}}"#, "invalid JSON"),
+        (r#"{"Image": "busybox", "HostConfig": {"RestartPolicy": {"Name": "sometimes"}}}"#, "sometimes"),
+        (r#"{"Image": "busybox", "HostConfig": {"Memory": 99999999999999999999}}"#, "Memory"),
+        (r#"{"Image": "busybox", "Labels": {"com.docker.swarm.constraints": "[\"node==\"]"}}"#, "constraint"),
+    ];
+    for (body, names) in cases {
+        let (status, answer) = m.request("POST", "/containers/create", Some(body)).expect("an answer");
+        assert_eq!(status, 400, "{body} -> {answer}");
+        let message = serde_json::from_str::<serde_json::Value>(&answer)
+            .ok()
+            .and_then(|v| v["message"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        assert!(message.to_lowercase().contains(&names.to_lowercase()), "{body} -> {message}");
+    }
+}

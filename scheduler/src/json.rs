@@ -58,11 +58,12 @@ pub(crate) fn string_array(
 }
 
 /// Strict: an optional integer field; absent or `null` is 0, negative
-/// values are clamped to 0 (they reserve nothing), huge ones saturate.
+/// values are clamped to 0 (they reserve nothing). A fraction or a number
+/// beyond 64 bits is refused, as the engine's decoder refuses it.
 pub(crate) fn non_negative_int(parent: &Map<String, Value>, key: &str, path: &str) -> Result<i64, ExprError> {
     match parent.get(key) {
         None | Some(Value::Null) => Ok(0),
-        Some(Value::Number(n)) => Ok(number_to_i64(n).max(0)),
+        Some(Value::Number(n)) => n.as_i64().map(|i| i.max(0)).ok_or_else(|| bad(path, "a 64-bit integer")),
         Some(_) => Err(bad(path, "a number")),
     }
 }
@@ -147,12 +148,14 @@ mod tests {
     }
 
     #[test]
-    fn integers_saturate_and_clamp() {
-        let m = obj(json!({"big": u64::MAX, "neg": -5, "f": 2.7, "huge": 1e300}));
-        assert_eq!(non_negative_int(&m, "big", "big").unwrap(), i64::MAX);
+    fn integers_beyond_64_bits_are_refused_and_negatives_clamp() {
+        let m = obj(json!({"big": u64::MAX, "neg": -5, "f": 2.7, "huge": 1e300, "max": i64::MAX}));
+        for key in ["big", "f", "huge"] {
+            let e = non_negative_int(&m, key, &format!("HostConfig.{key}")).unwrap_err();
+            assert!(e.to_string().contains(&format!("HostConfig.{key}")), "{e}");
+        }
+        assert_eq!(non_negative_int(&m, "max", "max").unwrap(), i64::MAX);
         assert_eq!(non_negative_int(&m, "neg", "neg").unwrap(), 0);
-        assert_eq!(non_negative_int(&m, "f", "f").unwrap(), 2);
-        assert_eq!(non_negative_int(&m, "huge", "huge").unwrap(), i64::MAX);
         assert_eq!(non_negative_int(&m, "missing", "missing").unwrap(), 0);
     }
 }
