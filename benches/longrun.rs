@@ -66,7 +66,7 @@ fn error_kind(op: &str, status: Option<u16>, message: &str) -> (String, bool) {
         (Some(500), m) if m.contains("Cannot connect") || m.contains("cannot connect") => "engine unreachable",
         (Some(500), m) if m.contains("unhealthy") => "engine unhealthy",
         (Some(500), m) if m.contains("request to") && m.contains("failed") => "engine connection broken",
-        (Some(409), m) if m.contains("is not running") => "container not running",
+        (Some(409), _) => "conflict from the engine",
         (Some(404), m) if m.contains("No such container") => "container gone with its engine",
         _ => "",
     };
@@ -158,11 +158,11 @@ fn client(n: usize, target: Arc<RwLock<String>>, record: Arc<Mutex<Record>>, sto
                             let _ = c.request("POST", &format!("/v1.41/exec/{exec}/start"), Some(start.as_bytes()));
                         }
                     }
+                    // A 404 to a removal retried after a failover: the
+                    // dead primary removed it before it could answer.
                     "rm" if ok || status == 404 => {
                         if let Some(id) = &id {
-                            if ok {
-                                rec.removed.insert(id.clone());
-                            }
+                            rec.removed.insert(id.clone());
                             mine.retain(|m| m != id);
                         }
                     }
@@ -387,7 +387,16 @@ fn main() {
     let of = |n: usize| format!("{n} of {}", judged.len());
     row("processes whose RSS grew (>= 150 s measured)", of(rss_grew), "+10 %", rss_grew == 0 && !judged.is_empty());
     row("processes whose fds grew (>= 150 s measured)", of(fds_grew), "+10 %", fds_grew == 0 && !judged.is_empty());
-    if !lost.is_empty() || !leaked.is_empty() {
-        println!("lost: {lost:?}\nleaked: {leaked:?}");
+    // Where the lost ones are: on an engine (the manager does not list
+    // them) or nowhere (they are gone).
+    for id in &lost {
+        let on: Vec<&str> = ["node-01", "node-02", "node-03"]
+            .into_iter()
+            .filter(|node| !tb.docker_ok(node, ["ps", "-aq", "--filter", &format!("id={id}")]).is_empty())
+            .collect();
+        println!("lost {}: on {:?}", &id[..12], on);
+    }
+    for id in &leaked {
+        println!("leaked {}", &id[..12]);
     }
 }

@@ -299,6 +299,13 @@ fn new_primaries_finish_a_scale_and_a_rolling_update_the_killed_ones_started() {
     }
     let mut alive: Vec<&Manager> = managers.iter().collect();
     let p = primary_among(&alive);
+    // A drain set through the primary shows in a replica's `docker info`.
+    let replica = alive[(p + 1) % 3];
+    alive[p].docker_ok(["node", "update", "--availability", "drain", "node-03"]);
+    replica.wait_until(Duration::from_secs(10), "the replica shows node-03 drained", |m| {
+        m.docker_ok(["info"]).contains("└ Availability: Drain")
+    });
+    alive[p].docker_ok(["node", "update", "--availability", "active", "node-03"]);
     let old = alive.remove(p);
     let name = format!("failover{}", std::process::id());
     let _cleanup = Cleanup { manager: alive[1], services: vec![name.as_str()] };

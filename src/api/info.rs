@@ -13,6 +13,7 @@ use super::reply::json_response;
 use super::{ApiError, Ctx};
 use crate::cluster::compare_versions;
 use crate::cluster::engine::{Engine, Health};
+use crate::observe::Observed;
 use crate::services::plan::TASK_HISTORY_LIMIT;
 use crate::services::{new_id, Timestamp};
 
@@ -99,7 +100,18 @@ impl Usage {
 
 /// `GET /info`: totals over the cluster, and per node the status lines the
 /// CLI prints from `SystemStatus`.
-pub fn info(ctx: &Ctx<'_>, req: &Request<ProxyBody>) -> Result<Response<ProxyBody>, ApiError> {
+/// How stale a replica's node settings may be in its `docker info`.
+const REPLICA_NODES_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(1);
+
+pub async fn info(ctx: &Ctx<'_>, req: &Request<ProxyBody>) -> Result<Response<ProxyBody>, ApiError> {
+    if ctx.api.leadership.as_ref().is_some_and(|l| !l.is_primary()) {
+        // A replica's copy of the node settings is the primary's business:
+        // read it again when older than this, so a drain shows here too.
+        // A store that cannot be read leaves the last copy in place.
+        if let Err(e) = ctx.cluster().state.refresh_nodes(REPLICA_NODES_MAX_AGE).await {
+            Observed::StateReloadFailed { error: &e.to_string() }.emit();
+        }
+    }
     let engines = ctx.cluster().engines();
     let policy = &ctx.cluster().policy;
     let mut status: Vec<[String; 2]> = ctx.api.role_status();

@@ -16,8 +16,9 @@ use swarm_proxy::{OnUpgrade, ProxyBody, ProxyError, Upstream};
 use tokio::time::Instant;
 
 use super::request::read_body;
-use super::routes::Matched;
+use super::routes::{Handler, Matched};
 use super::{Api, ApiError};
+use crate::cluster::{set_swarm_id, SWARM_ID_LABEL};
 
 /// Bodies up to this size are buffered so the request can be sent again
 /// after a refused connection; larger ones are streamed once.
@@ -27,6 +28,14 @@ pub const PRIMARY_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
 fn unavailable(message: String) -> Response<ProxyBody> {
     ApiError::NoPrimary(message).into_response()
+}
+
+/// The answer when no primary could take the request; names the last one tried.
+fn no_primary(last_error: Option<(String, ProxyError)>) -> Response<ProxyBody> {
+    unavailable(match last_error {
+        Some((addr, e)) => format!("Unable to reach primary cluster manager {addr}: {e}"),
+        None => "No elected primary cluster manager".into(),
+    })
 }
 
 /// Whether the body can be read into memory before relaying.
@@ -58,16 +67,30 @@ pub async fn relay(
     } else {
         once = Some(req);
     }
+    // A create carries a swarm ID from here on, so that after a failover
+    // in mid-request it can be told whether the dead primary made it.
+    let create_id = match (&route, parts_body.as_mut()) {
+        (Some(r), Some((parts, body))) if r.handler == Handler::ContainerCreate => stamp_create(parts, body),
+        _ => None,
+    };
     let mut avoid: Option<String> = None;
     let mut last_error: Option<(String, ProxyError)> = None;
+    // Set when a create was sent to a primary that failed before answering.
+    let mut maybe_created = false;
     loop {
         let Some(mut attempt) = next_request(&mut once, &parts_body) else {
-            return unavailable(match last_error {
-                Some((addr, e)) => format!("Unable to reach primary cluster manager {addr}: {e}"),
-                None => "No elected primary cluster manager".into(),
-            });
+            return no_primary(last_error);
         };
-        let primary = match primary_to_try(leadership, avoid.as_deref(), deadline).await {
+        if maybe_created && Instant::now() >= deadline {
+            return no_primary(last_error);
+        }
+        let role = primary_to_try(leadership, avoid.as_deref(), deadline).await;
+        if let (true, Some(id), Some(_)) = (maybe_created, &create_id, &role) {
+            if let Some(made) = find_created(api, id).await {
+                return made;
+            }
+        }
+        let primary = match role {
             Some(Role::Primary) => {
                 if let Some(upgrade) = upgrade.take() {
                     attempt.extensions_mut().insert(upgrade);
@@ -75,12 +98,7 @@ pub async fn relay(
                 return api.clone().answer_here(attempt, route).await;
             }
             Some(Role::Replica { primary: Some(primary) }) => primary,
-            _ => {
-                return unavailable(match last_error {
-                    Some((addr, e)) => format!("Unable to reach primary cluster manager {addr}: {e}"),
-                    None => "No elected primary cluster manager".into(),
-                })
-            }
+            _ => return no_primary(last_error),
         };
         let upstream = match api.primary_upstream(&primary) {
             Ok(upstream) => upstream,
@@ -91,6 +109,10 @@ pub async fn relay(
             // A primary cut off from the network never answers; once another
             // manager is primary, stop waiting for it.
             _ = leadership.wait_for_primary(Some(&primary), Duration::from_secs(3600)) => {
+                if create_id.is_some() {
+                    maybe_created = true;
+                    continue;
+                }
                 return unavailable(format!(
                     "Unable to reach primary cluster manager {primary}: it lost the leadership while the request was in flight"
                 ));
@@ -106,9 +128,53 @@ pub async fn relay(
                 avoid = Some(primary.clone());
                 last_error = Some((primary, e));
             }
+            // Asked again (and looked for first) at the current primary:
+            // the same one if only the connection broke, or its successor.
+            Err((e, _)) if create_id.is_some() => {
+                maybe_created = true;
+                last_error = Some((primary, e));
+            }
             Err((e, _)) => return unavailable(format!("Unable to reach primary cluster manager {primary}: {e}")),
         }
     }
+}
+
+/// Gives the buffered create body a swarm ID (rewriting it and its length);
+/// returns the ID, or `None` for a body that is not a JSON object (the
+/// primary refuses it anyway).
+fn stamp_create(parts: &mut http::request::Parts, body: &mut Bytes) -> Option<String> {
+    let mut config: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let id = set_swarm_id(&mut config)?;
+    let stamped = serde_json::to_vec(&config).ok()?;
+    parts.headers.insert(header::CONTENT_LENGTH, header::HeaderValue::from(stamped.len()));
+    parts.headers.remove(header::TRANSFER_ENCODING);
+    *body = Bytes::from(stamped);
+    Some(id)
+}
+
+/// The answer to a create whose primary died before answering, when the
+/// container was made: found on the engines themselves (not in a cache,
+/// which may not have caught up), by the swarm ID the replica gave it.
+async fn find_created(api: &Api, swarm_id: &str) -> Option<Response<ProxyBody>> {
+    let filters = serde_json::json!({"label": [format!("{SWARM_ID_LABEL}={swarm_id}")]}).to_string();
+    let path = format!("/containers/json?all=1&filters={}", percent_encode(&filters));
+    for engine in api.cluster.healthy_engines() {
+        let Ok((status, body)) = engine.client.call(http::Method::GET, &path, None).await else { continue };
+        if !status.is_success() {
+            continue;
+        }
+        let listed: Vec<serde_json::Value> = serde_json::from_slice(&body).unwrap_or_default();
+        if let Some(id) = listed.first().and_then(|c| c.get("Id")).and_then(|v| v.as_str()) {
+            let _ = crate::cluster::monitor::refresh_container(&engine, id).await;
+            let created = serde_json::json!({"Id": id, "Warnings": []});
+            return Some(super::reply::json_response(http::StatusCode::CREATED, &created));
+        }
+    }
+    None
+}
+
+fn percent_encode(text: &str) -> String {
+    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
 
 /// The request for the next attempt: a copy of the buffered one, or the

@@ -191,18 +191,17 @@ fn is_hex_id(image: &str) -> bool {
 
 /// Labels the container with a new swarm ID unless it has one (a
 /// rescheduled container keeps its own, which is how its stale copy is
-/// recognised later).
-fn set_swarm_id(config: &mut Value) {
-    let Some(object) = config.as_object_mut() else {
-        return;
-    };
+/// recognised later; a create relayed by a replica carries the one the
+/// replica gave it, which is how the replica finds it after a failover).
+/// Returns the ID; `None` for a body that is not an object.
+pub fn set_swarm_id(config: &mut Value) -> Option<String> {
+    let object = config.as_object_mut()?;
     let labels = object.entry("Labels").or_insert_with(|| Value::Object(Default::default()));
     if !labels.is_object() {
         *labels = Value::Object(Default::default());
     }
-    if let Some(labels) = labels.as_object_mut() {
-        labels.entry(SWARM_ID_LABEL).or_insert_with(|| Value::String(random_id()));
-    }
+    let id = labels.as_object_mut()?.entry(SWARM_ID_LABEL).or_insert_with(|| Value::String(random_id()));
+    id.as_str().map(str::to_string)
 }
 
 /// A new 256-bit ID in hex, like Docker's.

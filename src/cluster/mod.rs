@@ -31,7 +31,7 @@ use tokio::sync::broadcast;
 
 use crate::observe::Observed;
 use container::Container;
-pub use create::{CreateError, CreateRequest};
+pub use create::{set_swarm_id, CreateError, CreateRequest};
 use engine::Engine;
 use events::{EventBus, NodeTag};
 use monitor::MonitorConfig;

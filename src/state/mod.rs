@@ -158,6 +158,10 @@ pub struct DesiredState {
     /// Held while the copies are read again, so concurrent callers wait
     /// for one read rather than start their own.
     reloading: tokio::sync::Mutex<()>,
+    /// When the node settings were last read whole: a replica, which does
+    /// not write them, reads them again for its `docker info` when older
+    /// than asked.
+    nodes_read_at: parking_lot::Mutex<Option<std::time::Instant>>,
     /// Held from the name check of a new service to its write, so two
     /// creates with one name cannot both pass the check (every write goes
     /// through the primary, so one process-wide lock covers them).
@@ -173,6 +177,7 @@ impl DesiredState {
             tasks: Collection::new("tasks"),
             read_in_term: parking_lot::Mutex::new(None),
             reloading: tokio::sync::Mutex::new(()),
+            nodes_read_at: parking_lot::Mutex::new(None),
             service_names: tokio::sync::Mutex::new(()),
         }
     }
@@ -193,9 +198,21 @@ impl DesiredState {
         Ok(())
     }
 
+    /// Reads the node settings again unless they were read within
+    /// `max_age` (a replica's `docker info`: the primary changes them).
+    pub async fn refresh_nodes(&self, max_age: std::time::Duration) -> Result<(), StateError> {
+        if self.nodes_read_at.lock().is_some_and(|at| at.elapsed() < max_age) {
+            return Ok(());
+        }
+        self.nodes.reload(&self.backend).await?;
+        *self.nodes_read_at.lock() = Some(std::time::Instant::now());
+        Ok(())
+    }
+
     /// Reads every document again.
     async fn reload(&self) -> Result<(), StateError> {
         self.nodes.reload(&self.backend).await?;
+        *self.nodes_read_at.lock() = Some(std::time::Instant::now());
         self.services.reload(&self.backend).await?;
         self.tasks.reload(&self.backend).await?;
         Ok(())
