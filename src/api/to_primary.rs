@@ -75,22 +75,11 @@ pub async fn relay(
     };
     let mut avoid: Option<String> = None;
     let mut last_error: Option<(String, ProxyError)> = None;
-    // Set when a create was sent to a primary that failed before answering.
-    let mut maybe_created = false;
     loop {
         let Some(mut attempt) = next_request(&mut once, &parts_body) else {
             return no_primary(last_error);
         };
-        if maybe_created && Instant::now() >= deadline {
-            return no_primary(last_error);
-        }
-        let role = primary_to_try(leadership, avoid.as_deref(), deadline).await;
-        if let (true, Some(id), Some(_)) = (maybe_created, &create_id, &role) {
-            if let Some(made) = find_created(api, id).await {
-                return made;
-            }
-        }
-        let primary = match role {
+        let primary = match primary_to_try(leadership, avoid.as_deref(), deadline).await {
             Some(Role::Primary) => {
                 if let Some(upgrade) = upgrade.take() {
                     attempt.extensions_mut().insert(upgrade);
@@ -109,13 +98,10 @@ pub async fn relay(
             // A primary cut off from the network never answers; once another
             // manager is primary, stop waiting for it.
             _ = leadership.wait_for_primary(Some(&primary), Duration::from_secs(3600)) => {
-                if create_id.is_some() {
-                    maybe_created = true;
-                    continue;
-                }
-                return unavailable(format!(
+                let lost = format!(
                     "Unable to reach primary cluster manager {primary}: it lost the leadership while the request was in flight"
-                ));
+                );
+                return settle(api, leadership, create_id.as_deref(), &primary, deadline, lost).await;
             }
         };
         match sent {
@@ -128,15 +114,37 @@ pub async fn relay(
                 avoid = Some(primary.clone());
                 last_error = Some((primary, e));
             }
-            // Asked again (and looked for first) at the current primary:
-            // the same one if only the connection broke, or its successor.
-            Err((e, _)) if create_id.is_some() => {
-                maybe_created = true;
-                last_error = Some((primary, e));
+            Err((e, _)) => {
+                let failed = format!("Unable to reach primary cluster manager {primary}: {e}");
+                return settle(api, leadership, create_id.as_deref(), &primary, deadline, failed).await;
             }
-            Err((e, _)) => return unavailable(format!("Unable to reach primary cluster manager {primary}: {e}")),
         }
     }
+}
+
+/// The answer to a request that reached a primary which failed before
+/// answering: the 503 `failed`, unless it is a create (`create_id`) that
+/// was made. That is looked for once another primary is there (the failed
+/// one's work has ended with it), on the engines themselves, a few times
+/// over a second. It is never sent again: a second create could run beside
+/// the first one, still in flight on an engine.
+async fn settle(
+    api: &Api,
+    leadership: &Leadership,
+    create_id: Option<&str>,
+    failed_primary: &str,
+    deadline: Instant,
+    failed: String,
+) -> Response<ProxyBody> {
+    let Some(swarm_id) = create_id else { return unavailable(failed) };
+    leadership.wait_for_primary(Some(failed_primary), deadline.saturating_duration_since(Instant::now())).await;
+    for _ in 0..3 {
+        if let Some(made) = find_created(api, swarm_id).await {
+            return made;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    unavailable(failed)
 }
 
 /// Gives the buffered create body a swarm ID (rewriting it and its length);
