@@ -17,6 +17,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::Api;
 use crate::cli::Listen;
+use crate::metrics::Metrics;
 use crate::observe::Observed;
 
 /// A bound listening socket.
@@ -105,10 +106,28 @@ impl Listener {
     }
 }
 
+/// Counts a connection as open while it is served, however its task ends
+/// (an aborted one included), so the gauge cannot drift.
+struct Served(Arc<Metrics>);
+
+impl Served {
+    fn start(metrics: Arc<Metrics>) -> Served {
+        Observed::ConnectionOpened.record(&metrics);
+        Served(metrics)
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        Observed::ConnectionClosed.record(&self.0);
+    }
+}
+
 async fn serve_connection<S>(api: Arc<Api>, stream: S)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let _served = Served::start(api.metrics.clone());
     let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let api = api.clone();
         // One body type from here on, so a request can be rebuilt and relayed again.

@@ -25,7 +25,13 @@ const REPLAYABLE_BODY: u64 = 1 << 20;
 /// Connecting to the primary may take this long before it counts as unreachable.
 pub const PRIMARY_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
-fn unavailable(message: String) -> Response<ProxyBody> {
+/// The 503 of a replica without a primary: the last primary that could not
+/// be reached and why, if one was tried.
+fn unavailable(last_error: Option<(String, ProxyError)>) -> Response<ProxyBody> {
+    let message = match last_error {
+        Some((addr, e)) => format!("Unable to reach primary cluster manager {addr}: {e}"),
+        None => "No elected primary cluster manager".into(),
+    };
     ApiError::NoPrimary(message).into_response()
 }
 
@@ -39,13 +45,14 @@ fn replayable(req: &Request<ProxyBody>) -> bool {
 }
 
 /// Relays `req` to the primary (or answers it here, with its `route`, if
-/// this manager becomes primary meanwhile).
+/// this manager becomes primary meanwhile). The flag is true when the answer
+/// is the primary's; false when it was answered here, or no primary could.
 pub async fn relay(
     api: &Arc<Api>,
     leadership: &Leadership,
     mut req: Request<ProxyBody>,
     route: Option<Matched>,
-) -> Response<ProxyBody> {
+) -> (Response<ProxyBody>, bool) {
     let deadline = Instant::now() + api.failover_wait;
     let mut upgrade = req.extensions_mut().remove::<OnUpgrade>();
     let mut once = None;
@@ -53,7 +60,7 @@ pub async fn relay(
     if replayable(&req) {
         match read_body(req).await {
             Ok(read) => parts_body = Some(read),
-            Err(e) => return e.into_response(),
+            Err(e) => return (e.into_response(), false),
         }
     } else {
         once = Some(req);
@@ -62,42 +69,35 @@ pub async fn relay(
     let mut last_error: Option<(String, ProxyError)> = None;
     loop {
         let Some(mut attempt) = next_request(&mut once, &parts_body) else {
-            return unavailable(match last_error {
-                Some((addr, e)) => format!("Unable to reach primary cluster manager {addr}: {e}"),
-                None => "No elected primary cluster manager".into(),
-            });
+            return (unavailable(last_error), false);
         };
         let primary = match primary_to_try(leadership, avoid.as_deref(), deadline).await {
             Some(Role::Primary) => {
                 if let Some(upgrade) = upgrade.take() {
                     attempt.extensions_mut().insert(upgrade);
                 }
-                return api.clone().answer_here(attempt, route).await;
+                return (api.clone().answer_here(attempt, route).await, false);
             }
             Some(Role::Replica { primary: Some(primary) }) => primary,
-            _ => {
-                return unavailable(match last_error {
-                    Some((addr, e)) => format!("Unable to reach primary cluster manager {addr}: {e}"),
-                    None => "No elected primary cluster manager".into(),
-                })
-            }
+            _ => return (unavailable(last_error), false),
         };
         let upstream = match api.primary_upstream(&primary) {
             Ok(upstream) => upstream,
-            Err(e) => return unavailable(format!("Unable to reach primary cluster manager {primary}: {e}")),
+            Err(e) => return (unavailable(Some((primary, e))), false),
         };
         let sent = tokio::select! {
             sent = swarm_proxy::forward_with_upgrade(&upstream, attempt, None, upgrade.take()) => sent,
             // A primary cut off from the network never answers; once another
             // manager is primary, stop waiting for it.
             _ = leadership.wait_for_primary(Some(&primary), Duration::from_secs(3600)) => {
-                return unavailable(format!(
+                let message = format!(
                     "Unable to reach primary cluster manager {primary}: it lost the leadership while the request was in flight"
-                ));
+                );
+                return (ApiError::NoPrimary(message).into_response(), false);
             }
         };
         match sent {
-            Ok(resp) => return resp,
+            Ok(resp) => return (resp, true),
             Err((e, back)) if e.is_connect() => {
                 if e.is_refused() {
                     leadership.report_refused(&primary);
@@ -106,7 +106,7 @@ pub async fn relay(
                 avoid = Some(primary.clone());
                 last_error = Some((primary, e));
             }
-            Err((e, _)) => return unavailable(format!("Unable to reach primary cluster manager {primary}: {e}")),
+            Err((e, _)) => return (unavailable(Some((primary, e))), false),
         }
     }
 }
