@@ -223,10 +223,7 @@ impl Observed<'_> {
         match self {
             Observed::RequestAnswered { route, status, relayed, elapsed, .. } => {
                 let relayed_label = if *relayed { "true" } else { "false" };
-                metrics
-                    .requests
-                    .get_or_create(&RequestLabels { route: *route, status: *status, relayed: relayed_label })
-                    .inc();
+                metrics.requests.get_or_create(&RequestLabels { route, status: *status, relayed: relayed_label }).inc();
                 if *relayed {
                     metrics.relay_duration.observe(elapsed.as_secs_f64());
                 }
@@ -250,7 +247,7 @@ impl Observed<'_> {
                 metrics.creates.get_or_create(&ResultLabel { result: "created" }).inc();
             }
             Observed::CreateFailed { reason, .. } => {
-                metrics.creates.get_or_create(&ResultLabel { result: *reason }).inc();
+                metrics.creates.get_or_create(&ResultLabel { result: reason }).inc();
             }
             Observed::CreateRetried { .. } => {
                 metrics.create_retries.inc();
