@@ -28,6 +28,11 @@ pub struct RequestLabels {
 
 /// One label, `name="value"`, for the families below.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabel {
+    pub route: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HealthLabel {
     pub health: &'static str,
 }
@@ -54,6 +59,10 @@ pub struct Metrics {
     registry: Registry,
     /// `swarm_http_requests_total{route,status,relayed}`: requests answered.
     pub requests: Family<RequestLabels, Counter>,
+    /// `swarm_http_request_duration_seconds{route}`: from a request's
+    /// arrival to its answer headers; for the routes forwarded to an engine,
+    /// mostly the engine's time.
+    pub request_duration: Family<RouteLabel, Histogram, fn() -> Histogram>,
     /// `swarm_relay_duration_seconds`: on a replica, from a request's
     /// arrival to the primary's answer headers.
     pub relay_duration: Histogram,
@@ -98,9 +107,13 @@ pub struct Scrape {
     pub leader: bool,
 }
 
-/// Relay latencies from 1 ms to about 16 s.
-fn relay_buckets() -> impl Iterator<Item = f64> {
+/// Latencies from 1 ms to about 16 s.
+fn latency_buckets() -> impl Iterator<Item = f64> {
     exponential_buckets(0.001, 2.0, 15)
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(latency_buckets())
 }
 
 impl Metrics {
@@ -112,7 +125,16 @@ impl Metrics {
             "Requests answered, by route class, status code, and whether the primary answered them (relayed)",
             requests.clone(),
         );
-        let relay_duration = Histogram::new(relay_buckets());
+        let request_duration = Family::<RouteLabel, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        registry.register_with_unit(
+            "swarm_http_request_duration",
+            "Time from a request's arrival to its answer, by route class",
+            Unit::Seconds,
+            request_duration.clone(),
+        );
+        let relay_duration = latency_histogram();
         registry.register_with_unit(
             "swarm_relay_duration",
             "Time from a request's arrival on this replica to the primary's answer",
@@ -172,6 +194,7 @@ impl Metrics {
         Metrics {
             registry,
             requests,
+            request_duration,
             relay_duration,
             connections,
             health_changes,

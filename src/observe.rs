@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use swarm_leadership::{ElectionEvent, LossReason};
 
-use crate::metrics::{ChangeLabel, HealthLabel, Metrics, RequestLabels, ResultLabel, SourceLabel};
+use crate::metrics::{ChangeLabel, HealthLabel, Metrics, RequestLabels, ResultLabel, RouteLabel, SourceLabel};
 
 /// One observable fact about the manager.
 #[derive(Debug)]
@@ -224,6 +224,7 @@ impl Observed<'_> {
             Observed::RequestAnswered { route, status, relayed, elapsed, .. } => {
                 let relayed_label = if *relayed { "true" } else { "false" };
                 metrics.requests.get_or_create(&RequestLabels { route, status: *status, relayed: relayed_label }).inc();
+                metrics.request_duration.get_or_create(&RouteLabel { route }).observe(elapsed.as_secs_f64());
                 if *relayed {
                     metrics.relay_duration.observe(elapsed.as_secs_f64());
                 }

@@ -51,6 +51,8 @@ async fn metrics_count_every_request_by_route_and_status_and_read_the_cluster() 
     assert_eq!(requests("unrouted", "404"), 1.0);
     assert_eq!(m.sum(REQUESTS, &[]), 4.0, "those requests and no other (the scrape counts once answered)");
     assert_eq!(m.sum(REQUESTS, &[("relayed", "true")]), 0.0);
+    let durations = |route: &str| m.value("swarm_http_request_duration_seconds_count", &[("route", route)]);
+    assert_eq!((durations("containers_create"), durations("containers_list"), durations("unrouted")), (2.0, 1.0, 1.0));
     assert_eq!(m.value("swarm_relay_duration_seconds_count", &[]), 0.0);
 
     assert_eq!(m.get("swarm_engines", &[("health", "Healthy")]), Some(2.0));
