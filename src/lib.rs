@@ -12,6 +12,7 @@ mod duration;
 mod join;
 mod logging;
 pub mod manage;
+mod metrics;
 mod observe;
 #[cfg(test)]
 mod proptest_json;

@@ -19,6 +19,7 @@ use crate::api::{self, Api, ClientLimits};
 use crate::cli::{self, Cli, ClusterOpts, Command, Listen, ManageArgs};
 use crate::cluster::monitor::MonitorConfig;
 use crate::cluster::{Cluster, PlacementPolicy};
+use crate::metrics::Metrics;
 use crate::observe::Observed;
 use crate::state::backend::{Backend, FileBackend, KvBackend};
 use crate::state::DesiredState;
@@ -175,7 +176,7 @@ impl Manager {
         };
         let settings = Settings::from_args(*args)?;
         let addr = listener.local_addr().ok();
-        let (api, mut tasks) = wire(&settings, leadership, None)?;
+        let (api, mut tasks) = wire(&settings, leadership, None, Arc::new(Metrics::new()))?;
         tasks.push(tokio::spawn(api::accept_all(api, vec![api::Listener::Tcp(listener)])));
         Ok(Manager { addr, tasks })
     }
@@ -207,12 +208,14 @@ fn state_backend(settings: &Settings) -> Result<Backend, String> {
 
 /// Builds the cluster and the API, and starts discovery, rescheduling and,
 /// with TLS, the certificate reloads (also on every value of `hangups`).
+/// Everything counts in `metrics`, this manager's own.
 fn wire(
     settings: &Settings,
     leadership: Option<Arc<Leadership>>,
     hangups: Option<mpsc::Receiver<()>>,
+    metrics: Arc<Metrics>,
 ) -> Result<(Arc<Api>, Vec<JoinHandle<()>>), String> {
-    let state = DesiredState::new(state_backend(settings)?);
+    let state = DesiredState::new(state_backend(settings)?, metrics.clone());
     let mut tasks = Vec::new();
     if let Some(tls) = &settings.tls {
         if !tls.verifies_peers() {
@@ -220,7 +223,7 @@ fn wire(
         }
         tasks.push(tokio::spawn(cert_reload::run(tls.clone(), hangups)));
     }
-    let cluster = Cluster::new(settings.monitor, settings.policy.clone(), settings.tls.clone(), state);
+    let cluster = Cluster::new(settings.monitor, settings.policy.clone(), settings.tls.clone(), state, metrics.clone());
     let discovery = tokio::spawn(cluster.clone().run_discovery(settings.backend.clone(), settings.heartbeat));
     let rescheduling = tokio::spawn(reschedule::run(cluster.clone(), leadership.clone()));
     let reconciling = tokio::spawn(reconcile::run(cluster.clone(), leadership.clone()));
@@ -234,6 +237,7 @@ fn wire(
         primaries: parking_lot::Mutex::new(HashMap::new()),
         tls: settings.tls.clone(),
         limits: settings.limits,
+        metrics,
     });
     Ok((api, tasks))
 }
@@ -242,9 +246,11 @@ fn wire(
 pub(crate) async fn run(args: ManageArgs) -> Result<(), String> {
     let settings = Settings::from_args(args)?;
     let (stop_election, stop_rx) = watch::channel(false);
+    let metrics = Arc::new(Metrics::new());
     let (leadership, election) = match &settings.replication {
         Some((kv, advertise)) => {
-            let (leadership, task) = replication::start(kv, advertise, settings.replication_ttl, stop_rx);
+            let (leadership, task) =
+                replication::start(kv, advertise, settings.replication_ttl, stop_rx, metrics.clone());
             (Some(leadership), Some(task))
         }
         None => (None, None),
@@ -253,7 +259,7 @@ pub(crate) async fn run(args: ManageArgs) -> Result<(), String> {
         Some(_) => Some(cert_reload::hangups().map_err(|e| format!("cannot handle SIGHUP: {e}"))?),
         None => None,
     };
-    let (api, _tasks) = wire(&settings, leadership, hangups)?;
+    let (api, _tasks) = wire(&settings, leadership, hangups, metrics)?;
     let listeners = api::bind(&settings.listen).await?;
     tokio::select! {
         _ = api::accept_all(api, listeners) => {}

@@ -2,11 +2,14 @@
 //!
 //! Each variant is one observable fact; [`Observed::emit`] is the only place
 //! that turns facts into log lines, so their wording (which operators' log
-//! watchers match on) lives in one place.
+//! watchers match on) lives in one place, and [`Observed::record`] the only
+//! place that turns them into counts (`src/metrics.rs`).
 
 use std::time::Duration;
 
 use swarm_leadership::{ElectionEvent, LossReason};
+
+use crate::metrics::{ChangeLabel, HealthLabel, Metrics, RequestLabels, ResultLabel, RouteLabel, SourceLabel};
 
 /// One observable fact about the manager.
 #[derive(Debug)]
@@ -79,6 +82,21 @@ pub enum Observed<'a> {
     ReconcileFailed { error: &'a str },
     /// A request was answered with an error.
     RequestFailed { method: &'a str, path: &'a str, status: u16, error: &'a str },
+    /// A request was answered (its status and headers sent): `route` is its
+    /// route class ([`crate::api::routes::Handler::label`]), `relayed` true
+    /// when the answer came from the primary, `elapsed` the time since it arrived.
+    RequestAnswered { method: &'a str, route: &'static str, status: u16, relayed: bool, elapsed: Duration },
+    /// A client connection is being served.
+    ConnectionOpened,
+    /// A client connection served ended (or was handed to a hijacked stream).
+    ConnectionClosed,
+    /// A container was created.
+    ContainerCreated { id: &'a str, node: &'a str },
+    /// A create was refused or failed; `reason` is its class, a metric label.
+    CreateFailed { reason: &'static str, error: &'a str },
+    /// A read or write of the desired state failed in its store (the
+    /// discovery store or the state file).
+    StateStoreFailed { error: &'a str },
     /// The primary election (`--replication`) did something.
     Election(&'a ElectionEvent),
 }
@@ -184,7 +202,120 @@ impl Observed<'_> {
                     tracing::debug!(method = %method, uri = %path, status = status, "HTTP error: {error}")
                 }
             }
+            Observed::RequestAnswered { method, route, status, relayed, elapsed } => tracing::trace!(
+                method = %method,
+                route = %route,
+                status = status,
+                relayed = relayed,
+                elapsed = %crate::duration::format(*elapsed),
+                "HTTP request answered"
+            ),
+            Observed::ConnectionOpened => tracing::trace!("connection opened"),
+            Observed::ConnectionClosed => tracing::trace!("connection closed"),
+            Observed::ContainerCreated { id, node } => tracing::debug!(node = %node, "Created container {id}"),
+            Observed::CreateFailed { reason, error } => {
+                tracing::debug!(reason = %reason, "Container not created: {error}")
+            }
+            Observed::StateStoreFailed { error } => tracing::debug!("Desired state store error: {error}"),
             Observed::Election(event) => election(event),
+        }
+    }
+
+    /// Writes the fact to the log and counts it in `metrics`. Every fact a
+    /// metric counts goes through here; the match says which, so a new
+    /// variant needs a decision.
+    pub fn record(&self, metrics: &Metrics) {
+        self.emit();
+        match self {
+            Observed::RequestAnswered { route, status, relayed, elapsed, .. } => {
+                let relayed_label = if *relayed { "true" } else { "false" };
+                metrics.requests.get_or_create(&RequestLabels { route, status: *status, relayed: relayed_label }).inc();
+                metrics.request_duration.get_or_create(&RouteLabel { route }).observe(elapsed.as_secs_f64());
+                if *relayed {
+                    metrics.relay_duration.observe(elapsed.as_secs_f64());
+                }
+            }
+            Observed::ConnectionOpened => {
+                metrics.connections.inc();
+            }
+            Observed::ConnectionClosed => {
+                metrics.connections.dec();
+            }
+            Observed::EngineUnhealthy { .. } => {
+                metrics.health_changes.get_or_create(&HealthLabel { health: "Unhealthy" }).inc();
+            }
+            Observed::EngineRevived { .. } => {
+                metrics.health_changes.get_or_create(&HealthLabel { health: "Healthy" }).inc();
+            }
+            Observed::EngineEventsLost { .. } => {
+                metrics.event_stream_reconnects.inc();
+            }
+            Observed::ContainerCreated { .. } => {
+                metrics.creates.get_or_create(&ResultLabel { result: "created" }).inc();
+            }
+            Observed::CreateFailed { reason, .. } => {
+                metrics.creates.get_or_create(&ResultLabel { result: reason }).inc();
+            }
+            Observed::CreateRetried { .. } => {
+                metrics.create_retries.inc();
+            }
+            Observed::Rescheduled { .. } => {
+                metrics.reschedules.get_or_create(&ResultLabel { result: "rescheduled" }).inc();
+            }
+            Observed::RescheduleFailed { .. } => {
+                metrics.reschedules.get_or_create(&ResultLabel { result: "failed" }).inc();
+            }
+            Observed::DiscoveryFailed { .. } => {
+                metrics.store_errors.get_or_create(&SourceLabel { source: "discovery" }).inc();
+            }
+            Observed::StateStoreFailed { .. } => {
+                metrics.store_errors.get_or_create(&SourceLabel { source: "state" }).inc();
+            }
+            Observed::Election(event) => match event {
+                ElectionEvent::Acquired => {
+                    metrics.leadership_changes.get_or_create(&ChangeLabel { change: "acquired" }).inc();
+                }
+                ElectionEvent::Lost { .. } => {
+                    metrics.leadership_changes.get_or_create(&ChangeLabel { change: "lost" }).inc();
+                }
+                ElectionEvent::Released => {
+                    metrics.leadership_changes.get_or_create(&ChangeLabel { change: "released" }).inc();
+                }
+                ElectionEvent::ReleaseFailed { .. }
+                | ElectionEvent::RenewalFailed { .. }
+                | ElectionEvent::DeadPrimaryLockNotEnded { .. }
+                | ElectionEvent::StoreFailed { .. } => {
+                    metrics.store_errors.get_or_create(&SourceLabel { source: "election" }).inc();
+                }
+                ElectionEvent::Started
+                | ElectionEvent::NewLeader { .. }
+                | ElectionEvent::DeadPrimaryLockEnded { .. } => {}
+            },
+            // Facts with a log line only.
+            Observed::ConnectionLimitReached { .. }
+            | Observed::Listening { .. }
+            | Observed::EngineRegistered { .. }
+            | Observed::EngineValidationFailed { .. }
+            | Observed::EngineRefreshFailed { .. }
+            | Observed::EngineRefreshUncounted { .. }
+            | Observed::EngineRemoved { .. }
+            | Observed::DiscoveryRecovered { .. }
+            | Observed::StaleRemoved { .. }
+            | Observed::PlacementWarning { .. }
+            | Observed::NetworkCopyFailed { .. }
+            | Observed::StaleRemovalFailed { .. }
+            | Observed::JoinRegistering { .. }
+            | Observed::JoinRefreshFailed { .. }
+            | Observed::AcceptFailed { .. }
+            | Observed::ConnectionEnded { .. }
+            | Observed::TlsHandshakeFailed { .. }
+            | Observed::TlsPeersUnverified
+            | Observed::TlsReloaded { .. }
+            | Observed::TlsReloadRefused { .. }
+            | Observed::StateReloadFailed { .. }
+            | Observed::StaleTaskContainerRemoved { .. }
+            | Observed::ReconcileFailed { .. }
+            | Observed::RequestFailed { .. } => {}
         }
     }
 }
@@ -221,6 +352,41 @@ mod tests {
     use super::*;
     use crate::logging::capture;
     use swarm_leadership::LockError;
+
+    /// The facts a metric counts move it once each; the others move nothing.
+    #[test]
+    fn recorded_facts_are_counted() {
+        use crate::metrics::Scrape;
+        let metrics = Metrics::new();
+        let lost = ElectionEvent::Lost { reason: LossReason::NotRenewedInTime };
+        let renewal = ElectionEvent::RenewalFailed { error: LockError::Store("connection refused".into()) };
+        for event in [&ElectionEvent::Acquired, &lost, &ElectionEvent::Acquired, &renewal, &ElectionEvent::Started] {
+            Observed::Election(event).record(&metrics);
+        }
+        Observed::EngineUnhealthy { name: "node-01", id: "x", failures: 3 }.record(&metrics);
+        Observed::DiscoveryFailed { error: "refused" }.record(&metrics);
+        Observed::StateStoreFailed { error: "refused" }.record(&metrics);
+        Observed::CreateRetried { failed_on: "node-01", next: "node-02" }.record(&metrics);
+        Observed::RescheduleFailed { id: "x", from: "node-01", error: "no node" }.record(&metrics);
+        Observed::ConnectionOpened.record(&metrics);
+        Observed::ConnectionOpened.record(&metrics);
+        Observed::ConnectionClosed.record(&metrics);
+        Observed::EngineRefreshFailed { name: "node-01", error: "refused" }.record(&metrics);
+        let text = metrics.encode(&Scrape { engines: vec![], containers: 0, leader: false }).expect("encodes");
+        for line in [
+            "swarm_leadership_changes_total{change=\"acquired\"} 2",
+            "swarm_leadership_changes_total{change=\"lost\"} 1",
+            "swarm_store_errors_total{source=\"election\"} 1",
+            "swarm_store_errors_total{source=\"discovery\"} 1",
+            "swarm_store_errors_total{source=\"state\"} 1",
+            "swarm_engine_health_changes_total{health=\"Unhealthy\"} 1",
+            "swarm_container_create_retries_total 1",
+            "swarm_reschedules_total{result=\"failed\"} 1",
+            "swarm_client_connections 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line:?} missing from:\n{text}");
+        }
+    }
 
     /// The election's lines keep the wording operators' watchers and the
     /// integration tests match.

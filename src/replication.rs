@@ -8,6 +8,7 @@ use swarm_discovery::kv::{join_key, KvConfig, Lock, LockLoss, Store};
 use swarm_leadership::{Election, ElectionConfig, HolderWait, Leadership, LockError, LockStore, Role, StoreLock};
 use tokio::sync::watch;
 
+use crate::metrics::Metrics;
 use crate::observe::Observed;
 
 /// Where the lock lives below the discovery prefix.
@@ -102,19 +103,22 @@ async fn probe_primary(leadership: Arc<Leadership>, mut shutdown: watch::Receive
     }
 }
 
-/// Starts competing for the primary role. The returned task ends after
-/// `shutdown` turns true, having released the lock if it held it.
+/// Starts competing for the primary role; the election's events are
+/// counted in `metrics`. The returned task ends after `shutdown` turns true,
+/// having released the lock if it held it.
 pub fn start(
     config: &KvConfig,
     advertise: &str,
     ttl: Duration,
     shutdown: watch::Receiver<bool>,
+    metrics: Arc<Metrics>,
 ) -> (Arc<Leadership>, tokio::task::JoinHandle<()>) {
     let locks =
         Arc::new(KvLocks { config: config.clone(), timeout: call_timeout(ttl), store: tokio::sync::Mutex::new(None) });
     let election_config =
         ElectionConfig { key: join_key(&config.prefix, LEADER_PATH), advertise: advertise.to_string(), ttl };
-    let (election, leadership) = Election::new(locks, election_config, |event| Observed::Election(&event).emit());
+    let (election, leadership) =
+        Election::new(locks, election_config, move |event| Observed::Election(&event).record(&metrics));
     tokio::spawn(probe_primary(leadership.clone(), shutdown.clone()));
     let task = tokio::spawn(election.run(shutdown));
     (leadership, task)

@@ -58,10 +58,12 @@ async fn reschedule_from(cluster: &Cluster, engine: &Arc<Engine>) {
         }
         monitor::forget_container(engine, &old.id).await;
         match recreate(cluster, &old).await {
-            Ok((to, new_id)) => Observed::Rescheduled { id: &old.id, from: &from, to: &to, new_id: &new_id }.emit(),
+            Ok((to, new_id)) => {
+                Observed::Rescheduled { id: &old.id, from: &from, to: &to, new_id: &new_id }.record(cluster.metrics())
+            }
             Err(error) => {
                 engine.lock_containers().await.upsert(old.clone());
-                Observed::RescheduleFailed { id: &old.id, from: &from, error: &error }.emit()
+                Observed::RescheduleFailed { id: &old.id, from: &from, error: &error }.record(cluster.metrics())
             }
         }
     }

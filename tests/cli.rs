@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use swarm_testkit::http;
 use swarm_testkit::manager::Manager;
+use swarm_testkit::metrics::Samples;
 use swarm_testkit::testbed::Testbed;
 
 /// Removes containers on drop, so a failing test leaves nothing behind.
@@ -398,4 +399,71 @@ fn node_update_drains_and_labels_nodes_for_docker_run_and_survives_a_restart() {
     assert!(ls.contains("node-02 Drain") && ls.contains("node-03 Active"), "after a restart: {ls}");
     m.docker_ok(["node", "update", "--availability", "active", "node-02"]);
     m.docker_ok(["run", "--rm", "-e", "constraint:node==node-02", "busybox", "true"]);
+}
+
+/// `/metrics` counts what the real CLI sent, by route class and status, and
+/// reads the engines and containers of the cluster.
+#[test]
+fn metrics_count_the_cli_requests_and_show_the_engines() {
+    const REQUESTS: &str = "swarm_http_requests_total";
+    let m = shared_manager();
+    let _cleanup = Cleanup::new(&m, &["cli-metrics"]);
+    let scrape = |m: &Manager| {
+        let (status, text) = m.get("/metrics").expect("GET /metrics");
+        assert_eq!(status, 200, "{text}");
+        swarm_testkit::metrics::parse(&text)
+    };
+    // What the requests counters gained between two scrapes, by route and status.
+    let gained = |before: &Samples, after: &Samples| {
+        let mut gained: Vec<(String, String, f64)> = after
+            .0
+            .iter()
+            .filter(|s| s.name == REQUESTS)
+            .map(|s| {
+                let (route, status) = (s.labels["route"].clone(), s.labels["status"].clone());
+                let was = before.value(REQUESTS, &[("route", &route), ("status", &status)]);
+                (route, status, s.value - was)
+            })
+            .filter(|(_, _, n)| *n > 0.0)
+            .collect();
+        gained.sort_by(|a, b| a.partial_cmp(b).expect("numbers"));
+        gained
+    };
+    let counted = |list: &[(&str, &str, f64)]| -> Vec<(String, String, f64)> {
+        let mut list: Vec<_> = list.iter().map(|(r, s, n)| (r.to_string(), s.to_string(), *n)).collect();
+        list.sort_by(|a, b| a.partial_cmp(b).expect("numbers"));
+        list
+    };
+
+    let before = scrape(&m);
+    m.docker_ok(["run", "-d", "--name", "cli-metrics", "busybox", "sleep", "300"]);
+    let ran = scrape(&m);
+    let run = gained(&before, &ran);
+    let ps = m.docker_ok(["ps", "--filter", "name=cli-metrics", "--format", "{{.Names}}"]);
+    assert!(ps.ends_with("/cli-metrics"), "{ps}");
+    let listed = scrape(&m);
+    let list = gained(&ran, &listed);
+    m.docker_ok(["rm", "-f", "cli-metrics"]);
+    let removed = scrape(&m);
+    let remove = gained(&listed, &removed);
+
+    // Each scrape is counted once answered, so it shows in the next one.
+    // `docker run -d` also waits for the container's next exit (`/wait`,
+    // whose 200 the engine sends at once), cancelled once it has started it.
+    let run_expected = counted(&[
+        ("metrics", "200", 1.0),
+        ("ping", "200", 1.0),
+        ("containers_create", "201", 1.0),
+        ("container_forward", "200", 1.0),
+        ("container_forward", "204", 1.0),
+    ]);
+    assert_eq!(run, run_expected, "docker run -d");
+    assert_eq!(list, counted(&[("metrics", "200", 1.0), ("ping", "200", 1.0), ("containers_list", "200", 1.0)]));
+    assert_eq!(remove, counted(&[("metrics", "200", 1.0), ("ping", "200", 1.0), ("container_remove", "204", 1.0)]));
+    assert_eq!(removed.value("swarm_container_creates_total", &[("result", "created")]), 1.0);
+
+    assert_eq!(removed.get("swarm_engines", &[("health", "Healthy")]), Some(3.0));
+    assert_eq!(removed.get("swarm_leader", &[]), Some(1.0));
+    // Other tests share the engines, so only a lower bound holds.
+    assert!(ran.value("swarm_containers", &[]) >= 1.0, "cli-metrics is counted");
 }

@@ -9,7 +9,8 @@
 //! 4. **forward or answer** (`forward.rs`, `reply.rs`);
 //! 5. **observe** ([`Api::answer_here`]): failures become Docker-style JSON
 //!    (`error.rs`, the one place errors get their status) and a log line;
-//!    every answer gets the manager's headers.
+//!    every answer gets the manager's headers; [`Api::handle`] counts every
+//!    answer once, with its route class and final status (`GET /metrics`).
 
 mod containers;
 mod error;
@@ -23,6 +24,7 @@ mod nodes;
 mod reply;
 mod request;
 pub mod routes;
+mod scrape;
 mod server;
 mod services;
 mod tasks;
@@ -33,13 +35,14 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use swarm_leadership::{Leadership, Role};
 use swarm_proxy::{ProxyBody, Upstream};
 
 use crate::cluster::Cluster;
+use crate::metrics::Metrics;
 use crate::observe::Observed;
 pub use error::ApiError;
 use routes::{Handler, Matched};
@@ -63,6 +66,8 @@ pub struct Api {
     pub tls: Option<Arc<swarm_proxy::TlsConfigs>>,
     /// What one client may hold: time to send headers, connections, body size.
     pub limits: ClientLimits,
+    /// This manager's metrics (shared with the cluster), served on `GET /metrics`.
+    pub metrics: Arc<Metrics>,
 }
 
 /// One routed request, as handlers see it.
@@ -99,14 +104,28 @@ impl Api {
         req: Request<ProxyBody>,
     ) -> Pin<Box<dyn Future<Output = Response<ProxyBody>> + Send>> {
         Box::pin(async move {
+            let arrived = Instant::now();
+            let method = req.method().clone();
             let route = routes::route(req.method(), req.uri().path());
-            if let Some(leadership) = &self.leadership {
-                let answered_here = matches!(route.as_ref().map(|r| r.handler), Some(Handler::Ping | Handler::Info));
-                if !answered_here && !leadership.is_primary() {
-                    return to_primary::relay(&self, leadership, req, route).await;
+            let class = route.as_ref().map_or("unrouted", |r| r.handler.label());
+            // A replica answers for itself what describes it (its metrics included).
+            let answered_here =
+                matches!(route.as_ref().map(|r| r.handler), Some(Handler::Ping | Handler::Info | Handler::Metrics));
+            let (resp, relayed) = match &self.leadership {
+                Some(leadership) if !answered_here && !leadership.is_primary() => {
+                    to_primary::relay(&self, leadership, req, route).await
                 }
+                _ => (self.clone().answer_here(req, route).await, false),
+            };
+            Observed::RequestAnswered {
+                method: method.as_str(),
+                route: class,
+                status: resp.status().as_u16(),
+                relayed,
+                elapsed: arrived.elapsed(),
             }
-            self.answer_here(req, route).await
+            .record(&self.metrics);
+            resp
         })
     }
 
@@ -238,6 +257,7 @@ impl Api {
             Handler::VolumeCreate => volumes::create(&ctx, req).await,
             Handler::VolumeInspect => volumes::inspect(&ctx, req).await,
             Handler::VolumeRemove => volumes::remove(&ctx, req).await,
+            Handler::Metrics => scrape::metrics(&ctx),
         }
     }
 }

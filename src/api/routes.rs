@@ -66,6 +66,8 @@ pub enum Handler {
     TasksList,
     TaskInspect,
     TaskLogs,
+    /// `GET /metrics`: this manager's own metrics, never relayed.
+    Metrics,
 }
 
 /// One row of the table.
@@ -175,9 +177,65 @@ static ROUTES: &[Route] = &[
     exact(Method::POST, "/swarm/join", Handler::SwarmVerb),
     exact(Method::POST, "/swarm/leave", Handler::SwarmVerb),
     exact(Method::POST, "/swarm/update", Handler::SwarmVerb),
+    exact(Method::GET, "/metrics", Handler::Metrics),
 ];
 
 impl Handler {
+    /// The route class: a short, stable name for metrics (the `route` label).
+    pub fn label(self) -> &'static str {
+        match self {
+            Handler::Ping => "ping",
+            Handler::Version => "version",
+            Handler::Info => "info",
+            Handler::Events => "events",
+            Handler::SystemDf => "system_df",
+            Handler::AnyEngine => "any_engine",
+            Handler::ContainersList => "containers_list",
+            Handler::ContainerCreate => "containers_create",
+            Handler::Prune => "prune",
+            Handler::ContainerInspect => "container_inspect",
+            Handler::Container { .. } => "container_forward",
+            Handler::ContainerRemove => "container_remove",
+            Handler::ContainerRename => "container_rename",
+            Handler::ExecCreate => "exec_create",
+            Handler::Exec => "exec",
+            Handler::Commit => "commit",
+            Handler::Build => "build",
+            Handler::ImagesList => "images_list",
+            Handler::ImagesCreate => "images_create",
+            Handler::ImagesLoad => "images_load",
+            Handler::ImagesSave => "images_save",
+            Handler::ImageFirst => "image_forward",
+            Handler::ImageTag => "image_tag",
+            Handler::ImageRemove => "image_remove",
+            Handler::NetworksList => "networks_list",
+            Handler::NetworkCreate => "network_create",
+            Handler::NetworkInspect => "network_inspect",
+            Handler::NetworkRemove => "network_remove",
+            Handler::NetworkConnect => "network_connect",
+            Handler::VolumesList => "volumes_list",
+            Handler::VolumeCreate => "volume_create",
+            Handler::VolumeInspect => "volume_inspect",
+            Handler::VolumeRemove => "volume_remove",
+            Handler::NodesList => "nodes_list",
+            Handler::NodeInspect => "node_inspect",
+            Handler::NodeUpdate => "node_update",
+            Handler::SwarmVerb => "swarm",
+            Handler::NoSecrets => "secrets_list",
+            Handler::SecretCreate => "secret_create",
+            Handler::ServicesList => "services_list",
+            Handler::ServiceCreate => "service_create",
+            Handler::ServiceInspect => "service_inspect",
+            Handler::ServiceUpdate => "service_update",
+            Handler::ServiceRemove => "service_remove",
+            Handler::ServiceLogs => "service_logs",
+            Handler::TasksList => "tasks_list",
+            Handler::TaskInspect => "task_inspect",
+            Handler::TaskLogs => "task_logs",
+            Handler::Metrics => "metrics",
+        }
+    }
+
     /// Whether the handler answers from the desired state (nodes, services,
     /// tasks), which must first be current for this primary term.
     pub fn reads_desired_state(self) -> bool {
@@ -291,6 +349,17 @@ mod tests {
         assert_eq!(m.handler, Handler::ServiceCreate);
         let m = route(&Method::GET, "/v1.41/tasks/abc/logs").unwrap();
         assert_eq!((m.handler, m.name.as_str()), (Handler::TaskLogs, "abc"));
+        assert_eq!(route(&Method::GET, "/metrics").map(|m| m.handler), Some(Handler::Metrics));
+        assert!(route(&Method::POST, "/metrics").is_none());
+    }
+
+    /// Route classes are metric labels: short, snake case, one per handler kind.
+    #[test]
+    fn every_route_has_a_label() {
+        for row in ROUTES {
+            let label = row.handler.label();
+            assert!(!label.is_empty() && label.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'), "{label}");
+        }
     }
 
     #[test]

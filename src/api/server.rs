@@ -19,6 +19,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::Api;
 use crate::cli::Listen;
+use crate::metrics::Metrics;
 use crate::observe::Observed;
 
 /// What one client may hold of the manager.
@@ -160,11 +161,29 @@ impl Listener {
     }
 }
 
+/// Counts a connection as open while it is served, however its task ends
+/// (an aborted one included), so the gauge cannot drift.
+struct Served(Arc<Metrics>);
+
+impl Served {
+    fn start(metrics: Arc<Metrics>) -> Served {
+        Observed::ConnectionOpened.record(&metrics);
+        Served(metrics)
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        Observed::ConnectionClosed.record(&self.0);
+    }
+}
+
 /// Serves HTTP/1.1 on one connection; `_slot` is given back when it ends.
 async fn serve_connection<S>(api: Arc<Api>, stream: S, _slot: OwnedSemaphorePermit)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let _served = Served::start(api.metrics.clone());
     let header_timeout = api.limits.header_timeout;
     let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let api = api.clone();

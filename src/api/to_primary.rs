@@ -26,16 +26,14 @@ const REPLAYABLE_BODY: u64 = 1 << 20;
 /// Connecting to the primary may take this long before it counts as unreachable.
 pub const PRIMARY_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
-fn unavailable(message: String) -> Response<ProxyBody> {
-    ApiError::NoPrimary(message).into_response()
-}
-
-/// The answer when no primary could take the request; names the last one tried.
-fn no_primary(last_error: Option<(String, ProxyError)>) -> Response<ProxyBody> {
-    unavailable(match last_error {
+/// The 503 of a replica without a primary: the last primary that could not
+/// be reached and why, if one was tried.
+fn unavailable(last_error: Option<(String, ProxyError)>) -> Response<ProxyBody> {
+    let message = match last_error {
         Some((addr, e)) => format!("Unable to reach primary cluster manager {addr}: {e}"),
         None => "No elected primary cluster manager".into(),
-    })
+    };
+    ApiError::NoPrimary(message).into_response()
 }
 
 /// Whether the body can be read into memory before relaying.
@@ -48,13 +46,14 @@ fn replayable(req: &Request<ProxyBody>) -> bool {
 }
 
 /// Relays `req` to the primary (or answers it here, with its `route`, if
-/// this manager becomes primary meanwhile).
+/// this manager becomes primary meanwhile). The flag is true when the answer
+/// is the primary's; false when it was answered here, or no primary could.
 pub async fn relay(
     api: &Arc<Api>,
     leadership: &Leadership,
     mut req: Request<ProxyBody>,
     route: Option<Matched>,
-) -> Response<ProxyBody> {
+) -> (Response<ProxyBody>, bool) {
     let deadline = Instant::now() + api.failover_wait;
     let mut upgrade = req.extensions_mut().remove::<OnUpgrade>();
     let mut once = None;
@@ -62,7 +61,7 @@ pub async fn relay(
     if replayable(&req) {
         match read_body(req).await {
             Ok(read) => parts_body = Some(read),
-            Err(e) => return e.into_response(),
+            Err(e) => return (e.into_response(), false),
         }
     } else {
         once = Some(req);
@@ -77,21 +76,21 @@ pub async fn relay(
     let mut last_error: Option<(String, ProxyError)> = None;
     loop {
         let Some(mut attempt) = next_request(&mut once, &parts_body) else {
-            return no_primary(last_error);
+            return (unavailable(last_error), false);
         };
         let primary = match primary_to_try(leadership, avoid.as_deref(), deadline).await {
             Some(Role::Primary) => {
                 if let Some(upgrade) = upgrade.take() {
                     attempt.extensions_mut().insert(upgrade);
                 }
-                return api.clone().answer_here(attempt, route).await;
+                return (api.clone().answer_here(attempt, route).await, false);
             }
             Some(Role::Replica { primary: Some(primary) }) => primary,
-            _ => return no_primary(last_error),
+            _ => return (unavailable(last_error), false),
         };
         let upstream = match api.primary_upstream(&primary) {
             Ok(upstream) => upstream,
-            Err(e) => return unavailable(format!("Unable to reach primary cluster manager {primary}: {e}")),
+            Err(e) => return (unavailable(Some((primary, e))), false),
         };
         let sent = tokio::select! {
             sent = swarm_proxy::forward_with_upgrade(&upstream, attempt, None, upgrade.take()) => sent,
@@ -101,11 +100,11 @@ pub async fn relay(
                 let lost = format!(
                     "Unable to reach primary cluster manager {primary}: it lost the leadership while the request was in flight"
                 );
-                return settle(api, leadership, create_id.as_deref(), &primary, deadline, lost).await;
+                return (settle(api, leadership, create_id.as_deref(), &primary, deadline, lost).await, false);
             }
         };
         match sent {
-            Ok(resp) => return resp,
+            Ok(resp) => return (resp, true),
             Err((e, back)) if e.is_connect() => {
                 if e.is_refused() {
                     leadership.report_refused(&primary);
@@ -116,7 +115,7 @@ pub async fn relay(
             }
             Err((e, _)) => {
                 let failed = format!("Unable to reach primary cluster manager {primary}: {e}");
-                return settle(api, leadership, create_id.as_deref(), &primary, deadline, failed).await;
+                return (settle(api, leadership, create_id.as_deref(), &primary, deadline, failed).await, false);
             }
         }
     }
@@ -136,7 +135,7 @@ async fn settle(
     deadline: Instant,
     failed: String,
 ) -> Response<ProxyBody> {
-    let Some(swarm_id) = create_id else { return unavailable(failed) };
+    let Some(swarm_id) = create_id else { return ApiError::NoPrimary(failed).into_response() };
     leadership.wait_for_primary(Some(failed_primary), deadline.saturating_duration_since(Instant::now())).await;
     for _ in 0..3 {
         if let Some(made) = find_created(api, swarm_id).await {
@@ -144,7 +143,7 @@ async fn settle(
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    unavailable(failed)
+    ApiError::NoPrimary(failed).into_response()
 }
 
 /// Gives the buffered create body a swarm ID (rewriting it and its length);

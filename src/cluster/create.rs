@@ -84,9 +84,38 @@ pub enum CreateError {
 /// One engine's answer to a create.
 type Attempt = Result<(Arc<Engine>, StatusCode, Bytes), CreateError>;
 
+impl CreateError {
+    /// The class of failure: the `result` label of the creates metric.
+    pub fn class(&self) -> &'static str {
+        match self {
+            CreateError::NotAnObject
+            | CreateError::HexRepositoryName(_)
+            | CreateError::Expression(_)
+            | CreateError::ReschedulePolicy(_)
+            | CreateError::Encode(_) => "invalid_request",
+            CreateError::NameInUse(_) => "name_in_use",
+            CreateError::Unschedulable(_) => "no_node",
+            CreateError::Unreachable(_) => "engine_unreachable",
+            CreateError::Refused { .. } | CreateError::MissingReference(_) => "engine_refused",
+        }
+    }
+}
+
 impl Cluster {
     /// Schedules and creates a container; see the module documentation.
+    /// Every outcome is observed (and counted) here, whoever asked.
     pub async fn create_container(&self, request: CreateRequest) -> Result<Created, CreateError> {
+        let result = self.schedule_and_create(request).await;
+        match &result {
+            Ok(created) => {
+                Observed::ContainerCreated { id: &created.id, node: &created.engine.name() }.record(self.metrics())
+            }
+            Err(e) => Observed::CreateFailed { reason: e.class(), error: &e.to_string() }.record(self.metrics()),
+        }
+        result
+    }
+
+    async fn schedule_and_create(&self, request: CreateRequest) -> Result<Created, CreateError> {
         let CreateRequest { name, mut config, path } = request;
         if !config.is_object() {
             return Err(CreateError::NotAnObject);
@@ -115,7 +144,8 @@ impl Cluster {
         let mut next = 1;
         while next <= self.policy.create_retry() as usize && next < placement.ranked.len() && is_retryable(&attempt) {
             let engine = &placement.ranked[next];
-            Observed::CreateRetried { failed_on: &placement.ranked[next - 1].name(), next: &engine.name() }.emit();
+            Observed::CreateRetried { failed_on: &placement.ranked[next - 1].name(), next: &engine.name() }
+                .record(self.metrics());
             placement.reservation =
                 Some(self.reserve_pending(&engine.addr, ContainerSnapshot::pending_from_request(&spec)));
             attempt = create_on(engine, &config, &path).await;

@@ -31,6 +31,9 @@ pub enum Health {
 }
 
 impl Health {
+    /// Every state, for readings that list each one.
+    pub const ALL: [Health; 4] = [Health::Pending, Health::Healthy, Health::Unhealthy, Health::Disconnected];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Health::Pending => "Pending",

@@ -29,6 +29,7 @@ use swarm_scheduler::{ContainerSnapshot, ScheduleError};
 use thiserror::Error;
 use tokio::sync::broadcast;
 
+use crate::metrics::Metrics;
 use crate::observe::Observed;
 use container::Container;
 pub use create::{set_swarm_id, CreateError, CreateRequest};
@@ -63,6 +64,8 @@ pub struct MonitorContext {
     /// Networks created on every engine (name → create request body); engines
     /// that join later get them too.
     pub cluster_networks: Mutex<BTreeMap<String, Value>>,
+    /// The manager's metrics, counted as the engines' facts are observed.
+    pub metrics: Arc<Metrics>,
 }
 
 impl MonitorContext {
@@ -182,6 +185,7 @@ impl Cluster {
         policy: PlacementPolicy,
         engine_tls: Option<Arc<swarm_proxy::TlsConfigs>>,
         state: DesiredState,
+        metrics: Arc<Metrics>,
     ) -> Arc<Cluster> {
         Arc::new(Cluster {
             engine_tls,
@@ -192,6 +196,7 @@ impl Cluster {
                 events: EventBus::default(),
                 signals: broadcast::channel(SIGNAL_CAPACITY).0,
                 cluster_networks: Mutex::new(BTreeMap::new()),
+                metrics,
             }),
             policy,
             members: RwLock::new(BTreeMap::new()),
@@ -217,7 +222,7 @@ impl Cluster {
                 }
                 Err(e) => {
                     failing = true;
-                    Observed::DiscoveryFailed { error: &e.to_string() }.emit();
+                    Observed::DiscoveryFailed { error: &e.to_string() }.record(self.metrics());
                 }
             }
         }
@@ -252,6 +257,11 @@ impl Cluster {
                 Err(e) => Observed::EngineValidationFailed { addr: &addr, error: &e.to_string() }.emit(),
             }
         }
+    }
+
+    /// The manager's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.context.metrics
     }
 
     /// All engines, ordered by name then address.

@@ -138,7 +138,7 @@ async fn validate(engine: &Engine, context: &MonitorContext) -> Arc<EngineInfo> 
 
 fn note_success(engine: &Arc<Engine>, context: &MonitorContext, tag: &NodeTag) {
     if let Some(retries) = engine.refresh_succeeded() {
-        Observed::EngineRevived { name: &tag.name, id: &tag.id, retries }.emit();
+        Observed::EngineRevived { name: &tag.name, id: &tag.id, retries }.record(&context.metrics);
         context.events.publish(tag.swarm_event("engine_reconnect"));
         context.signal(EngineSignal::Back(engine.clone()));
         engine.wake.notify_one();
@@ -150,7 +150,7 @@ fn note_failure(engine: &Arc<Engine>, context: &MonitorContext, tag: &NodeTag, e
     let error = error.to_string();
     Observed::EngineRefreshFailed { name: &tag.name, error: &error }.emit();
     if let Some(failures) = engine.refresh_failed(error, context.config.failure_retry) {
-        Observed::EngineUnhealthy { name: &tag.name, id: &tag.id, failures }.emit();
+        Observed::EngineUnhealthy { name: &tag.name, id: &tag.id, failures }.record(&context.metrics);
         context.events.publish(tag.swarm_event("engine_disconnect"));
         context.signal(EngineSignal::Lost(engine.clone()));
     }
@@ -342,7 +342,7 @@ async fn follow_events(engine: Arc<Engine>, context: Arc<MonitorContext>, tag: N
         if opened.elapsed() > Duration::from_secs(5) {
             retry = EVENTS_RETRY_START;
         }
-        Observed::EngineEventsLost { name: &tag.name, error: &error, retry_in: retry }.emit();
+        Observed::EngineEventsLost { name: &tag.name, error: &error, retry_in: retry }.record(&context.metrics);
         if was_open {
             // A stream that breaks is the fastest sign of a dead engine.
             engine.wake.notify_one();

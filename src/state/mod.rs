@@ -16,14 +16,17 @@ pub mod backend;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use parking_lot::RwLock;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use backend::{Backend, Conflict};
+use backend::{Backend, Conflict, Stored};
 
+use crate::metrics::Metrics;
+use crate::observe::Observed;
 pub use crate::services::model::Availability;
 use crate::services::{Service, TaskRecord};
 
@@ -85,7 +88,7 @@ impl<T: Clone + Serialize + DeserializeOwned> Collection<T> {
         format!("{}/{id}", self.dir)
     }
 
-    async fn reload(&self, backend: &Backend) -> Result<(), StateError> {
+    async fn reload(&self, backend: &ObservedBackend) -> Result<(), StateError> {
         let mut items = BTreeMap::new();
         let prefix = format!("{}/", self.dir);
         for (key, stored) in backend.list(self.dir).await? {
@@ -107,7 +110,7 @@ impl<T: Clone + Serialize + DeserializeOwned> Collection<T> {
 
     /// Writes `doc` if the backend still holds what this copy last saw of
     /// `id` (nothing, for a new one).
-    async fn put(&self, backend: &Backend, id: &str, doc: T) -> Result<(), StateError> {
+    async fn put(&self, backend: &ObservedBackend, id: &str, doc: T) -> Result<(), StateError> {
         let seen = self.items.read().get(id).map(|(_, version)| *version);
         let bytes = serde_json::to_vec(&doc).map_err(|e| StateError::Encode(e.to_string()))?;
         match backend.put_if(&self.key(id), &bytes, seen).await? {
@@ -124,7 +127,7 @@ impl<T: Clone + Serialize + DeserializeOwned> Collection<T> {
     }
 
     /// Removes `id` if the backend still holds what this copy last saw.
-    async fn delete(&self, backend: &Backend, id: &str) -> Result<(), StateError> {
+    async fn delete(&self, backend: &ObservedBackend, id: &str) -> Result<(), StateError> {
         let Some(seen) = self.items.read().get(id).map(|(_, version)| *version) else {
             return Ok(());
         };
@@ -141,9 +144,43 @@ impl<T: Clone + Serialize + DeserializeOwned> Collection<T> {
     }
 }
 
+/// The backend, with every failed call observed: the errors of the store
+/// itself (the discovery store, the state file), not conflicts or unreadable
+/// documents, which are answers.
+struct ObservedBackend {
+    backend: Backend,
+    metrics: Arc<Metrics>,
+}
+
+impl ObservedBackend {
+    fn noted<T>(&self, result: Result<T, StateError>) -> Result<T, StateError> {
+        if let Err(e) = &result {
+            Observed::StateStoreFailed { error: &e.to_string() }.record(&self.metrics);
+        }
+        result
+    }
+
+    async fn list(&self, dir: &str) -> Result<Vec<(String, Stored)>, StateError> {
+        self.noted(self.backend.list(dir).await)
+    }
+
+    async fn put_if(
+        &self,
+        key: &str,
+        value: &[u8],
+        expected: Option<u64>,
+    ) -> Result<Result<u64, Conflict>, StateError> {
+        self.noted(self.backend.put_if(key, value, expected).await)
+    }
+
+    async fn delete_if(&self, key: &str, version: u64) -> Result<Result<(), Conflict>, StateError> {
+        self.noted(self.backend.delete_if(key, version).await)
+    }
+}
+
 /// The desired state of one cluster.
 pub struct DesiredState {
-    backend: Backend,
+    backend: ObservedBackend,
     /// Node settings; nodes without a document are active with no labels.
     nodes: Collection<Versioned<NodeSettings>>,
     /// Services by ID.
@@ -169,9 +206,10 @@ pub struct DesiredState {
 }
 
 impl DesiredState {
-    pub fn new(backend: Backend) -> DesiredState {
+    /// The desired state kept in `backend`; its failures count in `metrics`.
+    pub fn new(backend: Backend, metrics: Arc<Metrics>) -> DesiredState {
         DesiredState {
-            backend,
+            backend: ObservedBackend { backend, metrics },
             nodes: Collection::new("nodes"),
             services: Collection::new("services"),
             tasks: Collection::new("tasks"),
@@ -291,7 +329,7 @@ mod tests {
 
     #[tokio::test]
     async fn node_updates_need_the_current_index() {
-        let state = DesiredState::new(Backend::memory());
+        let state = DesiredState::new(Backend::memory(), Arc::new(Metrics::new()));
         assert_eq!(state.node("n1").index, 1);
         assert_eq!(state.node("n1").doc.availability, Availability::Active);
         let drained = NodeSettings { availability: Availability::Drain, labels: BTreeMap::new() };
@@ -306,7 +344,7 @@ mod tests {
 
     #[tokio::test]
     async fn copies_are_read_again_once_per_primary_term() {
-        let state = DesiredState::new(Backend::memory());
+        let state = DesiredState::new(Backend::memory(), Arc::new(Metrics::new()));
         state.refresh_for(1).await.unwrap();
         // Another primary's write, which this manager's copy does not see.
         let drained = Versioned {

@@ -14,6 +14,7 @@ pub mod bench;
 pub mod certs;
 pub mod http;
 pub mod manager;
+pub mod metrics;
 pub mod process;
 pub mod store;
 pub mod testbed;
