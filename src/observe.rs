@@ -31,6 +31,9 @@ pub enum Observed<'a> {
     EngineRemoved { name: &'a str, addr: &'a str },
     /// The engine's events stream ended; it will be reopened.
     EngineEventsLost { name: &'a str, error: &'a str, retry_in: Duration },
+    /// The engine's events stream was reopened from `since` (the engine's
+    /// clock, `seconds.nanoseconds`): the engine replays what was missed.
+    EngineEventsResumed { name: &'a str, since: &'a str },
     /// Discovery failed; the last known engines are kept.
     DiscoveryFailed { error: &'a str },
     /// Discovery works again after a failure.
@@ -117,6 +120,9 @@ impl Observed<'_> {
                 retry_in = %crate::duration::format(*retry_in),
                 "Engine events stream lost: {error}"
             ),
+            Observed::EngineEventsResumed { name, since } => {
+                tracing::debug!(name = %name, since = %since, "Engine events stream resumed")
+            }
             Observed::DiscoveryFailed { error } => tracing::error!("Discovery error: {error}"),
             Observed::DiscoveryRecovered { engines } => {
                 tracing::info!("Discovery is working again ({engines} engines)")
