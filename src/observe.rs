@@ -34,6 +34,9 @@ pub enum Observed<'a> {
     /// The engine's events stream was reopened from `since` (the engine's
     /// clock, `seconds.nanoseconds`): the engine replays what was missed.
     EngineEventsResumed { name: &'a str, since: &'a str },
+    /// A `docker events` client read too slowly: its queue filled up, and it
+    /// was disconnected. `peer` is `None` on a unix socket.
+    EventsReaderTooSlow { peer: Option<&'a str>, queued: usize },
     /// Discovery failed; the last known engines are kept.
     DiscoveryFailed { error: &'a str },
     /// Discovery works again after a failure.
@@ -123,6 +126,11 @@ impl Observed<'_> {
             Observed::EngineEventsResumed { name, since } => {
                 tracing::debug!(name = %name, since = %since, "Engine events stream resumed")
             }
+            Observed::EventsReaderTooSlow { peer, queued } => tracing::warn!(
+                peer = %peer.unwrap_or("unix socket"),
+                queued = queued,
+                "Events client disconnected: it fell {queued} events behind"
+            ),
             Observed::DiscoveryFailed { error } => tracing::error!("Discovery error: {error}"),
             Observed::DiscoveryRecovered { engines } => {
                 tracing::info!("Discovery is working again ({engines} engines)")
