@@ -34,6 +34,12 @@ pub enum Observed<'a> {
     EngineRemoved { name: &'a str, addr: &'a str },
     /// The engine's events stream ended; it will be reopened.
     EngineEventsLost { name: &'a str, error: &'a str, retry_in: Duration },
+    /// The engine's events stream was reopened from `since` (the engine's
+    /// clock, `seconds.nanoseconds`): the engine replays what was missed.
+    EngineEventsResumed { name: &'a str, since: &'a str },
+    /// A `docker events` client read too slowly: its queue filled up, and it
+    /// was disconnected. `peer` is `None` on a unix socket.
+    EventsReaderTooSlow { peer: Option<&'a str>, queued: usize },
     /// Discovery failed; the last known engines are kept.
     DiscoveryFailed { error: &'a str },
     /// Discovery works again after a failure.
@@ -137,6 +143,14 @@ impl Observed<'_> {
                 name = %name,
                 retry_in = %crate::duration::format(*retry_in),
                 "Engine events stream lost: {error}"
+            ),
+            Observed::EngineEventsResumed { name, since } => {
+                tracing::debug!(name = %name, since = %since, "Engine events stream resumed")
+            }
+            Observed::EventsReaderTooSlow { peer, queued } => tracing::warn!(
+                peer = %peer.unwrap_or("unix socket"),
+                queued = queued,
+                "Events client disconnected: it fell {queued} events behind"
             ),
             Observed::DiscoveryFailed { error } => tracing::error!("Discovery error: {error}"),
             Observed::DiscoveryRecovered { engines } => {
@@ -293,6 +307,8 @@ impl Observed<'_> {
             },
             // Facts with a log line only.
             Observed::ConnectionLimitReached { .. }
+            | Observed::EngineEventsResumed { .. }
+            | Observed::EventsReaderTooSlow { .. }
             | Observed::Listening { .. }
             | Observed::EngineRegistered { .. }
             | Observed::EngineValidationFailed { .. }

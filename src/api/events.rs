@@ -15,9 +15,18 @@ use swarm_proxy::{BoxError, ProxyBody};
 use tokio::sync::{broadcast, mpsc};
 
 use super::request::{parse_filters, query_get};
+use super::server::ClientConnection;
 use super::{ApiError, Ctx};
-use crate::cluster::events::{ClusterEvent, NodeTag};
+use crate::cluster::events::{docker_timestamp, ClusterEvent, NodeTag};
 use crate::cluster::Cluster;
+use crate::observe::Observed;
+
+/// How many events may wait for one `docker events` client before it is
+/// disconnected as too slow. Events are about a kilobyte when tagged, so a
+/// client costs at most about a megabyte; a reader that keeps up never has
+/// more than a few waiting, and a burst of a thousand events (a stack of
+/// containers starting) still fits.
+const CLIENT_QUEUE: usize = 1024;
 
 const EVENT_FILTERS: [&str; 13] = [
     "config",
@@ -97,8 +106,9 @@ pub async fn events(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<P
     let cluster = ctx.cluster().clone();
     // Subscribe before reading history so nothing falls between the two.
     let live = cluster.context.events.subscribe();
-    let (tx, rx) = mpsc::channel::<Bytes>(256);
-    tokio::spawn(stream_events(cluster, live, tx, since, until, filter));
+    let (tx, rx) = mpsc::channel::<Bytes>(CLIENT_QUEUE);
+    let client = req.extensions().get::<ClientConnection>().cloned();
+    tokio::spawn(stream_events(cluster, live, Client { tx, connection: client }, since, until, filter));
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|data| (Ok::<_, BoxError>(Frame::data(data)), rx))
     });
@@ -107,10 +117,46 @@ pub async fn events(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<P
     Ok(resp)
 }
 
+/// One `docker events` client's end of its queue.
+struct Client {
+    tx: mpsc::Sender<Bytes>,
+    /// Its connection, to cut it off when too slow (absent when the request
+    /// did not come through a listener).
+    connection: Option<ClientConnection>,
+}
+
+impl Client {
+    /// Queues a live event without waiting: a client whose queue is full is
+    /// disconnected (false), so it holds neither memory nor the bus.
+    fn offer(&self, line: Bytes) -> bool {
+        match self.tx.try_send(line) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.too_slow(CLIENT_QUEUE);
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Disconnects the client, `queued` events behind.
+    fn too_slow(&self, queued: usize) {
+        let peer = self.connection.as_ref().and_then(|c| c.peer.clone());
+        Observed::EventsReaderTooSlow { peer: peer.as_deref(), queued }.emit();
+        if let Some(connection) = &self.connection {
+            connection.close();
+        }
+    }
+
+    fn queued(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+}
+
 async fn stream_events(
     cluster: Arc<Cluster>,
     mut live: broadcast::Receiver<Arc<ClusterEvent>>,
-    tx: mpsc::Sender<Bytes>,
+    client: Client,
     since: Option<i64>,
     until: Option<i64>,
     filter: EventFilter,
@@ -118,8 +164,10 @@ async fn stream_events(
     let start = now_nanos();
     if let Some(since) = since.filter(|s| *s <= start) {
         let end = until.map_or(start, |u| u.min(start));
+        // History is already in memory and bounded: waiting for the client
+        // to take it costs nothing more, and a slow start is not falling behind.
         for event in history(&cluster, since, end).await {
-            if filter.matches(&event.value) && tx.send(event.line.clone()).await.is_err() {
+            if filter.matches(&event.value) && client.tx.send(event.line.clone()).await.is_err() {
                 return;
             }
         }
@@ -144,15 +192,21 @@ async fn stream_events(
                     if event.time_nano > deadline_ns {
                         return;
                     }
-                    if filter.matches(&event.value) && tx.send(event.line.clone()).await.is_err() {
+                    if filter.matches(&event.value) && !client.offer(event.line.clone()) {
                         return;
                     }
                 }
-                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                // The bus moved on without this client (while it was taking
+                // its history, or the manager was starved): it missed
+                // events, so it is cut off rather than shown a stream with a hole.
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    client.too_slow(client.queued().saturating_add(usize::try_from(missed).unwrap_or(usize::MAX)));
+                    return;
+                }
                 Err(broadcast::error::RecvError::Closed) => return,
             },
             _ = &mut deadline => return,
-            _ = tx.closed() => return,
+            _ = client.tx.closed() => return,
         }
     }
 }
@@ -160,8 +214,7 @@ async fn stream_events(
 /// Past events between `since` and `until`: every engine's own history,
 /// tagged, and swarm's, in time order.
 async fn history(cluster: &Cluster, since: i64, until: i64) -> Vec<Arc<ClusterEvent>> {
-    let fmt = |ns: i64| format!("{}.{:09}", ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000));
-    let path = format!("/events?since={}&until={}", fmt(since), fmt(until));
+    let path = format!("/events?since={}&until={}", docker_timestamp(since), docker_timestamp(until));
     let engines = cluster.healthy_engines();
     let answers = join_all(engines.iter().map(|e| e.client.call(Method::GET, &path, None))).await;
     let mut events: Vec<Arc<ClusterEvent>> = cluster.context.events.swarm_history(since, until);
@@ -187,6 +240,25 @@ async fn history(cluster: &Cluster, since: i64, until: i64) -> Vec<Arc<ClusterEv
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[tokio::test]
+    async fn a_client_with_a_full_queue_is_disconnected() {
+        let (tx, mut rx) = mpsc::channel(CLIENT_QUEUE);
+        let connection = ClientConnection::new(Some("10.0.0.9:51000".into()));
+        let client = Client { tx, connection: Some(connection.clone()) };
+        for _ in 0..CLIENT_QUEUE {
+            assert!(client.offer(Bytes::from_static(b"{}\n")));
+        }
+        assert_eq!(client.queued(), CLIENT_QUEUE);
+        // A reader that takes one makes room for one.
+        assert!(rx.recv().await.is_some());
+        assert!(client.offer(Bytes::from_static(b"{}\n")));
+        assert!(!client.offer(Bytes::from_static(b"{}\n")), "full: cut off");
+        tokio::time::timeout(Duration::from_secs(1), connection.closed()).await.expect("the connection is closed");
+        drop(rx);
+        let gone = Client { tx: mpsc::channel(1).0, connection: None };
+        assert!(!gone.offer(Bytes::from_static(b"{}\n")), "a client that left takes nothing");
+    }
 
     #[test]
     fn parses_timestamps() {

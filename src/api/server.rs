@@ -12,7 +12,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use swarm_proxy::BoxError;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::TlsAcceptor;
@@ -130,14 +130,17 @@ async fn accept(api: Arc<Api>, listener: Listener, slots: Arc<ConnectionSlots>) 
             accepted = listener.accept() => match accepted {
                 Ok(Connection::Tcp(stream)) => {
                     let _ = stream.set_nodelay(true);
+                    let peer = stream.peer_addr().ok().map(|a| a.to_string());
                     match &api.tls {
                         // Read per connection: certificates may be replaced while serving.
-                        Some(tls) => connections.spawn(serve_tls(api.clone(), stream, tls.server_config(), slot)),
-                        None => connections.spawn(serve_connection(api.clone(), stream, slot)),
+                        Some(tls) => {
+                            connections.spawn(serve_tls(api.clone(), stream, peer, tls.server_config(), slot))
+                        }
+                        None => connections.spawn(serve_connection(api.clone(), stream, peer, slot)),
                     };
                 }
                 Ok(Connection::Unix(stream)) => {
-                    connections.spawn(serve_connection(api.clone(), stream, slot));
+                    connections.spawn(serve_connection(api.clone(), stream, None, slot));
                 }
                 Err(e) => Observed::AcceptFailed { error: &e.to_string() }.emit(),
             },
@@ -178,17 +181,48 @@ impl Drop for Served {
     }
 }
 
-/// Serves HTTP/1.1 on one connection; `_slot` is given back when it ends.
-async fn serve_connection<S>(api: Arc<Api>, stream: S, _slot: OwnedSemaphorePermit)
+/// The client connection a request came on, in the request's extensions:
+/// who the client is, and a way for a handler to end the connection.
+#[derive(Debug, Clone)]
+pub struct ClientConnection {
+    /// The client's address; `None` on a unix socket.
+    pub peer: Option<Arc<str>>,
+    close: Arc<Notify>,
+}
+
+impl ClientConnection {
+    pub(super) fn new(peer: Option<String>) -> ClientConnection {
+        ClientConnection { peer: peer.map(Arc::from), close: Arc::new(Notify::new()) }
+    }
+
+    /// Resolves once [`ClientConnection::close`] was called (even before this was).
+    pub(super) async fn closed(&self) {
+        self.close.notified().await
+    }
+
+    /// Ends the connection now, whatever it is writing: ending a response
+    /// body would not do for a client that stopped reading, since the
+    /// connection waits for it to read the rest first.
+    pub fn close(&self) {
+        self.close.notify_one();
+    }
+}
+
+/// Serves HTTP/1.1 on one connection from `peer` (`None` on a unix
+/// socket); `_slot` is given back when it ends.
+async fn serve_connection<S>(api: Arc<Api>, stream: S, peer: Option<String>, _slot: OwnedSemaphorePermit)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let _served = Served::start(api.metrics.clone());
     let header_timeout = api.limits.header_timeout;
+    let connection = ClientConnection::new(peer);
+    let closer = connection.clone();
     let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let api = api.clone();
         // One body type from here on, so a request can be rebuilt and relayed again.
-        let req = req.map(|body| body.map_err(|e| Box::new(e) as BoxError).boxed());
+        let mut req = req.map(|body| body.map_err(|e| Box::new(e) as BoxError).boxed());
+        req.extensions_mut().insert(connection.clone());
         let response = api.clone().handle(req);
         async move { Ok::<_, Infallible>(response.await) }
     });
@@ -201,8 +235,12 @@ where
         .header_read_timeout(header_timeout)
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
-    if let Err(e) = conn.await {
-        Observed::ConnectionEnded { error: &e.to_string() }.emit();
+    tokio::select! {
+        ended = conn => if let Err(e) = ended {
+            Observed::ConnectionEnded { error: &e.to_string() }.emit();
+        },
+        // Dropping the connection closes its socket.
+        _ = closer.closed() => {}
     }
 }
 
@@ -223,13 +261,19 @@ enum Opening {
 
 /// Serves one connection of a TLS listener. A client that fails the
 /// handshake gets nothing but a closed connection, and one debug line is logged.
-async fn serve_tls(api: Arc<Api>, stream: TcpStream, config: Arc<ServerConfig>, slot: OwnedSemaphorePermit) {
-    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+async fn serve_tls(
+    api: Arc<Api>,
+    stream: TcpStream,
+    peer: Option<String>,
+    config: Arc<ServerConfig>,
+    slot: OwnedSemaphorePermit,
+) {
+    let shown = peer.clone().unwrap_or_default();
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, open_tls(stream, config)).await {
-        Ok(Ok(Opening::Tls(stream))) => serve_connection(api, stream, slot).await,
+        Ok(Ok(Opening::Tls(stream))) => serve_connection(api, stream, peer, slot).await,
         Ok(Ok(Opening::PlainHttp)) => {}
-        Ok(Err(e)) => Observed::TlsHandshakeFailed { peer: &peer, error: &e.to_string() }.emit(),
-        Err(_) => Observed::TlsHandshakeFailed { peer: &peer, error: "timed out" }.emit(),
+        Ok(Err(e)) => Observed::TlsHandshakeFailed { peer: &shown, error: &e.to_string() }.emit(),
+        Err(_) => Observed::TlsHandshakeFailed { peer: &shown, error: "timed out" }.emit(),
     }
 }
 

@@ -1,6 +1,6 @@
 //! Cluster events: engine events tagged with their node, and swarm's own.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -15,6 +15,90 @@ use super::engine::EngineInfo;
 const SWARM_HISTORY: usize = 1024;
 /// How many events a slow `/events` client may lag behind before it misses some.
 const BUS_CAPACITY: usize = 4096;
+
+/// How far before the newest event seen a reopened engine events stream
+/// starts. dockerd stamps an event before it publishes it, so its stream is
+/// not strictly in time order: replaying a little more than the newest and
+/// dropping exactly what was seen also catches an event published just after
+/// a newer one. A second is far more than that reordering and keeps the set
+/// of seen identities small.
+const RESUME_WINDOW_NS: i64 = 1_000_000_000;
+
+/// Docker's timestamp form `seconds.nanoseconds` for nanoseconds since the epoch.
+pub fn docker_timestamp(ns: i64) -> String {
+    format!("{}.{:09}", ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000))
+}
+
+/// What tells one engine event from another: its time first, so the seen
+/// set can be cut at a time.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct EventKey {
+    time_nano: i64,
+    kind: String,
+    action: String,
+    actor: String,
+}
+
+impl EventKey {
+    /// `None` for an event without `timeNano` (engines before API 1.22):
+    /// a time in seconds cannot tell repeats from new events.
+    fn of(event: &Value) -> Option<EventKey> {
+        let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+        Some(EventKey {
+            time_nano: event["timeNano"].as_i64()?,
+            kind: text(&event["Type"]),
+            action: text(event.get("Action").unwrap_or(&event["status"])),
+            actor: text(event["Actor"].get("ID").unwrap_or(&event["id"])),
+        })
+    }
+
+    /// The smallest key at `time_nano`.
+    fn floor(time_nano: i64) -> EventKey {
+        EventKey { time_nano, kind: String::new(), action: String::new(), actor: String::new() }
+    }
+}
+
+/// Where one engine's events stream stands, kept across reopenings so that
+/// a reopened stream (`since`) replays what was missed and nothing twice.
+#[derive(Debug, Default)]
+pub struct EventCursor {
+    /// The engine's clock when the first stream opened: where a stream that
+    /// broke before any event resumes from.
+    opened: Option<i64>,
+    /// The newest `timeNano` seen.
+    newest: Option<i64>,
+    /// The events seen within [`RESUME_WINDOW_NS`] of `newest`.
+    seen: BTreeSet<EventKey>,
+}
+
+impl EventCursor {
+    /// Notes that a stream opened at `engine_now` (the engine's clock, from
+    /// its `Date` header); only the first opening counts.
+    pub fn opened(&mut self, engine_now: i64) {
+        self.opened.get_or_insert(engine_now);
+    }
+
+    /// The `since` for reopening the stream: `None` until one opened.
+    pub fn resume_since(&self) -> Option<i64> {
+        self.newest.map(|n| n.saturating_sub(RESUME_WINDOW_NS)).max(self.opened)
+    }
+
+    /// Notes an engine event; false when it was seen already (replayed after a reopening).
+    pub fn admit(&mut self, event: &Value) -> bool {
+        let Some(key) = EventKey::of(event) else {
+            return true;
+        };
+        let time = key.time_nano;
+        if !self.seen.insert(key) {
+            return false;
+        }
+        if self.newest.is_none_or(|n| time > n) {
+            self.newest = Some(time);
+            self.seen = self.seen.split_off(&EventKey::floor(time.saturating_sub(RESUME_WINDOW_NS)));
+        }
+        true
+    }
+}
 
 /// One event as clients see it.
 #[derive(Debug)]
@@ -148,6 +232,54 @@ mod tests {
         assert_eq!(e["Actor"]["Attributes"]["name"], "web");
     }
 
+    fn engine_event(time_nano: i64, action: &str, id: &str) -> Value {
+        json!({"Type": "container", "Action": action, "Actor": {"ID": id}, "timeNano": time_nano})
+    }
+
+    #[test]
+    fn a_replay_delivers_only_what_was_not_seen() {
+        let mut cursor = EventCursor::default();
+        assert_eq!(cursor.resume_since(), None);
+        cursor.opened(5_000_000_000);
+        assert_eq!(cursor.resume_since(), Some(5_000_000_000), "a stream broken before any event");
+        for (t, action) in [(10_000_000_000, "create"), (10_500_000_000, "start"), (10_500_000_000, "attach")] {
+            assert!(cursor.admit(&engine_event(t, action, "c1")));
+        }
+        assert_eq!(cursor.resume_since(), Some(9_500_000_000));
+        // The replay from `since`: what was seen, one event published late, new ones.
+        let replay = [
+            (10_000_000_000, "create", "c1", false),
+            (10_200_000_000, "create", "c2", true),
+            (10_500_000_000, "start", "c1", false),
+            (10_500_000_000, "attach", "c1", false),
+            (10_500_000_000, "start", "c2", true),
+            (11_000_000_000, "die", "c1", true),
+        ];
+        for (t, action, id, new) in replay {
+            assert_eq!(cursor.admit(&engine_event(t, action, id)), new, "{t} {action} {id}");
+        }
+        assert_eq!(cursor.resume_since(), Some(10_000_000_000));
+    }
+
+    #[test]
+    fn the_seen_set_keeps_one_window() {
+        let mut cursor = EventCursor::default();
+        for i in 0..10_000 {
+            assert!(cursor.admit(&engine_event(i * 1_000_000, "kill", "c1")));
+        }
+        // 10 s of events, one per millisecond: only the last second's are kept.
+        assert_eq!(cursor.seen.len(), 1001);
+        // Old engines' events have no `timeNano`: never held back.
+        let old = json!({"status": "start", "id": "c1", "time": 5});
+        assert!(cursor.admit(&old) && cursor.admit(&old));
+    }
+
+    #[test]
+    fn timestamps_in_docker_form() {
+        assert_eq!(docker_timestamp(1_732_240_000_000_000_001), "1732240000.000000001");
+        assert_eq!(docker_timestamp(-1), "-1.999999999");
+    }
+
     #[test]
     fn keeps_swarm_history() {
         let bus = EventBus::default();
@@ -177,6 +309,28 @@ mod proptests {
             }
             let e = ClusterEvent::new(tagged);
             prop_assert_eq!(e.line.last(), Some(&b'\n'));
+        }
+    }
+
+    proptest! {
+        /// Whatever an engine sent, its replay from `resume_since` (every
+        /// event at or after it, as dockerd sends) publishes nothing again.
+        #[test]
+        fn a_replay_repeats_nothing(
+            sent in prop::collection::btree_set((0i64..3_000_000_000, 0usize..3, 0usize..3), 1..200),
+        ) {
+            let event = |(t, action, id): (i64, usize, usize)| {
+                let action = ["start", "die", "kill"][action];
+                json!({"Type": "container", "Action": action, "Actor": {"ID": id.to_string()}, "timeNano": t})
+            };
+            let mut cursor = EventCursor::default();
+            for e in &sent {
+                prop_assert!(cursor.admit(&event(*e)));
+            }
+            let since = cursor.resume_since().unwrap_or(i64::MIN);
+            for e in sent.iter().filter(|(t, _, _)| *t >= since) {
+                prop_assert!(!cursor.admit(&event(*e)), "{:?} repeated", e);
+            }
         }
     }
 

@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 
 use super::container::{names_of, Container, Details};
 use super::engine::{images_from, Engine, EngineError, EngineInfo, NetworkRecord, VolumeRecord};
-use super::events::NodeTag;
+use super::events::{docker_timestamp, EventCursor, NodeTag};
 use super::{EngineSignal, MonitorContext};
 use crate::observe::Observed;
 
@@ -329,13 +329,15 @@ pub async fn refresh_container(engine: &Engine, id: &str) -> Result<Option<Arc<C
 
 /// Follows the engine's `/events` stream: publishes every event tagged with
 /// the node, and refreshes what each event changed. Reopens the stream with
-/// backoff when it ends, and asks for a full refresh each time, since events
-/// may have been missed meanwhile.
+/// backoff when it ends, from where it stood (`since`, so the engine replays
+/// what happened meanwhile, a restart included, and repeats are dropped), and
+/// asks for a full refresh each time.
 async fn follow_events(engine: Arc<Engine>, context: Arc<MonitorContext>, tag: NodeTag) {
     let mut retry = EVENTS_RETRY_START;
+    let mut cursor = EventCursor::default();
     loop {
         let opened = std::time::Instant::now();
-        let (was_open, error) = match stream_events(&engine, &context, &tag).await {
+        let (was_open, error) = match stream_events(&engine, &context, &tag, &mut cursor).await {
             Ok(()) => (true, "stream closed by the engine".to_string()),
             Err((was_open, e)) => (was_open, e.to_string()),
         };
@@ -358,11 +360,20 @@ async fn stream_events(
     engine: &Arc<Engine>,
     context: &MonitorContext,
     tag: &NodeTag,
+    cursor: &mut EventCursor,
 ) -> Result<(), (bool, EngineError)> {
-    let req = Request::builder().method(Method::GET).uri("/events").body(swarm_proxy::empty()).map_err(|e| {
-        let reason = e.to_string();
-        (false, EngineError::Decode { addr: engine.addr.clone(), path: "/events".into(), reason })
-    })?;
+    let since = cursor.resume_since().map(docker_timestamp);
+    let path = match &since {
+        Some(since) => format!("/events?since={since}"),
+        None => "/events".to_string(),
+    };
+    let decode_error =
+        |reason: String| EngineError::Decode { addr: engine.addr.clone(), path: "/events".into(), reason };
+    let req = Request::builder()
+        .method(Method::GET)
+        .uri(&path)
+        .body(swarm_proxy::empty())
+        .map_err(|e| (false, decode_error(e.to_string())))?;
     let resp = engine.client.send(req).await.map_err(|e| (false, e.into()))?;
     if !resp.status().is_success() {
         return Err((
@@ -375,15 +386,18 @@ async fn stream_events(
             },
         ));
     }
+    if let Some(since) = &since {
+        Observed::EngineEventsResumed { name: &tag.name, since }.emit();
+    }
+    if let Some(now) = engine_clock(resp.headers()) {
+        cursor.opened(now);
+    }
     // Catch up on whatever happened while the stream was down.
     engine.wake.notify_one();
     let mut body = resp.into_body();
     let mut buffer = BytesMut::new();
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| {
-            let reason = e.to_string();
-            (true, EngineError::Decode { addr: engine.addr.clone(), path: "/events".into(), reason })
-        })?;
+        let frame = frame.map_err(|e| (true, decode_error(e.to_string())))?;
         let Ok(data) = frame.into_data() else {
             continue;
         };
@@ -391,12 +405,23 @@ async fn stream_events(
         while let Some(newline) = buffer.iter().position(|b| *b == b'\n') {
             let line = buffer.split_to(newline + 1);
             if let Ok(event) = serde_json::from_slice::<Value>(&line[..newline]) {
-                react(engine, &event);
-                context.events.publish(tag.tag(event));
+                if cursor.admit(&event) {
+                    react(engine, &event);
+                    context.events.publish(tag.tag(event));
+                }
             }
         }
     }
     Ok(())
+}
+
+/// The engine's clock in nanoseconds, from the `Date` header of its answer
+/// (whole seconds: a stream resumed from it may replay up to a second from
+/// before it first opened, which is better than losing what followed).
+fn engine_clock(headers: &http::HeaderMap) -> Option<i64> {
+    let date = httpdate::parse_http_date(headers.get(http::header::DATE)?.to_str().ok()?).ok()?;
+    let since_epoch = date.duration_since(std::time::UNIX_EPOCH).ok()?;
+    i64::try_from(since_epoch.as_nanos()).ok()
 }
 
 /// What an engine event asks of the cache.

@@ -186,6 +186,26 @@ impl Streaming {
             }
         }
     }
+
+    /// Every line up to and including the first containing `text`, for a
+    /// test that checks all of them; panics after `within`.
+    pub fn lines_until(&self, text: &str, within: Duration) -> Vec<String> {
+        let deadline = Instant::now() + within;
+        let mut lines = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let last = line.contains(text);
+                    lines.push(line);
+                    if last {
+                        return lines;
+                    }
+                }
+                Err(e) => panic!("no line with {text:?} within {within:?} ({e}) after {} lines", lines.len()),
+            }
+        }
+    }
 }
 
 impl Drop for Streaming {

@@ -95,6 +95,9 @@ struct State {
     forced: Vec<Forced>,
     /// Open `/events` streams.
     event_streams: Vec<mpsc::UnboundedSender<Bytes>>,
+    /// Every event emitted (its `timeNano`, 0 if none, and its line), which
+    /// a stream opened with `since` replays first, as dockerd does.
+    event_history: Vec<(i64, Bytes)>,
 }
 
 /// What the engine says about itself in `/info`.
@@ -222,7 +225,9 @@ impl FakeEngine {
         let mut line = serde_json::to_vec(&event).expect("event");
         line.push(b'\n');
         let line = Bytes::from(line);
-        self.state.lock().event_streams.retain(|tx| tx.send(line.clone()).is_ok());
+        let mut state = self.state.lock();
+        state.event_history.push((event["timeNano"].as_i64().unwrap_or(0), line.clone()));
+        state.event_streams.retain(|tx| tx.send(line.clone()).is_ok());
     }
 
     /// Ends every open `/events` stream, as an engine going away does.
@@ -324,6 +329,12 @@ fn unversioned(path: &str) -> &str {
     path
 }
 
+/// Nanoseconds of Docker's `seconds.nanoseconds` timestamp form.
+fn nanos_of(timestamp: &str) -> Option<i64> {
+    let (secs, nanos) = timestamp.split_once('.').unwrap_or((timestamp, "0"));
+    Some(secs.parse::<i64>().ok()? * 1_000_000_000 + format!("{nanos:0<9}").parse::<i64>().ok()?)
+}
+
 fn query_value(query: &str, key: &str) -> Option<String> {
     url::form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == key).map(|(_, v)| v.into_owned())
 }
@@ -420,6 +431,12 @@ fn route(
         ("GET", ["events"]) if !param("until").is_empty() => full(StatusCode::OK, Bytes::new()),
         ("GET", ["events"]) => {
             let (tx, rx) = mpsc::unbounded_channel::<Bytes>();
+            // dockerd replays its events at or after `since` (`seconds.nanoseconds`).
+            if let Some(since) = query_value(query, "since").and_then(|s| nanos_of(&s)) {
+                for (_, line) in state.event_history.iter().filter(|(t, _)| *t >= since) {
+                    let _ = tx.send(line.clone());
+                }
+            }
             state.event_streams.push(tx);
             let stream = futures_util::stream::unfold(rx, |mut rx| async move {
                 rx.recv().await.map(|line| (Ok::<_, Infallible>(Frame::data(line)), rx))
