@@ -52,8 +52,11 @@ struct Record {
     sent: BTreeMap<&'static str, u64>,
     /// IDs returned by creates.
     created: BTreeSet<String>,
-    /// IDs a `DELETE` removed (204).
+    /// IDs a `DELETE` removed (204, or 404 after a failover).
     removed: BTreeSet<String>,
+    /// Requests that got an HTTP answer (any status), follow-up starts
+    /// included: what the manager's `/metrics` must count.
+    answered: u64,
 }
 
 /// The documented kind of a failed request: the operation, the status and
@@ -76,7 +79,12 @@ fn error_kind(op: &str, status: Option<u16>, message: &str) -> (String, bool) {
 }
 
 /// One client's loop until `stop`.
-fn client(n: usize, target: Arc<RwLock<String>>, record: Arc<Mutex<Record>>, stop: Arc<AtomicBool>) {
+/// Held (shared) by a client for each request and its follow-up; taken
+/// (exclusive) by the controller to read its counts and `/metrics` with no
+/// request in flight.
+type Gate = Arc<RwLock<()>>;
+
+fn client(n: usize, target: Arc<RwLock<String>>, record: Arc<Mutex<Record>>, stop: Arc<AtomicBool>, gate: Gate) {
     let mut conn: Option<(String, Conn)> = None;
     let mut mine: Vec<String> = Vec::new();
     let mut made = 0u64;
@@ -99,6 +107,7 @@ fn client(n: usize, target: Arc<RwLock<String>>, record: Arc<Mutex<Record>>, sto
             }
             (_, Some(id)) => ("rm", "DELETE", format!("/v1.41/containers/{id}?force=1"), None),
         };
+        let _in_flight = gate.read().expect("gate");
         let addr = target.read().map(|t| t.clone()).unwrap_or_default();
         if conn.as_ref().is_none_or(|(a, _)| *a != addr) {
             conn = Conn::try_connect(&addr).ok().map(|c| (addr.clone(), c));
@@ -133,6 +142,7 @@ fn client(n: usize, target: Arc<RwLock<String>>, record: Arc<Mutex<Record>>, sto
                 let text = String::from_utf8_lossy(&body).into_owned();
                 let ok = matches!(status, 200..=299);
                 let mut rec = record.lock().expect("record");
+                rec.answered += 1;
                 outcome(Some(status), &text, ok, &mut rec);
                 match op {
                     "create" if ok => {
@@ -144,7 +154,9 @@ fn client(n: usize, target: Arc<RwLock<String>>, record: Arc<Mutex<Record>>, sto
                         drop(rec);
                         mine.push(id.clone());
                         if let Some((_, c)) = conn.as_mut() {
-                            let _ = c.request("POST", &format!("/v1.41/containers/{id}/start"), None);
+                            if c.request("POST", &format!("/v1.41/containers/{id}/start"), None).is_ok() {
+                                record.lock().expect("record").answered += 1;
+                            }
                         }
                     }
                     "exec" if ok => {
@@ -155,7 +167,9 @@ fn client(n: usize, target: Arc<RwLock<String>>, record: Arc<Mutex<Record>>, sto
                             .unwrap_or_default();
                         if let Some((_, c)) = conn.as_mut() {
                             let start = json!({"Detach": true}).to_string();
-                            let _ = c.request("POST", &format!("/v1.41/exec/{exec}/start"), Some(start.as_bytes()));
+                            if c.request("POST", &format!("/v1.41/exec/{exec}/start"), Some(start.as_bytes())).is_ok() {
+                                record.lock().expect("record").answered += 1;
+                            }
                         }
                     }
                     // A 404 to a removal retried after a failover: the
@@ -171,6 +185,17 @@ fn client(n: usize, target: Arc<RwLock<String>>, record: Arc<Mutex<Record>>, sto
             }
         }
     }
+}
+
+/// Requests a manager's `/metrics` counts, all routes but the ones the
+/// bench itself uses to watch the managers (`info`, `metrics`).
+fn requests_counted(addr: &str) -> u64 {
+    let (_, text) = http::get(addr, "/metrics", Duration::from_secs(10)).expect("/metrics");
+    text.lines()
+        .filter(|l| l.starts_with("swarm_http_requests_total{"))
+        .filter(|l| !l.contains("route=\"info\"") && !l.contains("route=\"metrics\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
 }
 
 /// Index of the primary among `managers` (waits up to 30 s).
@@ -249,12 +274,25 @@ fn main() {
     let target = Arc::new(RwLock::new(managers[(p + 1) % 3].addr.clone()));
     let record = Arc::new(Mutex::new(Record::default()));
     let stop = Arc::new(AtomicBool::new(false));
+    let gate: Gate = Arc::new(RwLock::new(()));
     let workers: Vec<_> = (0..clients)
         .map(|n| {
-            let (target, record, stop) = (target.clone(), record.clone(), stop.clone());
-            std::thread::spawn(move || client(n, target, record, stop))
+            let (target, record, stop, gate) = (target.clone(), record.clone(), stop.clone(), gate.clone());
+            std::thread::spawn(move || client(n, target, record, stop, gate))
         })
         .collect();
+    // The agreement window: the client-facing replica's `/metrics` against
+    // the clients' own count, over the first minute (no kill in it).
+    let window_on = target.read().expect("target").clone();
+    let counts = |gate: &Gate| {
+        let _paused = gate.write().expect("gate");
+        (record.lock().expect("record").answered, requests_counted(&window_on))
+    };
+    std::thread::sleep(Duration::from_secs(5));
+    let window_start = counts(&gate);
+    std::thread::sleep(Duration::from_secs(55));
+    let window_end = counts(&gate);
+    let (by_clients, by_metrics) = (window_end.0 - window_start.0, window_end.1 - window_start.1);
 
     let mut lives: Vec<Lifetime> = (0..3).map(Lifetime::new).collect();
     let mut finished: Vec<Lifetime> = Vec::new();
@@ -384,6 +422,12 @@ fn main() {
     row("containers leaked (listed, never returned)", leaked.len().to_string(), "0", leaked.is_empty());
     row("containers back after their removal", resurrected.len().to_string(), "0", resurrected.is_empty());
     row("undocumented errors", undocumented.to_string(), "0", undocumented == 0);
+    row(
+        "/metrics requests vs clients' answers, 55 s window",
+        format!("{by_metrics} / {by_clients}"),
+        "equal",
+        by_metrics == by_clients,
+    );
     let of = |n: usize| format!("{n} of {}", judged.len());
     row("processes whose RSS grew (>= 150 s measured)", of(rss_grew), "+10 %", rss_grew == 0 && !judged.is_empty());
     row("processes whose fds grew (>= 150 s measured)", of(fds_grew), "+10 %", fds_grew == 0 && !judged.is_empty());

@@ -155,6 +155,28 @@ fn settle(tb: &Testbed, watcher: &Streaming, prefix: &str) -> Vec<String> {
     tb.engines.iter().flat_map(|_| watcher.lines_until(prefix, Duration::from_secs(60))).collect()
 }
 
+/// [`flood`] in batches small enough for a `docker events` CLI on a busy
+/// machine to keep within the manager's per-client queue, each settled on
+/// `watcher` before the next; returns the lines it received.
+fn paced_flood(
+    tb: &Testbed,
+    targets: &[(String, String)],
+    watcher: &Streaming,
+    per_engine: usize,
+    mark: &str,
+) -> Vec<String> {
+    const BATCH: usize = 250;
+    let mut lines = Vec::new();
+    let mut sent = 0;
+    while sent < per_engine {
+        let batch = BATCH.min(per_engine - sent);
+        flood(targets, batch);
+        lines.extend(settle(tb, watcher, &format!("{mark}-{sent}")));
+        sent += batch;
+    }
+    lines
+}
+
 #[test]
 fn a_reader_that_stops_reading_is_disconnected_and_memory_stays_flat() {
     let started = Instant::now();
@@ -194,8 +216,7 @@ fn a_reader_that_stops_reading_is_disconnected_and_memory_stays_flat() {
     // allocator at its peak, which takes a few rounds.
     let mut before = 0;
     for round in 0..3 {
-        flood(&targets, 1000);
-        settle(tb, &watcher, &format!("events-warm{round}-{tag}"));
+        paced_flood(tb, &targets, &watcher, 1000, &format!("events-warm{round}-{tag}"));
         before = before.max(rss_kb(m.pid()));
     }
 
@@ -203,7 +224,7 @@ fn a_reader_that_stops_reading_is_disconnected_and_memory_stays_flat() {
     let peer = stalled.local_addr().expect("the client's address").to_string();
     // Several times what the queue, hyper and the kernel hold for the stalled client.
     let per_engine = 2500;
-    flood(&targets, per_engine);
+    let mut lines = paced_flood(tb, &targets, &watcher, per_engine, &format!("events-flood-{tag}"));
     m.wait_until(Duration::from_secs(30), "the stalled client is disconnected", |m| {
         m.log().lines().any(|l| l.contains("Events client disconnected") && l.contains(&peer))
     });
@@ -217,7 +238,7 @@ fn a_reader_that_stops_reading_is_disconnected_and_memory_stays_flat() {
     }
 
     // The reader that keeps up got every event, and still does.
-    let lines = settle(tb, &watcher, &format!("events-done-{tag}"));
+    lines.extend(settle(tb, &watcher, &format!("events-done-{tag}")));
     let execs = lines.iter().filter(|l| l.starts_with("exec_create")).count();
     assert_eq!(execs, per_engine * targets.len(), "the reader that keeps up lost events");
     let after = rss_kb(m.pid());
@@ -234,9 +255,11 @@ fn a_reader_that_stops_reading_is_disconnected_and_memory_stays_flat() {
     for (_, id) in &targets {
         m.docker_ok(["rm", "-f", id]);
     }
+    // The mark volumes of this test: `events-<what>-<tag>-...`.
     for e in &tb.engines {
-        for prefix in ["events-warm0", "events-warm1", "events-warm2", "events-done"] {
-            let _ = tb.docker(&e.name, ["volume", "rm", &format!("{prefix}-{tag}-{}", e.name)]);
+        let marks = tb.docker_ok(&e.name, ["volume", "ls", "-q", "--filter", "name=events-"]);
+        for mark in marks.lines().filter(|v| v.contains(&format!("-{tag}-"))) {
+            let _ = tb.docker(&e.name, ["volume", "rm", mark]);
         }
     }
 }
