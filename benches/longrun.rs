@@ -54,6 +54,9 @@ struct Record {
     created: BTreeSet<String>,
     /// IDs a `DELETE` removed (204, or 404 after a failover).
     removed: BTreeSet<String>,
+    /// IDs whose removal was asked and answered with an error that leaves
+    /// the outcome open (the primary or engine failed while doing it).
+    removal_unsure: BTreeSet<String>,
     /// Requests that got an HTTP answer (any status), follow-up starts
     /// included: what the manager's `/metrics` must count.
     answered: u64,
@@ -178,6 +181,11 @@ fn client(n: usize, target: Arc<RwLock<String>>, record: Arc<Mutex<Record>>, sto
                         if let Some(id) = &id {
                             rec.removed.insert(id.clone());
                             mine.retain(|m| m != id);
+                        }
+                    }
+                    "rm" if status >= 500 => {
+                        if let Some(id) = &id {
+                            rec.removal_unsure.insert(id.clone());
                         }
                     }
                     _ => {}
@@ -350,6 +358,11 @@ fn main() {
     for w in workers {
         let _ = w.join();
     }
+    // The level once the load is over.
+    std::thread::sleep(Duration::from_secs(10));
+    for (life, m) in lives.iter_mut().zip(&managers) {
+        life.sample(m.pid());
+    }
     let elapsed = started.elapsed();
     finished.append(&mut lives);
     // Let in-flight work settle, then read what exists.
@@ -371,7 +384,7 @@ fn main() {
         .collect();
     let rec = record.lock().expect("record");
     let expected: BTreeSet<String> = rec.created.difference(&rec.removed).cloned().collect();
-    let lost: Vec<&String> = expected.difference(&listed).collect();
+    let lost: Vec<&String> = expected.difference(&listed).filter(|id| !rec.removal_unsure.contains(*id)).collect();
     let leaked: Vec<&String> = listed.difference(&rec.created).collect();
     let resurrected: Vec<&String> = listed.intersection(&rec.removed).collect();
 
@@ -418,7 +431,12 @@ fn main() {
     let row = |name: &str, measured: String, target: &str, pass: bool| {
         println!("{name:<50} {measured:>12} {target:>10}  {}", if pass { "PASS" } else { "MISS" });
     };
-    row("containers lost (created, not removed, not listed)", lost.len().to_string(), "0", lost.is_empty());
+    row(
+        "containers lost (created, not removed or asked to be, not listed)",
+        lost.len().to_string(),
+        "0",
+        lost.is_empty(),
+    );
     row("containers leaked (listed, never returned)", leaked.len().to_string(), "0", leaked.is_empty());
     row("containers back after their removal", resurrected.len().to_string(), "0", resurrected.is_empty());
     row("undocumented errors", undocumented.to_string(), "0", undocumented == 0);

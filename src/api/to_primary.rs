@@ -23,6 +23,10 @@ use crate::cluster::{set_swarm_id, SWARM_ID_LABEL};
 /// Bodies up to this size are buffered so the request can be sent again
 /// after a refused connection; larger ones are streamed once.
 const REPLAYABLE_BODY: u64 = 1 << 20;
+/// How long a replica looks for a create its failed primary may have made:
+/// an engine under load can take seconds to make a container, and the
+/// create may still be in flight there when the next primary is elected.
+const CREATE_SETTLE: Duration = Duration::from_secs(10);
 /// Connecting to the primary may take this long before it counts as unreachable.
 pub const PRIMARY_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -123,9 +127,9 @@ pub async fn relay(
 
 /// The answer to a request that reached a primary which failed before
 /// answering: the 503 `failed`, unless it is a create (`create_id`) that
-/// was made. That is looked for once another primary is there (the failed
-/// one's work has ended with it), on the engines themselves, a few times
-/// over a second. It is never sent again: a second create could run beside
+/// was made. That is looked for once another primary is there, on the
+/// engines themselves, every half second for [`CREATE_SETTLE`]. It is never
+/// sent again: a second create could run beside
 /// the first one, still in flight on an engine.
 async fn settle(
     api: &Api,
@@ -137,9 +141,13 @@ async fn settle(
 ) -> Response<ProxyBody> {
     let Some(swarm_id) = create_id else { return ApiError::NoPrimary(failed).into_response() };
     leadership.wait_for_primary(Some(failed_primary), deadline.saturating_duration_since(Instant::now())).await;
-    for _ in 0..3 {
+    let looking = Instant::now();
+    loop {
         if let Some(made) = find_created(api, swarm_id).await {
             return made;
+        }
+        if looking.elapsed() >= CREATE_SETTLE {
+            break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
