@@ -103,14 +103,18 @@ impl Usage {
 /// How stale a replica's node settings may be in its `docker info`.
 const REPLICA_NODES_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(1);
 
-pub async fn info(ctx: &Ctx<'_>, req: &Request<ProxyBody>) -> Result<Response<ProxyBody>, ApiError> {
+pub fn info(ctx: &Ctx<'_>, req: &Request<ProxyBody>) -> Result<Response<ProxyBody>, ApiError> {
     if ctx.api.leadership.as_ref().is_some_and(|l| !l.is_primary()) {
         // A replica's copy of the node settings is the primary's business:
-        // read it again when older than this, so a drain shows here too.
-        // A store that cannot be read leaves the last copy in place.
-        if let Err(e) = ctx.cluster().state.refresh_nodes(REPLICA_NODES_MAX_AGE).await {
-            Observed::StateReloadFailed { error: &e.to_string() }.emit();
-        }
+        // read it again in the background when older than this, so a drain
+        // shows here too without `docker info` waiting on the store. A
+        // store that cannot be read leaves the last copy in place.
+        let cluster = ctx.cluster().clone();
+        tokio::spawn(async move {
+            if let Err(e) = cluster.state.refresh_nodes(REPLICA_NODES_MAX_AGE).await {
+                Observed::StateReloadFailed { error: &e.to_string() }.emit();
+            }
+        });
     }
     let engines = ctx.cluster().engines();
     let policy = &ctx.cluster().policy;

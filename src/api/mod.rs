@@ -212,7 +212,7 @@ impl Api {
         match route.handler {
             Handler::Ping => info::ping(&ctx, req),
             Handler::Version => info::version(&ctx),
-            Handler::Info => info::info(&ctx, &req).await,
+            Handler::Info => info::info(&ctx, &req),
             Handler::NodesList => nodes::list(&ctx),
             Handler::NodeInspect => nodes::inspect(&ctx),
             Handler::NodeUpdate => nodes::update(&ctx, req).await,

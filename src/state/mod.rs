@@ -238,13 +238,17 @@ impl DesiredState {
 
     /// Reads the node settings again unless they were read within
     /// `max_age` (a replica's `docker info`: the primary changes them).
+    /// The read is marked done when it starts, so concurrent callers do not
+    /// read too; one that fails is tried again after `max_age`.
     pub async fn refresh_nodes(&self, max_age: std::time::Duration) -> Result<(), StateError> {
-        if self.nodes_read_at.lock().is_some_and(|at| at.elapsed() < max_age) {
-            return Ok(());
+        {
+            let mut read_at = self.nodes_read_at.lock();
+            if read_at.is_some_and(|at| at.elapsed() < max_age) {
+                return Ok(());
+            }
+            *read_at = Some(std::time::Instant::now());
         }
-        self.nodes.reload(&self.backend).await?;
-        *self.nodes_read_at.lock() = Some(std::time::Instant::now());
-        Ok(())
+        self.nodes.reload(&self.backend).await
     }
 
     /// Reads every document again.
