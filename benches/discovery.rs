@@ -30,7 +30,7 @@ fn healthy(m: &Manager) -> usize {
 /// shows one more healthy engine.
 fn time_join(m: &Manager, url: &str, addr: &str, ttl: &str, before: usize) -> (Duration, SwarmProcess) {
     let start = Instant::now();
-    let join = SwarmProcess::start(&["join", "--advertise", addr, "--heartbeat", "1s", "--ttl", ttl, url]);
+    let join = SwarmProcess::join(addr, ttl, url);
     while healthy(m) <= before {
         assert!(start.elapsed() < Duration::from_secs(30), "engine never became healthy:\n{}\n{}", join.log(), m.log());
         std::thread::sleep(Duration::from_millis(5));

@@ -268,11 +268,7 @@ fn main() {
     let tb = Testbed::start(3, &[], false);
     let store = EtcdServer::start();
     let url = store.url("longrun");
-    let _joins: Vec<SwarmProcess> = tb
-        .addrs()
-        .iter()
-        .map(|a| SwarmProcess::start(&["join", "--advertise", a, "--heartbeat", "1s", "--ttl", "3s", &url]))
-        .collect();
+    let _joins: Vec<SwarmProcess> = SwarmProcess::join_all(&tb.addrs(), "3s", &url);
     let mut managers: Vec<Manager> =
         (0..3).map(|_| Manager::builder(&url).binary(swarm).replicated().start()).collect();
     for m in &managers {

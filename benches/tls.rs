@@ -141,7 +141,7 @@ fn replica_hop(setup: &Setup, swarm: &str, store: &EtcdServer, requests: usize) 
     let tls = setup.testbed.tls.as_ref();
     let url = store.url(if tls.is_some() { "tls" } else { "plain" });
     let engine = &setup.testbed.engines[0].addr;
-    let _join = SwarmProcess::start(&["join", "--advertise", engine, "--heartbeat", "1s", "--ttl", "3s", &url]);
+    let _join = SwarmProcess::join(engine, "3s", &url);
     let managers: Vec<Manager> = (0..2)
         .map(|_| {
             let mut builder = Manager::builder(&url).binary(swarm).default_refresh().replicated();

@@ -9,7 +9,7 @@ use swarm_testkit::store::{ConsulServer, EtcdServer, StoreFixture, TestCa, ZkSer
 use swarm_testkit::testbed::Testbed;
 
 fn join(url: &str, addr: &str, ttl: &str) -> SwarmProcess {
-    let join = SwarmProcess::start(&["join", "--advertise", addr, "--heartbeat", "1s", "--ttl", ttl, url]);
+    let join = SwarmProcess::join(addr, ttl, url);
     join.wait_for_log("Registering on the discovery service every 1s...", Duration::from_secs(15));
     join
 }

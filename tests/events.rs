@@ -8,6 +8,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
+use swarm_testkit::bench::vm_rss_kib;
 use swarm_testkit::http::Conn;
 use swarm_testkit::manager::Manager;
 use swarm_testkit::process::Streaming;
@@ -98,16 +99,6 @@ fn an_engine_restart_loses_and_repeats_no_event() {
     let missing: Vec<&Value> = emitted.iter().filter(|e| !received.contains_key(&key(e, "node-02"))).collect();
     assert!(missing.is_empty(), "events of node-02 never delivered: {missing:?}\nreceived: {lines:#?}");
     eprintln!("{} events of node-02 after its restart, each delivered once; {:?}", emitted.len(), started.elapsed());
-}
-
-/// The manager's resident memory in kB.
-fn rss_kb(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the manager's /proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
 }
 
 /// A client of the manager's events that sends its request and never reads,
@@ -217,7 +208,7 @@ fn a_reader_that_stops_reading_is_disconnected_and_memory_stays_flat() {
     let mut before = 0;
     for round in 0..3 {
         paced_flood(tb, &targets, &watcher, 1000, &format!("events-warm{round}-{tag}"));
-        before = before.max(rss_kb(m.pid()));
+        before = before.max(vm_rss_kib(m.pid()));
     }
 
     let stalled = stalled_client(&m.addr);
@@ -241,7 +232,7 @@ fn a_reader_that_stops_reading_is_disconnected_and_memory_stays_flat() {
     lines.extend(settle(tb, &watcher, &format!("events-done-{tag}")));
     let execs = lines.iter().filter(|l| l.starts_with("exec_create")).count();
     assert_eq!(execs, per_engine * targets.len(), "the reader that keeps up lost events");
-    let after = rss_kb(m.pid());
+    let after = vm_rss_kib(m.pid());
     eprintln!(
         "RSS at most {before} kB before, {after} kB after {} events and a stalled reader ({} bytes reached it); {:?}",
         per_engine * targets.len(),

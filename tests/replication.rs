@@ -16,11 +16,7 @@ struct Replicated {
 
 fn start(url: &str, join_ttl: &str) -> Replicated {
     let tb = Testbed::shared();
-    let joins = tb
-        .addrs()
-        .iter()
-        .map(|a| SwarmProcess::start(&["join", "--advertise", a, "--heartbeat", "1s", "--ttl", join_ttl, url]))
-        .collect();
+    let joins = SwarmProcess::join_all(&tb.addrs(), join_ttl, url);
     let managers: Vec<Manager> = (0..3).map(|_| Manager::start_replicated(url, &[])).collect();
     for m in &managers {
         m.wait_healthy(3);
@@ -259,11 +255,7 @@ fn network_cut_on<S: StoreFixture>() {
 per_store!(network_cut_on: network_cut_on_etcd => EtcdServer, network_cut_on_consul => ConsulServer, network_cut_on_zookeeper => ZkServer);
 
 fn network_cut(tb: &Testbed, url: &str, join_ttl: &str) {
-    let _joins: Vec<SwarmProcess> = tb
-        .addrs()
-        .iter()
-        .map(|a| SwarmProcess::start(&["join", "--advertise", a, "--heartbeat", "1s", "--ttl", join_ttl, url]))
-        .collect();
+    let _joins: Vec<SwarmProcess> = SwarmProcess::join_all(&tb.addrs(), join_ttl, url);
     let managers: Vec<Manager> = tb
         .engines
         .iter()

@@ -288,11 +288,7 @@ fn new_primaries_finish_a_scale_and_a_rolling_update_the_killed_ones_started() {
     let tb = Testbed::shared();
     let store = EtcdServer::start();
     let url = store.url("services");
-    let _joins: Vec<SwarmProcess> = tb
-        .addrs()
-        .iter()
-        .map(|a| SwarmProcess::start(&["join", "--advertise", a, "--heartbeat", "1s", "--ttl", "3s", &url]))
-        .collect();
+    let _joins: Vec<SwarmProcess> = SwarmProcess::join_all(&tb.addrs(), "3s", &url);
     let managers: Vec<Manager> = (0..3).map(|_| Manager::start_replicated(&url, &[])).collect();
     for m in &managers {
         m.wait_healthy(3);
@@ -385,8 +381,7 @@ fn a_scale_after_swarm_join_puts_the_new_task_on_the_new_engine() {
     let store = EtcdServer::start();
     let url = store.url("scaleout");
     let addrs = tb.addrs();
-    let join =
-        |addr: &str| SwarmProcess::start(&["join", "--advertise", addr, "--heartbeat", "1s", "--ttl", "3s", &url]);
+    let join = |addr: &str| SwarmProcess::join(addr, "3s", &url);
     let mut joins: Vec<SwarmProcess> = addrs[..2].iter().map(|a| join(a)).collect();
     let m = Manager::start(&url, &[]);
     m.wait_healthy(2);
@@ -427,18 +422,13 @@ fn a_scale_after_swarm_join_puts_the_new_task_on_the_new_engine() {
 /// The tasks of service `name` as `GET /tasks` returns them, oldest first.
 fn tasks_of(m: &Manager, name: &str) -> Vec<Task> {
     let filters = format!("{{\"service\":[\"{name}\"]}}");
-    let path = format!("/tasks?filters={}", percent_encode(&filters));
+    let path =
+        format!("/tasks?filters={}", url::form_urlencoded::byte_serialize(filters.as_bytes()).collect::<String>());
     let (status, body) = m.get(&path).expect("GET /tasks");
     assert_eq!(status, 200, "{body}");
     let mut tasks: Vec<Task> = serde_json::from_str(&body).expect("tasks JSON");
     tasks.sort_by_key(|t| t.created_at);
     tasks
-}
-
-fn percent_encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
-        .collect()
 }
 
 fn image_of(task: &Task) -> &str {

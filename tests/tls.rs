@@ -147,11 +147,7 @@ fn the_cli_drives_a_tls_primary_and_a_tls_replica_and_a_kill_9_fails_over() {
     let tb = Testbed::shared_tls();
     let store = EtcdServer::start();
     let url = store.url("tls-cli");
-    let _joins: Vec<SwarmProcess> = tb
-        .addrs()
-        .iter()
-        .map(|a| SwarmProcess::start(&["join", "--advertise", a, "--heartbeat", "1s", "--ttl", "3s", &url]))
-        .collect();
+    let _joins: Vec<SwarmProcess> = SwarmProcess::join_all(&tb.addrs(), "3s", &url);
     let managers: Vec<Manager> =
         (0..2).map(|_| Manager::builder(&url).tls(&tb.tls().client.dir).replicated().start()).collect();
     for m in &managers {

@@ -453,6 +453,17 @@ impl SwarmProcess {
         SwarmProcess { child, dir }
     }
 
+    /// `swarm join` of the engine at `addr` into `discovery`, heartbeating
+    /// every second with registrations that live `ttl`.
+    pub fn join(addr: &str, ttl: &str, discovery: &str) -> SwarmProcess {
+        SwarmProcess::start(&["join", "--advertise", addr, "--heartbeat", "1s", "--ttl", ttl, discovery])
+    }
+
+    /// [`SwarmProcess::join`] of every address in `addrs`.
+    pub fn join_all(addrs: &[String], ttl: &str, discovery: &str) -> Vec<SwarmProcess> {
+        addrs.iter().map(|a| SwarmProcess::join(a, ttl, discovery)).collect()
+    }
+
     /// The process's log so far.
     pub fn log(&self) -> String {
         read_log(&self.dir.path().join("swarm.log"))
