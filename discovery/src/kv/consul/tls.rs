@@ -87,6 +87,15 @@ pub(super) fn explain(reason: String, tls: bool) -> String {
             .any(|alert| reason.contains(alert))
         {
             "the agent refused our client certificate: is kv.certfile signed by a CA the agent trusts?"
+        } else if ["connection was not ready", "connection closed", "reset by peer", "broken pipe"]
+            .iter()
+            .any(|hang_up| reason.contains(hang_up))
+        {
+            // Under TLS 1.3 the agent judges our certificate after the
+            // handshake completes on our side; its alert can race our first
+            // request, leaving only a hang-up to see.
+            "the agent hung up right after the TLS handshake: did it refuse our client certificate? \
+             Is kv.certfile signed by a CA the agent trusts?"
         } else {
             return reason;
         }
@@ -217,6 +226,8 @@ mod tests {
         assert!(https.contains("set kv.cacertfile"), "{https}");
         let refused = explain("connection error: received fatal alert: BadCertificate".into(), true);
         assert!(refused.contains("client certificate"), "{refused}");
+        let hung_up = explain("client error (Canceled): operation was canceled: connection was not ready".into(), true);
+        assert!(hung_up.contains("client certificate"), "{hung_up}");
         assert_eq!(explain("Connection refused".into(), true), "Connection refused");
     }
 
