@@ -826,3 +826,27 @@ async fn only_refreshes_spaced_by_the_refresh_interval_count_toward_the_failure_
     assert_eq!(status().await, "Healthy");
     manager::wait_until("fake-02 is Unhealthy", || async { status().await == "Unhealthy" }).await;
 }
+
+#[tokio::test]
+async fn containers_the_engine_fails_to_inspect_stay_listed() {
+    let engines = two_engines().await;
+    let web = engines[0].add_container("web", "nginx", "running", json!([]));
+    let quick = ["--engine-refresh-min-interval", "100ms", "--engine-refresh-max-interval", "100ms"];
+    let c = Cluster::start(engines, &quick).await;
+    // A restarting engine: it lists the containers (in a new state, and a
+    // new one), but fails to inspect them.
+    let engine = c.engine("fake-01");
+    let fresh = engine.add_container("fresh", "nginx", "created", json!([]));
+    for id in [&web, &fresh] {
+        let busy = json!({"message": "daemon is restoring"});
+        engine.force(Method::GET, &format!("/containers/{id}/json"), StatusCode::INTERNAL_SERVER_ERROR, busy);
+    }
+    engine.set_state("web", "exited");
+    let asked = || engine.requests_to(Method::GET, &format!("/containers/{web}/json")).len();
+    let before = asked();
+    manager::wait_until("two failed inspects", || async { asked() >= before + 2 }).await;
+
+    assert_eq!(names(&get(c.addr, "/containers/json?all=1").await.json()), ["/fake-01/fresh", "/fake-01/web"]);
+    let reply = client::send(c.addr, Method::DELETE, "/containers/web?force=1", "").await;
+    assert_ne!(reply.status, StatusCode::NOT_FOUND, "{reply:?}");
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use futures_util::{stream, StreamExt};
-use http::{Method, Request};
+use http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use rand::Rng;
 use serde_json::{Map, Value};
@@ -281,9 +281,21 @@ pub async fn refresh_containers(engine: &Engine, info: &EngineInfo) -> Result<()
         .collect()
         .await;
     for (id, summary, inspect) in inspected {
-        // A container removed between list and inspect is simply dropped.
-        let Ok(inspect) = inspect else { continue };
-        let details = Arc::new(Details::from_inspect(&inspect, info.cpus));
+        let details = match inspect {
+            Ok(inspect) => Arc::new(Details::from_inspect(&inspect, info.cpus)),
+            // Removed between list and inspect: it is gone.
+            Err(EngineError::Status { status: StatusCode::NOT_FOUND, .. }) => continue,
+            // Any other failure (an engine restarting or overloaded) says
+            // nothing about the container: it stays listed, and as it is
+            // not inspected, the next refresh inspects it again.
+            Err(_) => match known.get(&id) {
+                Some(old) => {
+                    fresh.insert(id, old.clone());
+                    continue;
+                }
+                None => Arc::new(Details::default()),
+            },
+        };
         if let Some(c) = Container::from_summary(summary, details, &info.name, &engine.ip) {
             fresh.insert(id, Arc::new(c));
         }

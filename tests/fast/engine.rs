@@ -184,6 +184,13 @@ impl FakeEngine {
         id
     }
 
+    /// Changes a container's state, as a crash or restart of its engine would.
+    pub fn set_state(&self, name: &str, state: &str) {
+        let mut engine = self.state.lock();
+        let container = engine.containers.iter_mut().find(|c| c.name == name).expect("a container of this name");
+        container.state = state.to_string();
+    }
+
     pub fn container(&self, name: &str) -> Option<FakeContainer> {
         self.state.lock().containers.iter().find(|c| c.name == name).cloned()
     }
