@@ -176,6 +176,50 @@ impl Container {
         Some(container)
     }
 
+    /// The entry for a container an engine has just created from `config`
+    /// (the create body it was sent), until the engine's `create` event or
+    /// the next refresh replaces it with what the engine says. It is not
+    /// marked inspected, so a refresh that finds it inspects it.
+    pub fn provisional(
+        id: &str,
+        name: Option<&str>,
+        config: &Value,
+        snapshot: ContainerSnapshot,
+        node_name: &str,
+        node_ip: &str,
+    ) -> Option<Container> {
+        let command = ["Entrypoint", "Cmd"]
+            .iter()
+            .filter_map(|key| config.get(*key).and_then(Value::as_array))
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>()
+            .join(" ");
+        let created =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        let names = name.map(|n| vec![format!("/{}", n.trim_start_matches('/'))]).unwrap_or_default();
+        let network_mode = config.pointer("/HostConfig/NetworkMode").and_then(Value::as_str).unwrap_or("default");
+        let summary = json!({
+            "Id": id,
+            "Names": names,
+            "Image": config.get("Image").and_then(Value::as_str).unwrap_or_default(),
+            "ImageID": "",
+            "Command": command,
+            "Created": created,
+            "Ports": [],
+            "Labels": config.get("Labels").filter(|l| l.is_object()).cloned().unwrap_or_else(|| json!({})),
+            "State": "created",
+            "Status": "Created",
+            "HostConfig": {"NetworkMode": network_mode},
+            "NetworkSettings": {"Networks": {}},
+            "Mounts": [],
+        });
+        let Value::Object(summary) = summary else { return None };
+        let snapshot = ContainerSnapshot { id: id.to_string(), names: names.clone(), pending: false, ..snapshot };
+        let details = Details { health: "none".into(), snapshot: Some(snapshot), ..Details::default() };
+        Container::from_summary(summary, Arc::new(details), node_name, node_ip)
+    }
+
     /// Docker lists paused and restarting containers as running ones.
     pub fn is_running(&self) -> bool {
         matches!(self.state.as_str(), "running" | "paused" | "restarting")

@@ -23,9 +23,10 @@ use serde_json::Value;
 use swarm_scheduler::{ContainerRequest, ContainerSnapshot, ExprError, RescheduleError, ScheduleError};
 use thiserror::Error;
 
+use super::container::Container;
 use super::engine::{error_message, Engine, Unreachable};
 use super::placement::cpu_shares_for_engine;
-use super::{monitor, Cluster, NameInUse, SWARM_ID_LABEL};
+use super::{Cluster, NameInUse, SWARM_ID_LABEL};
 use crate::observe::Observed;
 
 /// A container to create, as the client asked for it.
@@ -163,8 +164,16 @@ impl Cluster {
             .ok()
             .and_then(|v| v.get("Id").and_then(Value::as_str).map(str::to_string))
             .unwrap_or_default();
-        // A failed refresh is caught up by the next one; the create stands.
-        let _ = monitor::refresh_container(&engine, &id).await;
+        // The container is cached before the client learns its ID, from
+        // what it was created with: asking the engine again would double
+        // the create's time, and its `create` event brings the engine's own
+        // entry a moment later.
+        let snapshot = ContainerSnapshot::pending_from_request(&spec);
+        if let Some(container) =
+            Container::provisional(&id, name.as_deref(), &config, snapshot, &engine.name(), &engine.ip)
+        {
+            engine.lock_containers().await.insert_if_absent(Arc::new(container));
+        }
         Ok(Created { engine, id, answer })
     }
 }

@@ -333,6 +333,12 @@ impl RefreshGuard<'_> {
         self.engine.state.write().containers.insert(container.id.clone(), container);
     }
 
+    /// Adds `container` unless an entry for its ID is there (a refresh
+    /// already brought the engine's own).
+    pub fn insert_if_absent(&self, container: Arc<Container>) {
+        self.engine.state.write().containers.entry(container.id.clone()).or_insert(container);
+    }
+
     pub fn remove(&self, id: &str) {
         self.engine.state.write().containers.remove(id);
     }
