@@ -32,6 +32,13 @@ use swarm_testkit::testbed::Testbed;
 /// The label on every container of the run.
 const LABEL: &str = "swarm-longrun";
 
+/// When the bench began; events are printed in seconds since then.
+static BEGAN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
+fn since_began() -> u64 {
+    BEGAN.get_or_init(Instant::now).elapsed().as_secs()
+}
+
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).filter(|v| *v > 0).unwrap_or(default)
 }
@@ -54,6 +61,9 @@ struct Record {
     created: BTreeSet<String>,
     /// IDs a `DELETE` removed (204, or 404 after a failover).
     removed: BTreeSet<String>,
+    /// How each removal of `removed` was answered: when (s), the status and
+    /// the manager's message.
+    removal_answers: BTreeMap<String, String>,
     /// IDs whose removal was asked and answered with an error that leaves
     /// the outcome open (the primary or engine failed while doing it).
     removal_unsure: BTreeSet<String>,
@@ -180,6 +190,9 @@ fn client(n: usize, target: Arc<RwLock<String>>, record: Arc<Mutex<Record>>, sto
                     "rm" if ok || status == 404 => {
                         if let Some(id) = &id {
                             rec.removed.insert(id.clone());
+                            let answer =
+                                format!("{}s: {status} {}", since_began(), text.chars().take(100).collect::<String>());
+                            rec.removal_answers.insert(id.clone(), answer);
                             mine.retain(|m| m != id);
                         }
                     }
@@ -258,6 +271,7 @@ impl Lifetime {
 }
 
 fn main() {
+    BEGAN.get_or_init(Instant::now);
     if !requested("longrun") {
         return;
     }
@@ -314,7 +328,7 @@ fn main() {
         }
         if !engine_restarted && started.elapsed() >= run / 2 {
             engine_restarted = true;
-            println!("{:>4}s: restarting node-02's dockerd", started.elapsed().as_secs());
+            println!("{:>4}s: restarting node-02's dockerd", since_began());
             tb.stop_engine("node-02");
             std::thread::sleep(Duration::from_secs(3));
             tb.start_engine("node-02");
@@ -322,7 +336,7 @@ fn main() {
         if started.elapsed() >= next_kill {
             next_kill += kill_every;
             let p = primary_of(&managers);
-            println!("{:>4}s: SIGKILL of the primary {}", started.elapsed().as_secs(), managers[p].addr);
+            println!("{:>4}s: SIGKILL of the primary {}", since_began(), managers[p].addr);
             managers[p].signal("KILL");
             kills += 1;
             finished.push(std::mem::replace(&mut lives[p], Lifetime::new(p)));
@@ -479,5 +493,16 @@ fn main() {
     }
     for id in &leaked {
         println!("leaked {}", &id[..12]);
+    }
+    for id in &resurrected {
+        let on: Vec<String> = ["node-01", "node-02", "node-03"]
+            .into_iter()
+            .filter_map(|node| {
+                let state = tb.docker_ok(node, ["ps", "-a", "--format", "{{.State}}", "--filter", &format!("id={id}")]);
+                (!state.is_empty()).then(|| format!("{node} ({})", state.trim()))
+            })
+            .collect();
+        let answer = rec.removal_answers.get(*id).map_or("?", String::as_str);
+        println!("back after removal {}: removal answered at {answer}; now on {on:?}", &id[..12]);
     }
 }

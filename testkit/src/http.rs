@@ -240,7 +240,13 @@ impl Conn {
     }
 
     fn fill(&mut self) -> io::Result<()> {
-        let n = self.stream.read(&mut self.scratch[..])?;
+        let n = loop {
+            match self.stream.read(&mut self.scratch[..]) {
+                // A signal to the process (a child exiting) is not an answer.
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                read => break read?,
+            }
+        };
         if n == 0 {
             return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed mid-response"));
         }
