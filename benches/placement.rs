@@ -42,7 +42,7 @@ fn cluster() -> Vec<NodeSnapshot> {
                     if j % 6 == 0 {
                         c.port_bindings.push(PortBinding::new("80/tcp", "", &format!("{}", 8000 + j)));
                     }
-                    c
+                    c.into()
                 })
                 .collect();
             n.images.push(ImageSnapshot::new(&format!("sha256:{:064x}", 1), &["busybox:latest"]));

@@ -95,11 +95,11 @@ mod tests {
 
     fn node() -> NodeSnapshot {
         let mut n = NodeSnapshot::new("node-id", "node-1", "10.0.0.1:2375");
-        n.containers.push(ContainerSnapshot::new("aaaaaaaaaaaabbbbbbbbbbbbcccc", "/db"));
-        n.containers.push(ContainerSnapshot::new("abcdef0000001111", "/web"));
+        n.add_container(ContainerSnapshot::new("aaaaaaaaaaaabbbbbbbbbbbbcccc", "/db"));
+        n.add_container(ContainerSnapshot::new("abcdef0000001111", "/web"));
         let mut swarm = ContainerSnapshot::new("ffff00001111", "/cache");
         swarm.labels.insert(SWARM_ID_LABEL.into(), "5555666677778888".into());
-        n.containers.push(swarm);
+        n.add_container(swarm);
         n
     }
 
@@ -138,14 +138,14 @@ mod tests {
     #[test]
     fn ambiguous_name_resolves_to_nothing() {
         let mut n = node();
-        n.containers.push(ContainerSnapshot::new("999", "/db"));
+        n.add_container(ContainerSnapshot::new("999", "/db"));
         assert_eq!(find_container(&n, "db"), None);
     }
 
     #[test]
     fn pending_containers_are_found_by_name_only() {
         let mut n = NodeSnapshot::new("id", "n", "a");
-        n.containers.push(ContainerSnapshot::new("", "/pending"));
+        n.add_container(ContainerSnapshot::new("", "/pending"));
         assert_eq!(find_container(&n, "pending"), Some(0));
         assert_eq!(find_container(&n, "p"), None);
     }
@@ -178,7 +178,7 @@ mod proptests {
             for (id, name, swarm_id) in containers {
                 let mut c = ContainerSnapshot::new(&id, &name);
                 c.labels.insert(SWARM_ID_LABEL.into(), swarm_id);
-                node.containers.push(c);
+                node.add_container(c);
             }
             if let Some(i) = find_container(&node, &reference) {
                 prop_assert!(i < node.containers.len());

@@ -267,7 +267,7 @@ mod tests {
         let mut busy = node("busy");
         let mut c = ContainerSnapshot::new("c1", "/c1");
         c.reserved_cpus = 2;
-        busy.containers.push(c);
+        busy.add_container(c);
         let nodes = [busy, node("idle")];
         let req = request(json!({"HostConfig": {"CpuShares": 1}}));
         let p = Scheduler::default().select(&nodes, &req).unwrap();
@@ -344,7 +344,7 @@ mod tests {
         let mut n = node("n1");
         let mut c = ContainerSnapshot::new("c", "/c");
         c.port_bindings.push(PortBinding::new("80/tcp", "", "8080"));
-        n.containers.push(c);
+        n.add_container(c);
         let req = request(json!({
             "HostConfig": {"PortBindings": {"80/tcp": [{"HostPort": "8080"}]}}
         }));
@@ -404,7 +404,7 @@ mod tests {
         let mut busy = node("busy");
         let mut c = ContainerSnapshot::new("c", "/c");
         c.reserved_memory = 4 * GB;
-        busy.containers.push(c);
+        busy.add_container(c);
         let nodes = [node("idle"), busy];
         let s = Scheduler::new("binpack", FilterKind::DEFAULT.map(FilterKind::name)).unwrap();
         let p = s.select(&nodes, &request(json!({"HostConfig": {"Memory": GB}}))).unwrap();
@@ -436,7 +436,7 @@ mod tests {
         let mut n1 = node("n1");
         let n2 = node("n2");
         let first = request(json!({"HostConfig": {"PortBindings": {"80/tcp": [{"HostPort": "80"}]}}}));
-        n1.containers.push(ContainerSnapshot::pending_from_request(&first));
+        n1.add_container(ContainerSnapshot::pending_from_request(&first));
         let nodes = [n1, n2];
         let p = Scheduler::default().select(&nodes, &first).unwrap();
         assert_eq!(names(&nodes, &p), ["n2"]);
@@ -480,7 +480,7 @@ mod tests {
                         c.reserved_cpus = 1;
                         c.reserved_memory = GB;
                         c.port_bindings.push(PortBinding::new("80/tcp", "", &format!("{}", 10000 + j)));
-                        c
+                        std::sync::Arc::new(c)
                     })
                     .collect();
                 n.images.push(ImageSnapshot::new(&format!("sha256:{i:064x}"), &["nginx:latest"]));
@@ -522,7 +522,7 @@ mod proptests {
                     let mut c2 = ContainerSnapshot::new(&format!("{cname}{name}"), &format!("/{cname}"));
                     c2.reserved_cpus = c;
                     c2.reserved_memory = m;
-                    n.containers.push(c2);
+                    n.add_container(c2);
                 }
                 n
             })

@@ -8,6 +8,7 @@
 //! memory is in bytes.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -263,8 +264,9 @@ pub struct NodeSnapshot {
     /// Consecutive failed refreshes; pushes the node down the ranking and
     /// makes it unhealthy once it reaches the failure retry count.
     pub failure_count: u32,
-    /// Containers, including pending ones.
-    pub containers: Vec<ContainerSnapshot>,
+    /// Containers, including pending ones; shared with the cache they
+    /// come from, so taking a snapshot of a node copies no container.
+    pub containers: Vec<Arc<ContainerSnapshot>>,
     /// Images present on the engine.
     pub images: Vec<ImageSnapshot>,
 }
@@ -295,6 +297,11 @@ impl NodeSnapshot {
         NodeSnapshot { id: id.to_string(), name: name.to_string(), addr: addr.to_string(), ..NodeSnapshot::default() }
     }
 
+    /// Adds a container (a test's, or a pending one).
+    pub fn add_container(&mut self, container: ContainerSnapshot) {
+        self.containers.push(Arc::new(container));
+    }
+
     /// CPUs reserved by all containers, pending ones included.
     pub fn reserved_cpus(&self) -> i64 {
         self.containers.iter().fold(0i64, |acc, c| acc.saturating_add(c.reserved_cpus))
@@ -319,7 +326,7 @@ impl NodeSnapshot {
     /// `<node>/name`) or unique ID prefix, like Docker and the original
     /// manager resolve `--link`, `--volumes-from` and `--net=container:`.
     pub fn container(&self, id_or_name: &str) -> Option<&ContainerSnapshot> {
-        lookup::find_container(self, id_or_name).map(|i| &self.containers[i])
+        lookup::find_container(self, id_or_name).map(|i| self.containers[i].as_ref())
     }
 }
 
@@ -424,12 +431,12 @@ mod tests {
         let mut c = ContainerSnapshot::new("c1", "/a");
         c.reserved_cpus = 2;
         c.reserved_memory = 100;
-        n.containers.push(c);
+        n.add_container(c);
         let mut p = ContainerSnapshot::new("", "/b");
         p.pending = true;
         p.reserved_cpus = 1;
         p.reserved_memory = 50;
-        n.containers.push(p);
+        n.add_container(p);
         assert_eq!(n.reserved_cpus(), 3);
         assert_eq!(n.reserved_memory(), 150);
     }
@@ -602,7 +609,7 @@ mod proptests {
             prop_assert_eq!((listed.reserved_cpus, listed.reserved_memory), (0, 0));
             let _ = ImageSnapshot::from_summary(&json);
             let mut node = NodeSnapshot::new("id", "name", "h:1");
-            node.containers = vec![inspected, listed];
+            node.containers = vec![inspected.into(), listed.into()];
             prop_assert!(node.reserved_cpus() >= 0 && node.reserved_memory() >= 0);
         }
 

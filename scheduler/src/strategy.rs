@@ -162,7 +162,7 @@ mod tests {
         let mut c = ContainerSnapshot::new(&format!("c{}", node.containers.len()), "");
         c.reserved_cpus = cpus;
         c.reserved_memory = memory;
-        node.containers.push(c);
+        node.add_container(c);
     }
 
     fn ask(cpus: i64, memory: i64) -> ContainerRequest {
@@ -259,7 +259,7 @@ mod tests {
         let mut p = ContainerSnapshot::new("", "/pending");
         p.pending = true;
         p.reserved_memory = 2 * GB;
-        a.containers.push(p);
+        a.add_container(p);
         assert_eq!(rank(Strategy::Spread, &[a], &ask(0, GB)), Err(ScheduleError::NoResources));
     }
 

@@ -24,7 +24,7 @@ pub struct Details {
     /// `State.Health.Status`, or `none`.
     pub health: String,
     /// What the scheduler needs (names, labels, ports, reserved resources).
-    pub snapshot: Option<ContainerSnapshot>,
+    pub snapshot: Option<Arc<ContainerSnapshot>>,
     /// The create body that reproduces the container, kept only for
     /// containers with a reschedule policy.
     pub recreate: Option<Value>,
@@ -41,7 +41,7 @@ impl Details {
             inspected: true,
             exit_code: inspect["State"]["ExitCode"].as_i64(),
             health: inspect["State"]["Health"]["Status"].as_str().unwrap_or("none").to_string(),
-            snapshot: Some(ContainerSnapshot::from_inspect(inspect, engine_cpus)),
+            snapshot: Some(Arc::new(ContainerSnapshot::from_inspect(inspect, engine_cpus))),
             recreate: if reschedules { create_config(inspect) } else { None },
         }
     }
@@ -109,7 +109,7 @@ pub struct Container {
     /// What the inspect said.
     pub details: Arc<Details>,
     /// What the scheduler needs of this container.
-    pub snapshot: ContainerSnapshot,
+    pub snapshot: Arc<ContainerSnapshot>,
 }
 
 impl Container {
@@ -155,7 +155,7 @@ impl Container {
         });
         let snapshot = match &details.snapshot {
             Some(s) => s.clone(),
-            None => ContainerSnapshot::from_summary(&Value::Object(summary.clone())),
+            None => Arc::new(ContainerSnapshot::from_summary(&Value::Object(summary.clone()))),
         };
         let container = Container {
             state: text(&summary, "State"),
@@ -216,7 +216,7 @@ impl Container {
         });
         let Value::Object(summary) = summary else { return None };
         let snapshot = ContainerSnapshot { id: id.to_string(), names: names.clone(), pending: false, ..snapshot };
-        let details = Details { health: "none".into(), snapshot: Some(snapshot), ..Details::default() };
+        let details = Details { health: "none".into(), snapshot: Some(Arc::new(snapshot)), ..Details::default() };
         Container::from_summary(summary, Arc::new(details), node_name, node_ip)
     }
 

@@ -105,8 +105,9 @@ impl Cluster {
             for (key, value) in settings.labels {
                 node.labels.entry(key).or_insert(value);
             }
-            node.containers
-                .extend(pending.iter().filter(|(_, addr, _)| *addr == engine.addr).map(|(_, _, c)| c.clone()));
+            node.containers.extend(
+                pending.iter().filter(|(_, addr, _)| *addr == engine.addr).map(|(_, _, c)| Arc::new(c.clone())),
+            );
             nodes.push(node);
             engines.push(engine);
         }

@@ -59,12 +59,12 @@ mod tests {
     /// Mirrors the fixture of the original's affinity tests.
     fn nodes() -> Vec<NodeSnapshot> {
         let mut n0 = NodeSnapshot::new("node-0-id", "node-0-name", "node-0");
-        n0.containers.push(ContainerSnapshot::new("container-n0-0-id", "/container-n0-0-name"));
-        n0.containers.push(ContainerSnapshot::new("container-n0-1-id", "/container-n0-1-name"));
+        n0.add_container(ContainerSnapshot::new("container-n0-0-id", "/container-n0-0-name"));
+        n0.add_container(ContainerSnapshot::new("container-n0-1-id", "/container-n0-1-name"));
         n0.images.push(ImageSnapshot::new("image-0-id", &["image-0:tag1", "image-0:tag2"]));
         let mut n1 = NodeSnapshot::new("node-1-id", "node-1-name", "node-1");
-        n1.containers.push(ContainerSnapshot::new("container-n1-0-id", "/container-n1-0-name"));
-        n1.containers.push(ContainerSnapshot::new("container-n1-1-id", "/container-n1-1-name"));
+        n1.add_container(ContainerSnapshot::new("container-n1-0-id", "/container-n1-0-name"));
+        n1.add_container(ContainerSnapshot::new("container-n1-1-id", "/container-n1-1-name"));
         n1.images.push(ImageSnapshot::new("image-1-id", &["image-1:tag1", "image-0:tag3", "image-1:tag2"]));
         let n2 = NodeSnapshot::new("node-2-id", "node-2-name", "node-2");
         vec![n0, n1, n2]
@@ -111,7 +111,7 @@ mod tests {
     fn container_by_short_id_prefix() {
         let mut ns = nodes();
         let long = "0123456789abcdef0123456789abcdef";
-        ns[2].containers.push(ContainerSnapshot::new(long, "/x"));
+        ns[2].add_container(ContainerSnapshot::new(long, "/x"));
         let run_env = |env: &str| run(FilterKind::Affinity, &ns, &request(json!({ "Env": [env] })), true).ok();
         assert_eq!(run_env("affinity:container==0123456789ab").unwrap(), ["node-2-name"]);
         assert_eq!(run_env("affinity:container!=0123456789ab").unwrap().len(), 2);
@@ -142,8 +142,8 @@ mod tests {
     #[test]
     fn container_labels() {
         let mut ns = nodes();
-        ns[0].containers[0].labels.insert("com.example.type".into(), "frontend".into());
-        ns[1].containers[1].labels.insert("com.example.type".into(), "db".into());
+        std::sync::Arc::make_mut(&mut ns[0].containers[0]).labels.insert("com.example.type".into(), "frontend".into());
+        std::sync::Arc::make_mut(&mut ns[1].containers[1]).labels.insert("com.example.type".into(), "db".into());
         let run_env = |env: &str| run(FilterKind::Affinity, &ns, &request(json!({ "Env": [env] })), true).ok();
         assert_eq!(run_env("affinity:com.example.type==frontend").unwrap(), ["node-0-name"]);
         assert_eq!(run_env("affinity:com.example.type!=frontend").unwrap(), ["node-1-name", "node-2-name"]);
@@ -161,7 +161,7 @@ mod tests {
         let mut ns = nodes();
         let mut p = ContainerSnapshot::new("", "/being-created");
         p.pending = true;
-        ns[2].containers.push(p);
+        ns[2].add_container(p);
         let req = request(json!({"Env": ["affinity:container==being-created"]}));
         assert_eq!(run(FilterKind::Affinity, &ns, &req, true).unwrap(), ["node-2-name"]);
     }

@@ -45,10 +45,10 @@ mod tests {
 
     fn nodes() -> Vec<NodeSnapshot> {
         let mut n0 = NodeSnapshot::new("id0", "node-0", "");
-        n0.containers.push(ContainerSnapshot::new("c0aaaaaaaaaaaaaa", "/c0"));
+        n0.add_container(ContainerSnapshot::new("c0aaaaaaaaaaaaaa", "/c0"));
         let mut n1 = NodeSnapshot::new("id1", "node-1", "");
-        n1.containers.push(ContainerSnapshot::new("c1bbbbbbbbbbbbbb", "/c1"));
-        n1.containers.push(ContainerSnapshot::new("c2cccccccccccccc", "/c2"));
+        n1.add_container(ContainerSnapshot::new("c1bbbbbbbbbbbbbb", "/c1"));
+        n1.add_container(ContainerSnapshot::new("c2cccccccccccccc", "/c2"));
         vec![n0, n1, NodeSnapshot::new("id2", "node-2", "")]
     }
 

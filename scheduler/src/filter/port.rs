@@ -86,7 +86,7 @@ mod tests {
 
     fn node_with(name: &str, container: Option<ContainerSnapshot>) -> NodeSnapshot {
         let mut n = NodeSnapshot::new(name, name, "");
-        n.containers.extend(container);
+        n.containers.extend(container.map(std::sync::Arc::new));
         n
     }
 

@@ -45,7 +45,7 @@ mod tests {
             n.labels.insert("containerslots".into(), s.into());
         }
         for i in 0..containers {
-            n.containers.push(ContainerSnapshot::new(&format!("{name}-{i}"), ""));
+            n.add_container(ContainerSnapshot::new(&format!("{name}-{i}"), ""));
         }
         n
     }
@@ -63,7 +63,7 @@ mod tests {
         let mut n = node("n", Some("1"), 0);
         let mut p = ContainerSnapshot::new("", "/pending");
         p.pending = true;
-        n.containers.push(p);
+        n.add_container(p);
         let req = ContainerRequest::default();
         assert!(run(FilterKind::ContainerSlots, &[n], &req, true).is_err());
     }
