@@ -373,8 +373,16 @@ fn main() {
     let elapsed = started.elapsed();
     // Let in-flight work settle, then read what exists.
     std::thread::sleep(Duration::from_secs(5));
+    // An engine the load left hung stays listed (its containers as `Host
+    // Down`), so the check goes on without it, saying so.
     for m in &managers {
-        m.wait_healthy(3);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while m.healthy_count() < 3 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        if m.healthy_count() < 3 {
+            println!("manager {}: only {} engines Healthy at the end", m.addr, m.healthy_count());
+        }
     }
     let p = primary_of(&managers);
     let filters = format!("{{\"label\":[\"{LABEL}=1\"]}}");
