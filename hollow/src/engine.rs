@@ -357,10 +357,10 @@ impl Ops<'_> {
         let Some(image) = self.shared.images.iter().find(|i| i.matches(&reference)) else {
             return Err(ApiError::not_found(format!("No such image: {reference}")));
         };
-        let network = match (request.endpoint.as_deref(), request.network_mode.as_str()) {
-            (Some(endpoint), _) => endpoint.to_string(),
-            (None, "default") => "bridge".to_string(),
-            (None, mode) => mode.to_string(),
+        // The CLI names the network mode's endpoint too: `default` is the bridge.
+        let network = match request.endpoint.as_deref().unwrap_or(&request.network_mode) {
+            "default" => "bridge".to_string(),
+            named => named.to_string(),
         };
         if self.state.find_network(&network).is_none() && !network.starts_with("container:") {
             return Err(ApiError::not_found(format!("network {network} not found")));
