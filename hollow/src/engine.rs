@@ -713,7 +713,7 @@ impl State {
     /// The container `reference` names, in dockerd's order: full ID, name, ID prefix.
     pub fn find(&self, reference: &str) -> Option<usize> {
         let name = reference.strip_prefix('/').unwrap_or(reference);
-        let by_id = self.containers.iter().position(|c| reference.len() == 64 && c.id.hex() == reference);
+        let by_id = self.containers.iter().position(|c| c.id.is(reference));
         by_id.or_else(|| self.containers.iter().position(|c| *c.name == *name)).or_else(|| {
             let mut matches = self.containers.iter().enumerate().filter(|(_, c)| c.id.has_prefix(reference));
             match (matches.next(), matches.next()) {
