@@ -72,7 +72,9 @@ struct ChurnSlot {
 pub struct State {
     /// Oldest first (`/containers/json` lists them newest first); names and IDs unique.
     pub containers: Vec<Container>,
-    /// The built-in `bridge`, `host` and `none` first; names and IDs unique.
+    /// The built-in `bridge`, `host` and `none` first; names and IDs
+    /// unique. Built-ins cannot be removed, so `networks[0]` is always the
+    /// default bridge.
     pub networks: Vec<Network>,
     /// Names unique.
     pub volumes: Vec<Volume>,
