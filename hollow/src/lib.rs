@@ -59,6 +59,7 @@ mod fixtures;
 mod fleet;
 mod ids;
 mod model;
+mod ops;
 mod render;
 mod server;
 
