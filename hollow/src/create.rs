@@ -59,9 +59,17 @@ fn ports(body: &Map<String, Value>, host: &Map<String, Value>) -> Result<Vec<Por
     if let Some(bindings) = host.get("PortBindings").and_then(Value::as_object) {
         for (key, list) in bindings {
             let (private, protocol) = port_key(key)?;
+            // No host port (`-p 80`) is one dockerd picks at start: 0 here.
             let published: Vec<u16> = list
                 .as_array()
-                .map(|l| l.iter().filter_map(|b| b["HostPort"].as_str().and_then(|p| p.parse().ok())).collect())
+                .map(|l| {
+                    l.iter()
+                        .filter_map(|b| match b["HostPort"].as_str() {
+                            None | Some("") => Some(0),
+                            Some(port) => port.parse().ok(),
+                        })
+                        .collect()
+                })
                 .unwrap_or_default();
             if published.is_empty() {
                 ports.push(PortSpec { private, protocol: protocol.clone(), host_port: None });

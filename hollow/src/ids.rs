@@ -52,9 +52,23 @@ impl Id {
         hex
     }
 
-    /// True when `prefix` (hex, any case Docker accepts: lowercase) starts this ID.
+    /// True when `prefix` (lowercase hex, as Docker prints IDs) starts this
+    /// ID. Compared digit by digit: lookups run on every request, and
+    /// rendering each candidate's hex would allocate.
     pub fn has_prefix(&self, prefix: &str) -> bool {
-        !prefix.is_empty() && prefix.len() <= 64 && self.hex().starts_with(prefix)
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        !prefix.is_empty()
+            && prefix.len() <= 64
+            && prefix.bytes().enumerate().all(|(i, digit)| {
+                let byte = self.0[i / 2];
+                let nibble = if i % 2 == 0 { byte >> 4 } else { byte & 0xf };
+                DIGITS[usize::from(nibble)] == digit
+            })
+    }
+
+    /// True when `text` is exactly this ID's 64 hex digits.
+    pub fn is(&self, text: &str) -> bool {
+        text.len() == 64 && self.has_prefix(text)
     }
 }
 
@@ -110,7 +124,11 @@ mod tests {
         assert!(id.hex().bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
         assert_eq!(id.short(), id.hex()[..12]);
         assert!(id.has_prefix(&id.hex()[..5]));
+        assert!(id.is(&id.hex()));
+        assert!(!id.is(&id.hex()[..63]));
         assert!(!id.has_prefix(""));
+        let other = Id::derived(&[b"other"]);
+        assert!(!other.has_prefix(&id.hex()[..12]));
     }
 
     #[test]

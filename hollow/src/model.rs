@@ -37,7 +37,8 @@ pub struct PortSpec {
     pub private: u16,
     /// `tcp`, `udp` or `sctp`.
     pub protocol: Box<str>,
-    /// The published host port; `None` for a port only exposed.
+    /// The published host port; `None` for a port only exposed, 0 for
+    /// one the engine picks (see [`Container::public_port`]).
     pub host_port: Option<u16>,
 }
 
@@ -121,6 +122,20 @@ impl Container {
     /// `Path` then `Args` joined, as `/containers/json`'s `Command`.
     pub fn command_line(&self) -> String {
         self.spec.command.join(" ")
+    }
+
+    /// The host port `port` is published on: the one asked for, or for 0
+    /// one from dockerd's ephemeral range (32768-60999), derived from the
+    /// container so it is stable without being stored.
+    pub fn public_port(&self, port: &PortSpec) -> Option<u16> {
+        match port.host_port? {
+            0 => {
+                let seed = Id::derived(&[self.id.bytes(), &port.private.to_le_bytes(), port.protocol.as_bytes()]);
+                let spread = u16::from_le_bytes([seed.bytes()[0], seed.bytes()[1]]) % (60_999 - 32_768 + 1);
+                Some(32_768 + spread)
+            }
+            given => Some(given),
+        }
     }
 }
 

@@ -34,17 +34,34 @@ fn labels_or_null(labels: &[(Box<str>, Box<str>)]) -> Value {
 }
 
 /// The fields of `overlay` (a JSON object, as the create gave it) that
-/// the template knows, written over `base`: dockerd decodes a create
-/// into its own structs, so fields it does not know never show.
-fn overlay(base: &mut Value, overlay: Option<&str>, except: &[&str]) {
+/// the template knows, or that are in `optional`, written over `base`:
+/// dockerd decodes a create into its own structs, so fields it does not
+/// know never show, and its `omitempty` ones (`optional`, absent from
+/// the template) only when given.
+fn overlay(base: &mut Value, overlay: Option<&str>, except: &[&str], optional: &[&str]) {
     let Some(Ok(Value::Object(given))) = overlay.map(serde_json::from_str::<Value>) else { return };
     let Value::Object(base) = base else { return };
     for (key, value) in given {
-        if base.contains_key(&key) && !except.contains(&key.as_str()) {
+        let known = base.contains_key(&key) || (optional.contains(&key.as_str()) && !value.is_null());
+        if known && !except.contains(&key.as_str()) {
             base.insert(key, value);
         }
     }
 }
+
+/// dockerd's `HostConfig` fields that only show when set.
+const OPTIONAL_HOST_CONFIG: [&str; 2] = ["Init", "Annotations"];
+/// dockerd's `Config` fields that only show when set.
+const OPTIONAL_CONFIG: [&str; 8] = [
+    "ExposedPorts",
+    "Healthcheck",
+    "StopSignal",
+    "StopTimeout",
+    "Shell",
+    "ArgsEscaped",
+    "NetworkDisabled",
+    "MacAddress",
+];
 
 pub fn version() -> Value {
     templates().version.clone()
@@ -133,7 +150,7 @@ pub fn summary(state: &State, c: &Container, now: i64) -> Value {
     let mut ports = Vec::new();
     if c.state.is_up() {
         for port in spec.ports.iter() {
-            let Some(public) = port.host_port else {
+            let Some(public) = c.public_port(port) else {
                 ports.push(json!({"PrivatePort": port.private, "Type": &*port.protocol}));
                 continue;
             };
@@ -208,12 +225,24 @@ pub fn inspect(state: &State, c: &Container) -> Value {
     // A container created with no options is the exited fixture's; what
     // the create gave is laid over that.
     let mut host_config = t.inspect_exited["HostConfig"].clone();
-    overlay(&mut host_config, spec.host_config.as_deref(), &[]);
+    // The daemon sets the masked and read-only paths itself.
+    let daemon_set = ["MaskedPaths", "ReadonlyPaths"];
+    overlay(&mut host_config, spec.host_config.as_deref(), &daemon_set, &OPTIONAL_HOST_CONFIG);
     put(&mut host_config, "/NetworkMode", &*spec.network_mode);
+    // The CLI's "unset" values, which dockerd keeps as nil.
+    if host_config["MemorySwappiness"].as_i64().is_some_and(|s| s < 0) {
+        put(&mut host_config, "/MemorySwappiness", Value::Null);
+    }
+    if host_config["PidsLimit"].as_i64().is_some_and(|l| l <= 0) {
+        put(&mut host_config, "/PidsLimit", Value::Null);
+    }
     put(&mut v, "/HostConfig", host_config);
 
     let mut config = t.inspect_exited["Config"].clone();
-    overlay(&mut config, spec.config.as_deref(), &["Hostname", "Image", "Labels"]);
+    overlay(&mut config, spec.config.as_deref(), &["Hostname", "Image", "Labels", "ExposedPorts"], &OPTIONAL_CONFIG);
+    if config["Volumes"].as_object().is_some_and(|volumes| volumes.is_empty()) {
+        put(&mut config, "/Volumes", Value::Null);
+    }
     put(&mut config, "/Hostname", c.id.short());
     put(&mut config, "/Image", &*spec.image);
     put(&mut config, "/Labels", labels_object(&spec.labels));
@@ -254,7 +283,7 @@ fn network_settings(v: &mut Value, state: &State, c: &Container) {
     if c.state.is_up() {
         for port in c.spec.ports.iter() {
             let key = format!("{}/{}", port.private, port.protocol);
-            let bindings = match port.host_port {
+            let bindings = match c.public_port(port) {
                 Some(public) => json!([
                     {"HostIp": "0.0.0.0", "HostPort": public.to_string()},
                     {"HostIp": "::", "HostPort": public.to_string()},

@@ -327,3 +327,69 @@ async fn latency_delays_answers_but_not_the_stream() {
     let _stream = Events::open(&client, addr, "/events").await;
     assert!(started.elapsed() < Duration::from_millis(80), "the stream opens at once");
 }
+
+/// Every field path of `value` with its JSON type (`a.b:string`, `a[]:object`).
+fn field_paths(value: &Value, path: &str, out: &mut std::collections::BTreeSet<String>) {
+    let kind = |v: &Value| match v {
+        Value::Null => "null",
+        Value::Bool(_) => "bool",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    };
+    match value {
+        Value::Object(map) => {
+            for (key, child) in map {
+                let child_path = format!("{path}.{key}");
+                out.insert(format!("{child_path}:{}", kind(child)));
+                field_paths(child, &child_path, out);
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                out.insert(format!("{path}[]:{}", kind(item)));
+                field_paths(item, &format!("{path}[]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The field paths, but `Args`' elements: these containers sleep (`sleep
+/// infinity`), the captured one ran `true`, without arguments.
+fn shape(value: &Value) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    field_paths(value, "", &mut out);
+    out.retain(|p| !p.starts_with(".Args[]"));
+    out
+}
+
+/// The containers a fleet starts with (what a bench mostly reads) are
+/// shaped exactly like the real ones captured in the same states.
+#[tokio::test]
+async fn pre_populated_containers_are_shaped_like_the_captured_ones() {
+    let config = FleetConfig { container_labels: Vec::new(), ..FleetConfig::new(any_port(1)) };
+    let fleet = Fleet::start(config).await.expect("a fleet");
+    let client = client();
+    let addr = fleet.addrs()[0];
+    let captured_list: Value = serde_json::from_str(include_str!("../fixtures/containers.json")).expect("fixture");
+    let captured_exited = captured_list
+        .as_array()
+        .and_then(|l| l.iter().find(|c| c["State"] == "exited"))
+        .cloned()
+        .expect("an exited container in the fixture");
+    let captured_inspect: Value =
+        serde_json::from_str(include_str!("../fixtures/inspect-exited.json")).expect("fixture");
+    let listed = get_json(&client, addr, "/containers/json?all=1").await;
+    let exited =
+        listed.as_array().and_then(|l| l.iter().find(|c| c["State"] == "exited")).cloned().expect("an exited one");
+    assert_eq!(shape(&exited), shape(&captured_exited), "list entry");
+    let inspect = get_json(&client, addr, &format!("/containers/{}/json", exited["Id"].as_str().unwrap_or(""))).await;
+    assert_eq!(shape(&inspect), shape(&captured_inspect), "inspect");
+    let running =
+        listed.as_array().and_then(|l| l.iter().find(|c| c["State"] == "running")).cloned().expect("a running one");
+    let inspect = get_json(&client, addr, &format!("/containers/{}/json", running["Id"].as_str().unwrap_or(""))).await;
+    assert_eq!(shape(&inspect), shape(&captured_inspect), "a running container has the same fields");
+    assert!(inspect["NetworkSettings"]["IPAddress"].as_str().is_some_and(|ip| ip.starts_with("172.17.")), "{inspect}");
+}

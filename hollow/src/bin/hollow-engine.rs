@@ -147,8 +147,9 @@ async fn run(args: Args) -> Result<(), String> {
         config.images = args.images;
     }
     config.event_history = args.event_history;
-    // Each engine holds a listener, and a manager keeps a few connections to each.
-    let wanted = args.engines as u64 * 4 + 64;
+    // Each engine holds a listener, and a manager keeps about 11
+    // keep-alive connections to each after its first refresh.
+    let wanted = args.engines as u64 * 16 + 64;
     if let Some(limit) = open_files_limit().filter(|l| *l < wanted) {
         eprintln!("hollow-engine: warning: open files limited to {limit}, {wanted} may be needed (ulimit -n)");
     }
