@@ -84,6 +84,25 @@ fn healthy(addr: &str) -> usize {
     }
 }
 
+/// Containers the manager has loaded, as its `/metrics` counts them.
+fn loaded(addr: &str) -> usize {
+    match http::get(addr, "/metrics", Duration::from_secs(10)) {
+        Ok((200, text)) => metrics::parse(&text).value("swarm_containers", &[]) as usize,
+        _ => 0,
+    }
+}
+
+/// Waits until the manager lists `n` containers; the time since `since`.
+fn wait_loaded(addr: &str, n: usize, since: Instant, within: Duration) -> Option<Duration> {
+    while since.elapsed() < within {
+        if loaded(addr) >= n {
+            return Some(since.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
+}
+
 /// Waits until `n` engines are Healthy; samples `/info` every 250 ms
 /// meanwhile. Returns the time it took and the `/info` latencies (ms).
 fn wait_all_healthy(addr: &str, n: usize, since: Instant, within: Duration) -> (Option<Duration>, Vec<f64>) {
@@ -298,6 +317,11 @@ fn one_size(runtime: &tokio::runtime::Runtime, engines: usize, swarm: &str) -> V
         None => println!("not all Healthy within 120 s: {} of {engines}", healthy(&manager.addr)),
     }
     println!("  /info while engines came up: {} samples, max {:.1} ms", info_during.0.len(), info_during.p(1.0));
+    let all_loaded = wait_loaded(&manager.addr, containers, started, Duration::from_secs(180));
+    match all_loaded {
+        Some(d) => println!("all {containers} containers listed {:.1}s after the manager's start", d.as_secs_f64()),
+        None => println!("not all containers listed within 180 s: {}", loaded(&manager.addr)),
+    }
     let rss_loaded = vm_rss_kib(pid);
 
     let (info, info_size) = sample_get(&manager.addr, "/v1.41/info", 200);
@@ -307,7 +331,18 @@ fn one_size(runtime: &tokio::runtime::Runtime, engines: usize, swarm: &str) -> V
 
     let direct_addr = addrs[0].clone();
     let direct = sample_runs(&direct_addr, 100, "direct", false);
+    // `SWARM_SCALE_PERF=FILE` records the manager's profile while it runs them.
+    let perf = std::env::var("SWARM_SCALE_PERF").ok().map(|out| {
+        std::process::Command::new("perf")
+            .args(["record", "-F", "999", "-g", "-o", &out, "-p", &pid.to_string()])
+            .spawn()
+            .expect("perf")
+    });
     let runs = sample_runs(&manager.addr, 200, "swarm", true);
+    if let Some(mut perf) = perf {
+        let _ = std::process::Command::new("kill").args(["-INT", &perf.id().to_string()]).status();
+        let _ = perf.wait();
+    }
     println!("docker run -d on one hollow engine p50/p90/p99 ms: {}", direct.triple());
     println!("docker run -d through the manager (constraint + affinity) p50/p90/p99 ms: {}", runs.triple());
 
@@ -357,9 +392,11 @@ fn one_size(runtime: &tokio::runtime::Runtime, engines: usize, swarm: &str) -> V
     drop(fleet);
 
     let startup = took.map_or("> 120 s".to_string(), |d| format!("{:.1} s", d.as_secs_f64()));
+    let listed = all_loaded.map_or("> 180 s".to_string(), |d| format!("{:.1} s", d.as_secs_f64()));
     let hollow_run = direct.p(0.99);
     vec![
         row("start to all engines Healthy", startup, "< 30 s", Some(took.is_some_and(|d| d < Duration::from_secs(30)))),
+        row("start to all containers listed", listed, "", None),
         row("/info max while engines come up, ms", format!("{:.1}", info_during.p(1.0)), "", None),
         row("/info p50/p90/p99 ms", info.triple(), "p99 < 50", Some(info.p(0.99) < 50.0)),
         row("ps -a p50/p90/p99 ms", format!("{} ({containers}+)", ps.triple()), "p99 < 500", Some(ps.p(0.99) < 500.0)),

@@ -37,6 +37,9 @@ impl std::fmt::Debug for Upstream {
     }
 }
 
+/// Idle connections kept per upstream.
+const MAX_IDLE_PER_ENGINE: usize = 4;
+
 impl Upstream {
     /// A client for `addr` (`host:port`), over TLS when `tls` is given.
     /// Connections are opened lazily.
@@ -58,7 +61,13 @@ impl Upstream {
         connector.set_connect_timeout(Some(connect_timeout));
         connector.set_keepalive(Some(Duration::from_secs(30)));
         let connector = UpstreamConnector { tcp: connector, tls, handshake_timeout: connect_timeout };
-        let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(90)).build(connector);
+        // A few idle connections per engine serve the usual concurrency; a
+        // manager over a thousand engines would hold tens of thousands of
+        // sockets and their buffers if every burst's connections stayed.
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(MAX_IDLE_PER_ENGINE)
+            .build(connector);
         Ok(Upstream { addr: addr.to_string(), host_header, client })
     }
 

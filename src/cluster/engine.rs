@@ -1,6 +1,6 @@
 //! One Docker engine: its identity, health and cached state.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -316,6 +316,11 @@ pub struct Engine {
     /// that learned it to the cache write, so changes land in the order
     /// they were learned: an older answer never overwrites a newer one.
     refresh_lock: tokio::sync::Mutex<()>,
+    /// Containers an engine event said changed, not refreshed yet; taken
+    /// in batches by the engine's event refresher (see `monitor`).
+    changed: parking_lot::Mutex<HashSet<String>>,
+    /// Wakes the event refresher when `changed` gains an entry.
+    changed_wake: Notify,
 }
 
 /// The right to change an engine's container cache; see [`Engine::lock_containers`].
@@ -370,6 +375,8 @@ impl Engine {
             wake: Notify::new(),
             flagged: Notify::new(),
             refresh_lock: tokio::sync::Mutex::new(()),
+            changed: parking_lot::Mutex::new(HashSet::new()),
+            changed_wake: Notify::new(),
         })
     }
 
@@ -518,6 +525,23 @@ impl Engine {
     /// error is kept.
     pub(super) fn contact_failed(&self, error: String) {
         self.state.write().last_error = Some(error);
+    }
+
+    /// Notes that an engine event changed container `id`.
+    pub(super) fn mark_changed(&self, id: String) {
+        if self.changed.lock().insert(id) {
+            self.changed_wake.notify_one();
+        }
+    }
+
+    /// Waits until some container is marked changed.
+    pub(super) async fn changes_marked(&self) {
+        self.changed_wake.notified().await;
+    }
+
+    /// The containers marked changed so far, and no longer marked.
+    pub(super) fn take_changed(&self) -> Vec<String> {
+        std::mem::take(&mut *self.changed.lock()).into_iter().collect()
     }
 
     /// Counted failed refreshes in a row.

@@ -66,6 +66,11 @@ pub struct MonitorContext {
     pub cluster_networks: Mutex<BTreeMap<String, Value>>,
     /// The manager's metrics, counted as the engines' facts are observed.
     pub metrics: Arc<Metrics>,
+    /// Full refreshes (every container, image, network and volume of an
+    /// engine) running at once, across engines: a manager starting over a
+    /// thousand engines loads them a few dozen at a time instead of
+    /// opening thousands of connections and holding every answer at once.
+    pub full_refreshes: tokio::sync::Semaphore,
 }
 
 impl MonitorContext {
@@ -197,6 +202,7 @@ impl Cluster {
                 signals: broadcast::channel(SIGNAL_CAPACITY).0,
                 cluster_networks: Mutex::new(BTreeMap::new()),
                 metrics,
+                full_refreshes: tokio::sync::Semaphore::new(monitor::FULL_REFRESHES_AT_ONCE),
             }),
             policy,
             members: RwLock::new(BTreeMap::new()),

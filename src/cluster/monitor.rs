@@ -19,7 +19,15 @@ use super::{EngineSignal, MonitorContext};
 use crate::observe::Observed;
 
 /// Inspects run at most this many at a time during a refresh.
-const INSPECT_CONCURRENCY: usize = 8;
+const INSPECT_CONCURRENCY: usize = 4;
+/// Engines fully refreshed at once (see `MonitorContext::full_refreshes`).
+pub const FULL_REFRESHES_AT_ONCE: usize = 32;
+/// How long the changes engine events announce gather before they are
+/// refreshed together: a container's events come in bursts (`kill`, `die`,
+/// `disconnect`, `stop`), and one list serves every container of a batch.
+const CHANGES_WINDOW: Duration = Duration::from_millis(20);
+/// Containers named in one filtered list call (the IDs go in the URL).
+const CHANGES_PER_LIST: usize = 50;
 /// First wait before reopening a lost events stream; doubles up to the refresh interval.
 const EVENTS_RETRY_START: Duration = Duration::from_millis(100);
 
@@ -55,7 +63,7 @@ impl MonitorConfig {
 pub async fn run(engine: Arc<Engine>, context: Arc<MonitorContext>) {
     let info = validate(&engine, &context).await;
     let tag = NodeTag::new(&info, &engine.addr, &engine.ip);
-    if let Err(e) = refresh_all(&engine, &info).await {
+    if let Err(e) = refresh_all_bounded(&engine, &info, &context).await {
         note_failure(&engine, &context, &tag, &e);
     }
     Observed::EngineRegistered { name: &info.name, addr: &engine.addr }.emit();
@@ -65,6 +73,7 @@ pub async fn run(engine: Arc<Engine>, context: Arc<MonitorContext>) {
 
     let events = tokio::spawn(follow_events(engine.clone(), context.clone(), tag.clone()));
     let _abort_events = AbortOnDrop(events);
+    let _abort_changes = AbortOnDrop(tokio::spawn(refresh_changes(engine.clone())));
     // The next scheduled refresh. A wake (the events stream broke or
     // reopened, an engine came back) refreshes sooner, but leaves the
     // schedule alone when it fails on an engine already failing: only
@@ -83,7 +92,7 @@ pub async fn run(engine: Arc<Engine>, context: Arc<MonitorContext>) {
             Ok(fresh) => {
                 let fresh = Arc::new(fresh);
                 engine.set_info(fresh.clone());
-                refresh_all(&engine, &fresh).await
+                refresh_all_bounded(&engine, &fresh, &context).await
             }
             Err(e) => Err(e),
         };
@@ -162,6 +171,13 @@ fn note_early_failure(engine: &Engine, tag: &NodeTag, error: &EngineError) {
     let error = error.to_string();
     Observed::EngineRefreshUncounted { name: &tag.name, error: &error }.emit();
     engine.contact_failed(error);
+}
+
+/// [`refresh_all`] once one of the [`FULL_REFRESHES_AT_ONCE`] turns is free.
+async fn refresh_all_bounded(engine: &Engine, info: &EngineInfo, context: &MonitorContext) -> Result<(), EngineError> {
+    // The semaphore is never closed; were it, refreshing unbounded is still right.
+    let _turn = context.full_refreshes.acquire().await.ok();
+    refresh_all(engine, info).await
 }
 
 /// Refreshes containers, images, networks and volumes.
@@ -453,22 +469,87 @@ fn react(engine: &Arc<Engine>, event: &Value) {
     let Some(reaction) = reaction(event) else {
         return;
     };
-    let engine = engine.clone();
-    tokio::spawn(async move {
-        // A failed refresh here is caught by the next full refresh.
-        match reaction {
-            Reaction::Forget(id) => forget_container(&engine, &id).await,
-            Reaction::Refresh(id) => {
-                let _ = refresh_container(&engine, &id).await;
-            }
-            Reaction::RefreshKind(kind, container) => {
-                let _ = refresh_kind(&engine, kind).await;
-                if let Some(id) = container {
-                    let _ = refresh_container(&engine, &id).await;
-                }
-            }
+    match reaction {
+        Reaction::Refresh(id) => engine.mark_changed(id),
+        Reaction::Forget(id) => {
+            let engine = engine.clone();
+            tokio::spawn(async move { forget_container(&engine, &id).await });
         }
-    });
+        Reaction::RefreshKind(kind, container) => {
+            if let Some(id) = container {
+                engine.mark_changed(id);
+            }
+            let engine = engine.clone();
+            // A failed refresh here is caught by the next full refresh.
+            tokio::spawn(async move {
+                let _ = refresh_kind(&engine, kind).await;
+            });
+        }
+    }
+}
+
+/// Refreshes the containers engine events marked changed, a batch at a
+/// time, for as long as the engine is monitored.
+async fn refresh_changes(engine: Arc<Engine>) {
+    loop {
+        engine.changes_marked().await;
+        tokio::time::sleep(CHANGES_WINDOW).await;
+        let changed = engine.take_changed();
+        for batch in changed.chunks(CHANGES_PER_LIST) {
+            // A failed refresh is caught by the next full refresh.
+            let _ = refresh_batch(&engine, batch).await;
+        }
+    }
+}
+
+/// Refreshes `ids` with one filtered list and an inspect of each listed
+/// one; those the engine does not list are gone.
+async fn refresh_batch(engine: &Engine, ids: &[String]) -> Result<(), EngineError> {
+    let cache = engine.lock_containers().await;
+    let Some(info) = engine.info() else {
+        return Ok(());
+    };
+    let filter = serde_json::json!({ "id": ids }).to_string();
+    let path = format!(
+        "/containers/json?all=1&filters={}",
+        percent_encoding::utf8_percent_encode(&filter, percent_encoding::NON_ALPHANUMERIC)
+    );
+    let listed: HashMap<String, Map<String, Value>> = into_array(engine.get_json(&path).await?)
+        .into_iter()
+        .filter_map(|v| match v {
+            Value::Object(m) => Some((m.get("Id")?.as_str()?.to_string(), m)),
+            _ => None,
+        })
+        .filter(|(id, _)| ids.contains(id))
+        .collect();
+    let inspected: Vec<_> = stream::iter(listed)
+        .map(|(id, summary)| async move {
+            let inspect = engine.get_json(&format!("/containers/{id}/json")).await;
+            (id, summary, inspect)
+        })
+        .buffer_unordered(INSPECT_CONCURRENCY)
+        .collect()
+        .await;
+    let mut kept = Vec::with_capacity(inspected.len());
+    for (id, summary, inspect) in inspected {
+        let details = match inspect {
+            Ok(inspect) => Arc::new(Details::from_inspect(&inspect, info.cpus)),
+            Err(EngineError::Status { status: StatusCode::NOT_FOUND, .. }) => continue,
+            // Kept as it was; the next full refresh inspects it again.
+            Err(_) => {
+                kept.push(id);
+                continue;
+            }
+        };
+        if let Some(c) = Container::from_summary(summary, details, &info.name, &engine.ip) {
+            kept.push(id);
+            cache.upsert(Arc::new(c));
+        }
+    }
+    for id in ids.iter().filter(|id| !kept.contains(id)) {
+        cache.remove(id);
+    }
+    Ok(())
 }
 
 /// What `event`, as an engine sent it, asks of the cache; `None` when
@@ -501,7 +582,14 @@ fn reaction(event: &Value) -> Option<Reaction> {
         }
         _ => {
             let container = event["Actor"]["Attributes"]["container"].as_str().map(str::to_string);
-            Kind::of_event(kind).map(|kind| Reaction::RefreshKind(kind, container))
+            match (kind, action) {
+                // A container joined or left a network, or a volume was
+                // mounted: the lists are the same, the container changed.
+                ("network", "connect" | "disconnect") | ("volume", "mount" | "unmount") => {
+                    container.map(Reaction::Refresh)
+                }
+                _ => Kind::of_event(kind).map(|kind| Reaction::RefreshKind(kind, container)),
+            }
         }
     }
 }
@@ -567,7 +655,9 @@ mod proptests {
         // Old engines: `status` and `id`, no `Type`.
         assert_eq!(reaction(&json!({"status": "die", "id": "c2"})), Some(Reaction::Refresh("c2".into())));
         let connect = json!({"Type": "network", "Action": "connect", "Actor": {"Attributes": {"container": "c3"}}});
-        assert_eq!(reaction(&connect), Some(Reaction::RefreshKind(Kind::Networks, Some("c3".into()))));
+        assert_eq!(reaction(&connect), Some(Reaction::Refresh("c3".into())));
+        let created = json!({"Type": "network", "Action": "create", "Actor": {"ID": "n1"}});
+        assert_eq!(reaction(&created), Some(Reaction::RefreshKind(Kind::Networks, None)));
         assert_eq!(reaction(&json!({"Type": "plugin"})), None);
     }
 }
