@@ -45,9 +45,9 @@ fn cluster() -> Vec<NodeSnapshot> {
                     c.into()
                 })
                 .collect();
-            n.images.push(ImageSnapshot::new(&format!("sha256:{:064x}", 1), &["busybox:latest"]));
+            n.add_image(ImageSnapshot::new(&format!("sha256:{:064x}", 1), &["busybox:latest"]));
             if i % 3 == 0 {
-                n.images.push(ImageSnapshot::new(&format!("sha256:{:064x}", 2), &["redis:7"]));
+                n.add_image(ImageSnapshot::new(&format!("sha256:{:064x}", 2), &["redis:7"]));
             }
             n
         })

@@ -334,11 +334,31 @@ fn one_size(runtime: &tokio::runtime::Runtime, engines: usize, swarm: &str) -> V
     // `SWARM_SCALE_PERF=FILE` records the manager's profile while it runs them.
     let perf = std::env::var("SWARM_SCALE_PERF").ok().map(|out| {
         std::process::Command::new("perf")
-            .args(["record", "-F", "999", "-g", "-o", &out, "-p", &pid.to_string()])
+            .args(["record", "-F", "999", "--call-graph", "dwarf", "-o", &out, "-p", &pid.to_string()])
             .spawn()
             .expect("perf")
     });
     let runs = sample_runs(&manager.addr, 200, "swarm", true);
+    let perf = perf.and_then(|mut perf| {
+        let _ = std::process::Command::new("kill").args(["-INT", &perf.id().to_string()]).status();
+        let _ = perf.wait();
+        let out = std::env::var("SWARM_SCALE_PERF").ok()?;
+        std::process::Command::new("perf")
+            .args([
+                "record",
+                "-F",
+                "999",
+                "--call-graph",
+                "dwarf",
+                "-o",
+                &format!("{out}.info"),
+                "-p",
+                &pid.to_string(),
+            ])
+            .spawn()
+            .ok()
+    });
+    let _ = sample_get(&manager.addr, "/v1.41/info", 30);
     if let Some(mut perf) = perf {
         let _ = std::process::Command::new("kill").args(["-INT", &perf.id().to_string()]).status();
         let _ = perf.wait();
@@ -378,6 +398,16 @@ fn one_size(runtime: &tokio::runtime::Runtime, engines: usize, swarm: &str) -> V
         reader.counts()
     );
     drop(reader);
+    let log = manager.log();
+    let mentions = |what: &str| log.lines().filter(|l| l.contains(what)).count();
+    println!(
+        "  manager log: {} events streams lost, {} events clients disconnected",
+        mentions("Engine events stream lost"),
+        mentions("Events client disconnected")
+    );
+    if let Some(line) = log.lines().find(|l| l.contains("Engine events stream lost")) {
+        println!("  first lost stream: {line}");
+    }
 
     // Idle: the default refresh intervals, nobody asking.
     std::thread::sleep(Duration::from_secs(10));
@@ -450,7 +480,10 @@ fn replicated(runtime: &tokio::runtime::Runtime, engines: usize, swarm: &str) ->
     }
     let slowest = startup.iter().map(|t| t.unwrap_or(Duration::MAX)).max().unwrap_or(Duration::MAX);
     println!("all three see {engines} Healthy after {:.1}s", slowest.as_secs_f64());
-    std::thread::sleep(Duration::from_secs(5));
+    for m in &managers {
+        wait_loaded(&m.addr, fleet.containers(), started, Duration::from_secs(180));
+    }
+    println!("all three list every container after {:.1}s", started.elapsed().as_secs_f64());
     let rss: Vec<u64> = managers.iter().map(|m| vm_rss_kib(m.pid())).collect();
     let primary = (0..3).find(|&i| managers[i].role().is_some_and(|(r, _)| r == "primary")).expect("a primary");
     println!("RSS: {:?} (primary is manager {primary})", rss.iter().map(|k| mib(*k)).collect::<Vec<_>>());

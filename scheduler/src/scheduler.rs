@@ -144,6 +144,18 @@ impl Scheduler {
         self.select_with_rng(nodes, request, &mut rand::thread_rng())
     }
 
+    /// [`Scheduler::select`] on snapshots the caller shares (a manager
+    /// keeps each engine's snapshot until the engine changes, so a
+    /// placement copies nothing).
+    pub fn select_shared(
+        &self,
+        nodes: &[std::sync::Arc<NodeSnapshot>],
+        request: &ContainerRequest,
+    ) -> Result<Placement, ScheduleError> {
+        let nodes: Vec<&NodeSnapshot> = nodes.iter().map(|n| n.as_ref()).collect();
+        self.select_refs(&nodes, request, &mut rand::thread_rng())
+    }
+
     /// Chooses where to create `request`, shuffling with `rng` under the
     /// `random` strategy (deterministic with a seeded RNG).
     ///
@@ -153,6 +165,16 @@ impl Scheduler {
     pub fn select_with_rng<R: Rng + ?Sized>(
         &self,
         nodes: &[NodeSnapshot],
+        request: &ContainerRequest,
+        rng: &mut R,
+    ) -> Result<Placement, ScheduleError> {
+        let nodes: Vec<&NodeSnapshot> = nodes.iter().collect();
+        self.select_refs(&nodes, request, rng)
+    }
+
+    fn select_refs<R: Rng + ?Sized>(
+        &self,
+        nodes: &[&NodeSnapshot],
         request: &ContainerRequest,
         rng: &mut R,
     ) -> Result<Placement, ScheduleError> {
@@ -166,7 +188,7 @@ impl Scheduler {
 
     fn attempt<R: Rng + ?Sized>(
         &self,
-        nodes: &[NodeSnapshot],
+        nodes: &[&NodeSnapshot],
         request: &ContainerRequest,
         soft: bool,
         rng: &mut R,
@@ -311,7 +333,7 @@ mod tests {
         // it the big node is chosen.
         let mut small = node("small");
         small.total_memory = GB;
-        small.images.push(ImageSnapshot::new("sha256:1", &["redis:latest"]));
+        small.add_image(ImageSnapshot::new("sha256:1", &["redis:latest"]));
         let nodes = [small, node("big")];
         let req = request(json!({
             "Env": ["affinity:image==~redis"],
@@ -483,7 +505,7 @@ mod tests {
                         std::sync::Arc::new(c)
                     })
                     .collect();
-                n.images.push(ImageSnapshot::new(&format!("sha256:{i:064x}"), &["nginx:latest"]));
+                n.add_image(ImageSnapshot::new(&format!("sha256:{i:064x}"), &["nginx:latest"]));
                 n
             })
             .collect()

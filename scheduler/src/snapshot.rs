@@ -268,7 +268,8 @@ pub struct NodeSnapshot {
     /// come from, so taking a snapshot of a node copies no container.
     pub containers: Vec<Arc<ContainerSnapshot>>,
     /// Images present on the engine.
-    pub images: Vec<ImageSnapshot>,
+    /// Shared with the cache they come from, like `containers`.
+    pub images: Arc<Vec<ImageSnapshot>>,
 }
 
 impl Default for NodeSnapshot {
@@ -286,7 +287,7 @@ impl Default for NodeSnapshot {
             healthy: true,
             failure_count: 0,
             containers: Vec::new(),
-            images: Vec::new(),
+            images: Arc::new(Vec::new()),
         }
     }
 }
@@ -300,6 +301,11 @@ impl NodeSnapshot {
     /// Adds a container (a test's, or a pending one).
     pub fn add_container(&mut self, container: ContainerSnapshot) {
         self.containers.push(Arc::new(container));
+    }
+
+    /// Adds an image (a test's).
+    pub fn add_image(&mut self, image: ImageSnapshot) {
+        Arc::make_mut(&mut self.images).push(image);
     }
 
     /// CPUs reserved by all containers, pending ones included.

@@ -46,7 +46,7 @@ impl Strategy {
     /// Ranks `candidates` (indices into `nodes`), best first.
     pub(crate) fn rank<R: Rng + ?Sized>(
         self,
-        nodes: &[NodeSnapshot],
+        nodes: &[&NodeSnapshot],
         mut candidates: Vec<usize>,
         request: &ContainerRequest,
         params: &Weighing,
@@ -107,7 +107,7 @@ struct Weighted {
 }
 
 fn weigh(
-    nodes: &[NodeSnapshot],
+    nodes: &[&NodeSnapshot],
     candidates: &[usize],
     request: &ContainerRequest,
     params: &Weighing,
@@ -184,8 +184,9 @@ mod tests {
     ) -> Result<Vec<String>, ScheduleError> {
         let mut rng = StdRng::seed_from_u64(7);
         let candidates = (0..nodes.len()).collect();
+        let refs: Vec<&NodeSnapshot> = nodes.iter().collect();
         strategy
-            .rank(nodes, candidates, req, params, &mut rng)
+            .rank(&refs, candidates, req, params, &mut rng)
             .map(|v| v.into_iter().map(|i| nodes[i].name.clone()).collect())
     }
 
@@ -238,7 +239,7 @@ mod tests {
         let mut a = node("a", 3, GB);
         reserve(&mut a, 1, 0);
         let b = node("b", 3, GB);
-        let weights = weigh(&[a, b], &[0, 1], &ask(1, 0), &PARAMS, -10);
+        let weights = weigh(&[&a, &b], &[0, 1], &ask(1, 0), &PARAMS, -10);
         assert_eq!(weights[0].weight, 66 + 100 - 1000);
         assert_eq!(weights[1].weight, 33 + 100 - 1000);
     }

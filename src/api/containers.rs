@@ -270,7 +270,7 @@ fn node_json(engine: &Engine) -> Value {
 
 /// Adds `"key": value` at the end of a serialized JSON object without
 /// re-encoding the rest (inspect answers are relayed byte for byte).
-fn insert_field(object: &[u8], key: &str, value: &Value) -> Option<Bytes> {
+pub(super) fn insert_field(object: &[u8], key: &str, value: &impl serde::Serialize) -> Option<Bytes> {
     let end = object.iter().rposition(|b| *b == b'}')?;
     let body_is_empty = object[..end].iter().rev().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
     let mut out = Vec::with_capacity(object.len() + 256);

@@ -3,13 +3,14 @@
 use std::collections::HashSet;
 use std::sync::OnceLock;
 
+use bytes::Bytes;
 use futures_util::future::join_all;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use serde_json::{json, Value};
 use swarm_proxy::{full, ProxyBody};
 
 use super::forward::healthy;
-use super::reply::json_response;
+use super::reply::{json_bytes, json_response};
 use super::{ApiError, Ctx};
 use crate::cluster::compare_versions;
 use crate::cluster::engine::{Engine, Health};
@@ -83,14 +84,15 @@ struct Usage {
 
 impl Usage {
     fn of(engine: &Engine) -> Usage {
-        let containers = engine.containers();
-        Usage {
-            total: containers.len(),
-            running: containers.iter().filter(|c| c.state == "running").count(),
-            paused: containers.iter().filter(|c| c.state == "paused").count(),
-            reserved_cpus: containers.iter().map(|c| c.snapshot.reserved_cpus).sum(),
-            reserved_memory: containers.iter().map(|c| c.snapshot.reserved_memory).sum(),
-        }
+        let empty = Usage { total: 0, running: 0, paused: 0, reserved_cpus: 0, reserved_memory: 0 };
+        engine.fold_containers(empty, |mut usage, c| {
+            usage.total += 1;
+            usage.running += usize::from(c.state == "running");
+            usage.paused += usize::from(c.state == "paused");
+            usage.reserved_cpus = usage.reserved_cpus.saturating_add(c.snapshot.reserved_cpus);
+            usage.reserved_memory = usage.reserved_memory.saturating_add(c.snapshot.reserved_memory);
+            usage
+        })
     }
 
     fn stopped(&self) -> usize {
@@ -179,47 +181,49 @@ pub fn info(ctx: &Ctx<'_>, req: &Request<ProxyBody>) -> Result<Response<ProxyBod
     let hostname =
         std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
     let arch = std::env::consts::ARCH;
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({
-            "ID": "",
-            "Containers": containers,
-            "ContainersRunning": running,
-            "ContainersPaused": paused,
-            "ContainersStopped": stopped,
-            "Images": images.len(),
-            "Driver": "",
-            "DriverStatus": null,
-            "SystemStatus": status,
-            "Plugins": {"Volume": [], "Network": [], "Authorization": null, "Log": []},
-            "MemoryLimit": true,
-            "SwapLimit": true,
-            "CpuCfsPeriod": true,
-            "CpuCfsQuota": true,
-            "IPv4Forwarding": true,
-            "Debug": false,
-            "NFd": 0,
-            "NGoroutines": 0,
-            "SystemTime": "",
-            "LoggingDriver": "",
-            "NEventsListener": 0,
-            "KernelVersion": "",
-            "OperatingSystem": "linux",
-            "OSType": "linux",
-            "Architecture": arch,
-            "IndexServerAddress": "",
-            "NCPU": (cpus as f64 * overcommit) as i64,
-            "MemTotal": (memory as f64 * overcommit) as i64,
-            "DockerRootDir": "",
-            "Name": hostname,
-            "Labels": [],
-            "ExperimentalBuild": false,
-            "ServerVersion": SWARM_VERSION,
-            "Swarm": swarm_section(engines.len(), req),
-            "LiveRestoreEnabled": false,
-            "SecurityOptions": [],
-        }),
-    ))
+    // A thousand nodes make `SystemStatus` tens of thousands of strings:
+    // it is serialized as it is and added to the encoded rest.
+    let rest = json!({
+        "ID": "",
+        "Containers": containers,
+        "ContainersRunning": running,
+        "ContainersPaused": paused,
+        "ContainersStopped": stopped,
+        "Images": images.len(),
+        "Driver": "",
+        "DriverStatus": null,
+
+        "Plugins": {"Volume": [], "Network": [], "Authorization": null, "Log": []},
+        "MemoryLimit": true,
+        "SwapLimit": true,
+        "CpuCfsPeriod": true,
+        "CpuCfsQuota": true,
+        "IPv4Forwarding": true,
+        "Debug": false,
+        "NFd": 0,
+        "NGoroutines": 0,
+        "SystemTime": "",
+        "LoggingDriver": "",
+        "NEventsListener": 0,
+        "KernelVersion": "",
+        "OperatingSystem": "linux",
+        "OSType": "linux",
+        "Architecture": arch,
+        "IndexServerAddress": "",
+        "NCPU": (cpus as f64 * overcommit) as i64,
+        "MemTotal": (memory as f64 * overcommit) as i64,
+        "DockerRootDir": "",
+        "Name": hostname,
+        "Labels": [],
+        "ExperimentalBuild": false,
+        "ServerVersion": SWARM_VERSION,
+        "Swarm": swarm_section(engines.len(), req),
+        "LiveRestoreEnabled": false,
+        "SecurityOptions": [],
+    });
+    let rest = serde_json::to_vec(&rest).unwrap_or_default();
+    let body = super::containers::insert_field(&rest, "SystemStatus", &status).unwrap_or_else(|| Bytes::from(rest));
+    Ok(json_bytes(StatusCode::OK, body))
 }
 
 /// This manager's identity as a swarm mode manager: made once per process

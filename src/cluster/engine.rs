@@ -98,6 +98,9 @@ pub struct EngineInfo {
     pub api_version: String,
     /// Lowest API version the engine accepts.
     pub min_api_version: String,
+    /// [`node_id`] of `id`, computed once: placements and `docker info`
+    /// read it for every engine.
+    node_id: String,
 }
 
 /// Swarm mode's IDs are 25 lowercase base-36 characters.
@@ -122,7 +125,7 @@ fn node_id(engine_id: &str) -> String {
 impl EngineInfo {
     /// The engine's ID as a swarm mode node (see [`node_id`]).
     pub fn node_id(&self) -> String {
-        node_id(&self.id)
+        self.node_id.clone()
     }
 
     /// Builds the engine's identity from its `/info` and `/version` answers.
@@ -147,8 +150,10 @@ impl EngineInfo {
         labels.insert("operatingsystem".into(), text(info, "OperatingSystem"));
         labels.insert("ostype".into(), text(info, "OSType"));
         labels.insert("storagedriver".into(), text(info, "Driver"));
+        let id = format!("{}|{}", text(info, "ID"), addr);
         Ok(EngineInfo {
-            id: format!("{}|{}", text(info, "ID"), addr),
+            node_id: node_id(&id),
+            id,
             name: text(info, "Name"),
             labels,
             cpus,
@@ -282,6 +287,9 @@ struct EngineState {
     images: Arc<Vec<ImageSnapshot>>,
     networks: Arc<Vec<NetworkRecord>>,
     volumes: Arc<Vec<VolumeRecord>>,
+    /// The scheduler's view of all of the above, built when a placement
+    /// first asks for it; every change of the state drops it.
+    snapshot: Option<Arc<NodeSnapshot>>,
 }
 
 /// A consistent copy of an engine's health and identity.
@@ -331,21 +339,21 @@ pub struct RefreshGuard<'a> {
 
 impl RefreshGuard<'_> {
     pub fn replace_all(&self, containers: HashMap<String, Arc<Container>>) {
-        self.engine.state.write().containers = containers;
+        self.engine.state_mut().containers = containers;
     }
 
     pub fn upsert(&self, container: Arc<Container>) {
-        self.engine.state.write().containers.insert(container.id.clone(), container);
+        self.engine.state_mut().containers.insert(container.id.clone(), container);
     }
 
     /// Adds `container` unless an entry for its ID is there (a refresh
     /// already brought the engine's own).
     pub fn insert_if_absent(&self, container: Arc<Container>) {
-        self.engine.state.write().containers.entry(container.id.clone()).or_insert(container);
+        self.engine.state_mut().containers.entry(container.id.clone()).or_insert(container);
     }
 
     pub fn remove(&self, id: &str) {
-        self.engine.state.write().containers.remove(id);
+        self.engine.state_mut().containers.remove(id);
     }
 }
 
@@ -371,6 +379,7 @@ impl Engine {
                 images: Arc::new(Vec::new()),
                 networks: Arc::new(Vec::new()),
                 volumes: Arc::new(Vec::new()),
+                snapshot: None,
             }),
             wake: Notify::new(),
             flagged: Notify::new(),
@@ -412,6 +421,21 @@ impl Engine {
         self.state.read().containers.values().cloned().collect()
     }
 
+    /// Folds `f` over the cached containers without copying them.
+    pub fn fold_containers<T>(&self, init: T, f: impl FnMut(T, &Container) -> T) -> T {
+        self.state.read().containers.values().map(|c| c.as_ref()).fold(init, f)
+    }
+
+    /// The cached container with full ID `id`.
+    pub fn container(&self, id: &str) -> Option<Arc<Container>> {
+        self.state.read().containers.get(id).cloned()
+    }
+
+    /// The first cached container `wanted` accepts.
+    pub fn find_container(&self, wanted: impl Fn(&Container) -> bool) -> Option<Arc<Container>> {
+        self.state.read().containers.values().find(|c| wanted(c)).cloned()
+    }
+
     /// The cached containers that `keep` selects.
     pub fn containers_where(&self, keep: impl Fn(&Container) -> bool) -> Vec<Arc<Container>> {
         self.state.read().containers.values().filter(|c| keep(c)).cloned().collect()
@@ -429,9 +453,23 @@ impl Engine {
         self.state.read().volumes.clone()
     }
 
-    /// The scheduler's view of this engine; `None` while Pending.
-    pub fn node_snapshot(&self) -> Option<NodeSnapshot> {
-        let state = self.state.read();
+    /// The state, to change it; the scheduler's view of it is dropped.
+    fn state_mut(&self) -> parking_lot::RwLockWriteGuard<'_, EngineState> {
+        let mut state = self.state.write();
+        state.snapshot = None;
+        state
+    }
+
+    /// The scheduler's view of this engine, shared until the engine's state
+    /// changes; `None` while Pending.
+    pub fn node_snapshot(&self) -> Option<Arc<NodeSnapshot>> {
+        if let Some(snapshot) = &self.state.read().snapshot {
+            return Some(snapshot.clone());
+        }
+        let mut state = self.state.write();
+        if let Some(snapshot) = &state.snapshot {
+            return Some(snapshot.clone());
+        }
         let info = state.info.as_ref().filter(|_| state.health != Health::Pending)?;
         let mut node = NodeSnapshot::new(&info.id, &info.name, &self.addr);
         node.node_id = info.node_id();
@@ -443,7 +481,9 @@ impl Engine {
         node.healthy = state.health == Health::Healthy && state.last_error.is_none();
         node.failure_count = state.failures;
         node.containers = state.containers.values().map(|c| c.snapshot.clone()).collect();
-        node.images = state.images.as_ref().clone();
+        node.images = state.images.clone();
+        let node = Arc::new(node);
+        state.snapshot = Some(node.clone());
         Some(node)
     }
 
@@ -455,7 +495,7 @@ impl Engine {
 
     /// Validation succeeded: the engine is Healthy with this identity.
     pub(super) fn validated(&self, info: Arc<EngineInfo>) {
-        let mut state = self.state.write();
+        let mut state = self.state_mut();
         state.info = Some(info);
         state.health = Health::Healthy;
         state.failures = 0;
@@ -465,17 +505,17 @@ impl Engine {
 
     /// Validation failed; the engine stays Pending.
     pub(super) fn validation_failed(&self, error: String) {
-        self.state.write().last_error = Some(error);
+        self.state_mut().last_error = Some(error);
     }
 
     pub(super) fn set_info(&self, info: Arc<EngineInfo>) {
-        self.state.write().info = Some(info);
+        self.state_mut().info = Some(info);
     }
 
     /// A refresh succeeded. Returns the failed refreshes before it when the
     /// engine was Unhealthy (it is Healthy again).
     pub(super) fn refresh_succeeded(&self) -> Option<u32> {
-        let mut state = self.state.write();
+        let mut state = self.state_mut();
         let revived = (state.health == Health::Unhealthy).then_some(state.failures);
         state.health = Health::Healthy;
         state.failures = 0;
@@ -489,7 +529,7 @@ impl Engine {
     /// (after `failure_retry` in a row).
     pub(super) fn refresh_failed(&self, error: String, failure_retry: u32) -> Option<u32> {
         let flagged = {
-            let mut state = self.state.write();
+            let mut state = self.state_mut();
             state.failures = state.failures.saturating_add(1);
             state.last_error = Some(error);
             let flagged = state.health == Health::Healthy && state.failures >= failure_retry;
@@ -524,7 +564,7 @@ impl Engine {
     /// sooner than the refresh interval after a counted one): only the
     /// error is kept.
     pub(super) fn contact_failed(&self, error: String) {
-        self.state.write().last_error = Some(error);
+        self.state_mut().last_error = Some(error);
     }
 
     /// Notes that an engine event changed container `id`.
@@ -551,23 +591,23 @@ impl Engine {
 
     /// Discovery no longer lists the engine.
     pub(super) fn disconnected(&self) {
-        self.state.write().health = Health::Disconnected;
+        self.state_mut().health = Health::Disconnected;
     }
 
     pub(super) fn set_images(&self, images: Vec<ImageSnapshot>) {
-        self.state.write().images = Arc::new(images);
+        self.state_mut().images = Arc::new(images);
     }
 
     pub(super) fn set_networks(&self, networks: Vec<NetworkRecord>) {
-        self.state.write().networks = Arc::new(networks);
+        self.state_mut().networks = Arc::new(networks);
     }
 
     pub(super) fn set_volumes(&self, volumes: Vec<VolumeRecord>) {
-        self.state.write().volumes = Arc::new(volumes);
+        self.state_mut().volumes = Arc::new(volumes);
     }
 
     pub(super) fn touch(&self) {
-        self.state.write().updated_at = SystemTime::now();
+        self.state_mut().updated_at = SystemTime::now();
     }
 
     /// GETs `path`; non-2xx answers are errors, and so is no answer within

@@ -14,7 +14,7 @@ use super::engine::EngineInfo;
 /// How many swarm events are kept for `docker events --since`.
 const SWARM_HISTORY: usize = 1024;
 /// How many events a slow `/events` client may lag behind before it misses some.
-const BUS_CAPACITY: usize = 1024;
+const BUS_CAPACITY: usize = 4096;
 
 /// How far before the newest event seen a reopened engine events stream
 /// starts. dockerd stamps an event before it publishes it, so its stream is

@@ -270,6 +270,12 @@ impl Cluster {
         &self.context.metrics
     }
 
+    /// All engines, in no particular order: for lookups that do not show
+    /// the order (sorting a thousand engines by name is not free).
+    fn engines_unordered(&self) -> Vec<Arc<Engine>> {
+        self.members.read().values().map(|m| m.engine.clone()).collect()
+    }
+
     /// All engines, ordered by name then address.
     pub fn engines(&self) -> Vec<Arc<Engine>> {
         let mut engines: Vec<(String, Arc<Engine>)> =
@@ -297,24 +303,33 @@ impl Cluster {
         if key.is_empty() {
             return None;
         }
-        let engines = self.engines();
-        let all = || engines.iter().flat_map(|e| e.containers().into_iter().map(move |c| (e.clone(), c)));
-        if let Some(found) = all().find(|(_, c)| c.id == key) {
+        let by_id = self.engines_unordered().into_iter().find_map(|e| e.container(key).map(|c| (e, c)));
+        if let Some(found) = by_id {
             return Some(found);
         }
-        if let Some(found) = all().find(|(_, c)| c.labels.get(SWARM_ID_LABEL).map(String::as_str) == Some(key)) {
+        let engines = self.engines();
+        // Each pass looks inside every engine's cache without copying it.
+        let first = |wanted: &dyn Fn(&Engine, &Container) -> bool| {
+            engines.iter().find_map(|e| e.find_container(|c| wanted(e, c)).map(|c| (e.clone(), c)))
+        };
+        if let Some(found) = first(&|_, c| c.labels.get(SWARM_ID_LABEL).map(String::as_str) == Some(key)) {
             return Some(found);
         }
         let bare = key.strip_prefix('/').unwrap_or(key);
-        if let Some(found) = all().find(|(_, c)| c.name == bare) {
+        if let Some(found) = first(&|_, c| c.name == bare) {
             return Some(found);
         }
         if let Some((node, name)) = bare.split_once('/') {
-            if let Some(found) = all().find(|(e, c)| c.name == name && e.name() == node) {
+            let on_node: Vec<&Arc<Engine>> = engines.iter().filter(|e| e.name() == node).collect();
+            if let Some(found) =
+                on_node.iter().find_map(|e| e.find_container(|c| c.name == name).map(|c| ((*e).clone(), c)))
+            {
                 return Some(found);
             }
         }
-        let mut prefixed = all().filter(|(_, c)| c.id.starts_with(key));
+        let mut prefixed = engines
+            .iter()
+            .flat_map(|e| e.containers_where(|c| c.id.starts_with(key)).into_iter().map(move |c| (e.clone(), c)));
         match (prefixed.next(), prefixed.next()) {
             (Some(found), None) => Some(found),
             _ => None,
@@ -325,7 +340,7 @@ impl Cluster {
     /// when the name is taken anywhere in the cluster.
     pub fn reserve_name(&self, name: &str) -> Result<NameReservation<'_>, NameInUse> {
         let bare = name.strip_prefix('/').unwrap_or(name).to_string();
-        let holder = self.engines().into_iter().find_map(|e| e.containers_where(|c| c.name == bare).pop());
+        let holder = self.engines_unordered().into_iter().find_map(|e| e.find_container(|c| c.name == bare));
         if let Some(holder) = holder {
             return Err(NameInUse { name: bare, holder: holder.id.clone() });
         }

@@ -102,16 +102,20 @@ impl Cluster {
             if !settings.availability.takes_new_containers() {
                 continue;
             }
-            for (key, value) in settings.labels {
-                node.labels.entry(key).or_insert(value);
+            let here: Vec<&ContainerSnapshot> =
+                pending.iter().filter(|(_, addr, _)| *addr == engine.addr).map(|(_, _, c)| c).collect();
+            if !settings.labels.is_empty() || !here.is_empty() {
+                // Only a node with something to add is copied.
+                let node = Arc::make_mut(&mut node);
+                for (key, value) in settings.labels {
+                    node.labels.entry(key).or_insert(value);
+                }
+                node.containers.extend(here.into_iter().map(|c| Arc::new(c.clone())));
             }
-            node.containers.extend(
-                pending.iter().filter(|(_, addr, _)| *addr == engine.addr).map(|(_, _, c)| Arc::new(c.clone())),
-            );
             nodes.push(node);
             engines.push(engine);
         }
-        let placement = self.policy.scheduler.select(&nodes, request)?;
+        let placement = self.policy.scheduler.select_shared(&nodes, request)?;
         for warning in &placement.warnings {
             Observed::PlacementWarning { warning }.emit();
         }

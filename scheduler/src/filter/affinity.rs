@@ -61,11 +61,11 @@ mod tests {
         let mut n0 = NodeSnapshot::new("node-0-id", "node-0-name", "node-0");
         n0.add_container(ContainerSnapshot::new("container-n0-0-id", "/container-n0-0-name"));
         n0.add_container(ContainerSnapshot::new("container-n0-1-id", "/container-n0-1-name"));
-        n0.images.push(ImageSnapshot::new("image-0-id", &["image-0:tag1", "image-0:tag2"]));
+        n0.add_image(ImageSnapshot::new("image-0-id", &["image-0:tag1", "image-0:tag2"]));
         let mut n1 = NodeSnapshot::new("node-1-id", "node-1-name", "node-1");
         n1.add_container(ContainerSnapshot::new("container-n1-0-id", "/container-n1-0-name"));
         n1.add_container(ContainerSnapshot::new("container-n1-1-id", "/container-n1-1-name"));
-        n1.images.push(ImageSnapshot::new("image-1-id", &["image-1:tag1", "image-0:tag3", "image-1:tag2"]));
+        n1.add_image(ImageSnapshot::new("image-1-id", &["image-1:tag1", "image-0:tag3", "image-1:tag2"]));
         let n2 = NodeSnapshot::new("node-2-id", "node-2-name", "node-2");
         vec![n0, n1, n2]
     }

@@ -136,7 +136,7 @@ pub(crate) struct Unsatisfied;
 /// What the filters read; borrowed for one decision.
 pub(crate) struct Ctx<'a> {
     /// The whole cluster snapshot; candidates index into it.
-    pub nodes: &'a [NodeSnapshot],
+    pub nodes: &'a [&'a NodeSnapshot],
     /// The container being placed.
     pub request: &'a ContainerRequest,
     /// Engine failure retry count, for the health indicator.
@@ -172,7 +172,7 @@ pub(crate) fn retain_nonempty(
 pub(crate) fn retain_per_expr(
     exprs: &[Expr],
     soft: bool,
-    nodes: &[NodeSnapshot],
+    nodes: &[&NodeSnapshot],
     candidates: &mut Vec<usize>,
     mut node_ok: impl FnMut(&Expr, &NodeSnapshot) -> bool,
 ) -> Result<(), Unsatisfied> {
@@ -214,6 +214,8 @@ pub(crate) mod test_support {
         soft: bool,
         warnings: &mut Vec<String>,
     ) -> Result<Vec<String>, Unsatisfied> {
+        let nodes: Vec<&NodeSnapshot> = nodes.iter().collect();
+        let nodes = nodes.as_slice();
         let mut ctx = Ctx { nodes, request, failure_retry: 3, warnings };
         let mut candidates: Vec<usize> = (0..nodes.len()).collect();
         kind.apply(&mut ctx, &mut candidates, soft)?;
