@@ -374,9 +374,17 @@ fn one_size(runtime: &tokio::runtime::Runtime, engines: usize, swarm: &str) -> V
     let before_client = reader.engine_events();
     let before = fleet.event_counts();
     let churn_start = Instant::now();
+    let cpu_before = (cpu_seconds(pid), cpu_seconds(std::process::id()));
     fleet.set_churn(ChurnConfig::all(rate));
     std::thread::sleep(Duration::from_secs(churn_secs));
     fleet.stop_churn();
+    let cpu_after = (cpu_seconds(pid), cpu_seconds(std::process::id()));
+    let busy = |a: [f64; 2], b: [f64; 2]| (b[0] + b[1] - a[0] - a[1]) / churn_secs as f64 * 100.0;
+    println!(
+        "  CPU during the churn: manager {:.0} %, hollow engines and this bench {:.0} % (of one core)",
+        busy(cpu_before.0, cpu_after.0),
+        busy(cpu_before.1, cpu_after.1)
+    );
     let emitted = fleet.event_counts().since(&before);
     // Drained: nothing new for 3 s, or everything arrived.
     let drain_deadline = Instant::now() + Duration::from_secs(60);

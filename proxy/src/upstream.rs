@@ -8,7 +8,7 @@ use http::{header, HeaderValue, Method, Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::body::{empty, ProxyBody};
 use crate::error::ProxyError;
@@ -39,6 +39,8 @@ impl std::fmt::Debug for Upstream {
 
 /// Idle connections kept per upstream.
 const MAX_IDLE_PER_ENGINE: usize = 4;
+/// How long an idle connection is kept.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(15);
 
 impl Upstream {
     /// A client for `addr` (`host:port`), over TLS when `tls` is given.
@@ -64,8 +66,14 @@ impl Upstream {
         // A few idle connections per engine serve the usual concurrency; a
         // manager over a thousand engines would hold tens of thousands of
         // sockets and their buffers if every burst's connections stayed.
+        // Busy relays reuse theirs well within the idle timeout; a quiet
+        // engine's refreshes (every 30 s or more) open one anew, which on
+        // the engines' network costs far less than keeping thousands.
         let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            // Without a timer, idle connections are only dropped when the
+            // pool is next used: a quiet engine's would stay open.
+            .pool_timer(TokioTimer::new())
             .pool_max_idle_per_host(MAX_IDLE_PER_ENGINE)
             .build(connector);
         Ok(Upstream { addr: addr.to_string(), host_header, client })
