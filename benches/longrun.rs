@@ -331,7 +331,14 @@ fn main() {
             println!("{:>4}s: restarting node-02's dockerd", since_began());
             tb.stop_engine("node-02");
             std::thread::sleep(Duration::from_secs(3));
-            tb.start_engine("node-02");
+            // A dockerd restoring hundreds of containers after a crash may
+            // take more than the testbed's minute: ask again.
+            let mut tries = 0;
+            while let Err(e) = tb.try_start_engine("node-02") {
+                tries += 1;
+                println!("{:>4}s: node-02 not back yet ({})", since_began(), e.lines().next().unwrap_or(""));
+                assert!(tries < 5, "node-02 did not come back: {e}");
+            }
         }
         if started.elapsed() >= next_kill {
             next_kill += kill_every;

@@ -1,5 +1,6 @@
 //! Cluster-level answers: `/_ping`, `/version`, `/info`, `/system/df`.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::sync::OnceLock;
 
@@ -120,11 +121,13 @@ pub fn info(ctx: &Ctx<'_>, req: &Request<ProxyBody>) -> Result<Response<ProxyBod
     }
     let engines = ctx.cluster().engines();
     let policy = &ctx.cluster().policy;
-    let mut status: Vec<[String; 2]> = ctx.api.role_status();
+    // The keys of the node lines are the same for every node.
+    let mut status: Vec<[Cow<'static, str>; 2]> =
+        ctx.api.role_status().into_iter().map(|[k, v]| [Cow::Owned(k), Cow::Owned(v)]).collect();
     status.extend([
-        ["Strategy".into(), policy.strategy_name()],
-        ["Filters".into(), policy.filter_names()],
-        ["Nodes".into(), engines.len().to_string()],
+        ["Strategy".into(), policy.strategy_name().into()],
+        ["Filters".into(), policy.filter_names().into()],
+        ["Nodes".into(), engines.len().to_string().into()],
     ]);
     let (mut containers, mut running, mut paused, mut stopped) = (0, 0, 0, 0);
     let (mut cpus, mut memory) = (0i64, 0i64);
@@ -157,24 +160,24 @@ pub fn info(ctx: &Ctx<'_>, req: &Request<ProxyBody>) -> Result<Response<ProxyBod
             .ok()
             .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
             .unwrap_or_default();
-        status.push([format!(" {name}"), engine.addr.clone()]);
-        let mut node = |k: &str, v: String| status.push([format!("  └ {k}"), v]);
-        node("ID", info.as_ref().map(|i| i.id.clone()).unwrap_or_default());
-        node("Status", state.health.as_str().to_string());
-        node("Containers", format!("{total} ({r} Running, {p} Paused, {s} Stopped)"));
-        node("Reserved CPUs", format!("{reserved_cpus} / {total_cpus}"));
+        status.push([format!(" {name}").into(), engine.addr.clone().into()]);
+        let mut node = |k: &'static str, v: String| status.push([k.into(), v.into()]);
+        node("  └ ID", info.as_ref().map(|i| i.id.clone()).unwrap_or_default());
+        node("  └ Status", state.health.as_str().to_string());
+        node("  └ Containers", format!("{total} ({r} Running, {p} Paused, {s} Stopped)"));
+        node("  └ Reserved CPUs", format!("{reserved_cpus} / {total_cpus}"));
         node(
-            "Reserved Memory",
+            "  └ Reserved Memory",
             format!("{} / {}", bytes_size(reserved_memory as f64), bytes_size(total_memory as f64)),
         );
-        node("Labels", labels);
-        node("Error", state.last_error.clone().unwrap_or_else(|| "(none)".into()));
-        node("UpdatedAt", updated);
-        node("ServerVersion", info.as_ref().map(|i| i.server_version.clone()).unwrap_or_default());
+        node("  └ Labels", labels);
+        node("  └ Error", state.last_error.clone().unwrap_or_else(|| "(none)".into()));
+        node("  └ UpdatedAt", updated);
+        node("  └ ServerVersion", info.as_ref().map(|i| i.server_version.clone()).unwrap_or_default());
         // Beyond the original (last, so its lines keep their places).
         if let Some(info) = &info {
             let availability = ctx.cluster().state.node(&info.node_id()).doc.availability;
-            node("Availability", capitalized(availability.as_str()));
+            node("  └ Availability", capitalized(availability.as_str()));
         }
     }
     let overcommit = 1.0 + policy.overcommit();

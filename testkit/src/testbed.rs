@@ -320,16 +320,20 @@ impl Testbed {
     }
 
     fn script(&self, cmd: &str, name: &str) {
+        if let Err(e) = self.try_script(cmd, name) {
+            panic!("{e}");
+        }
+    }
+
+    fn try_script(&self, cmd: &str, name: &str) -> Result<(), String> {
         self.engine(name); // validate the name first
         let dir = self.dir.display().to_string();
         let out = run_script([cmd, "--dir", &dir, "--name", name])
-            .unwrap_or_else(|e| panic!("cannot run testbed.sh {cmd}: {e}"));
-        assert!(
-            out.status.success(),
-            "testbed.sh {cmd} --name {name} failed ({}):\n{}",
-            out.status,
-            tail(&out.stderr, 40)
-        );
+            .map_err(|e| format!("cannot run testbed.sh {cmd}: {e}"))?;
+        if !out.status.success() {
+            return Err(format!("testbed.sh {cmd} --name {name} failed ({}):\n{}", out.status, tail(&out.stderr, 40)));
+        }
+        Ok(())
     }
 
     /// Crashes engine `name`: SIGKILL for its dockerd and all its processes
@@ -342,6 +346,14 @@ impl Testbed {
     /// returns once it answers `/_ping`.
     pub fn start_engine(&self, name: &str) {
         self.script("start-engine", name)
+    }
+
+    /// [`Testbed::start_engine`], failing with the script's output instead
+    /// of panicking when the engine does not answer within its minute (a
+    /// dockerd restoring hundreds of containers after a crash may need
+    /// longer; asking again waits for the one already starting).
+    pub fn try_start_engine(&self, name: &str) -> Result<(), String> {
+        self.try_script("start-engine", name)
     }
 
     /// Network partition: takes engine `name`'s link to the bridge down.
