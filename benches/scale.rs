@@ -241,8 +241,7 @@ fn read_events(
             head_done = true;
         }
         // Chunks: `<hex size>\r\n<data>\r\n`.
-        loop {
-            let Some(line) = raw.windows(2).position(|w| w == b"\r\n") else { break };
+        while let Some(line) = raw.windows(2).position(|w| w == b"\r\n") {
             let size = std::str::from_utf8(&raw[..line]).ok().and_then(|s| usize::from_str_radix(s.trim(), 16).ok());
             let Some(size) = size else { return };
             if raw.len() < line + 2 + size + 2 {

@@ -23,7 +23,7 @@ pub(super) fn apply(ctx: &mut Ctx<'_>, candidates: &mut Vec<usize>) -> Result<()
     if candidates.is_empty() || dependencies(request).next().is_none() {
         return Ok(());
     }
-    retain_nonempty(candidates, |&i| dependencies(request).all(|name| find_container(&nodes[i], name).is_some()))
+    retain_nonempty(candidates, |&i| dependencies(request).all(|name| find_container(nodes[i], name).is_some()))
 }
 
 /// `--volumes-from=…`, `--link=…`, `--net=container:…` as given.

@@ -180,7 +180,7 @@ pub(crate) fn retain_per_expr(
         if expr.is_soft() && !soft {
             continue;
         }
-        retain_nonempty(candidates, |&i| node_ok(expr, &nodes[i]))?;
+        retain_nonempty(candidates, |&i| node_ok(expr, nodes[i]))?;
     }
     Ok(())
 }

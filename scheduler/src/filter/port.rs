@@ -22,7 +22,7 @@ pub(super) fn apply(ctx: &mut Ctx<'_>, candidates: &mut Vec<usize>) -> Result<()
     if request.network_mode == HOST_MODE {
         for key in &request.exposed_ports {
             let (port, proto) = split_port(key);
-            retain_nonempty(candidates, |&i| !host_port_taken(&nodes[i], port, proto))?;
+            retain_nonempty(candidates, |&i| !host_port_taken(nodes[i], port, proto))?;
         }
     } else {
         for binding in &request.port_bindings {
@@ -30,7 +30,7 @@ pub(super) fn apply(ctx: &mut Ctx<'_>, candidates: &mut Vec<usize>) -> Result<()
             if binding.host_port.is_empty() {
                 continue;
             }
-            retain_nonempty(candidates, |&i| !binding_taken(&nodes[i], binding))?;
+            retain_nonempty(candidates, |&i| !binding_taken(nodes[i], binding))?;
         }
     }
     Ok(())
