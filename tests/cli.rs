@@ -455,7 +455,7 @@ fn metrics_count_the_cli_requests_and_show_the_engines() {
         ("ping", "200", 1.0),
         ("containers_create", "201", 1.0),
         ("container_forward", "200", 1.0),
-        ("container_start", "204", 1.0),
+        ("container_forward", "204", 1.0),
     ]);
     assert_eq!(run, run_expected, "docker run -d");
     assert_eq!(list, counted(&[("metrics", "200", 1.0), ("ping", "200", 1.0), ("containers_list", "200", 1.0)]));

@@ -295,18 +295,6 @@ pub async fn forward(ctx: &Ctx<'_>, req: Request<ProxyBody>, refresh: bool) -> R
     Ok(resp)
 }
 
-/// `POST /containers/{name}/start`: the container is cached as running at
-/// once (no second call to the engine); its `start` event brings the
-/// engine's entry.
-pub async fn start(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<ProxyBody>, ApiError> {
-    let target = Target::of_route(ctx, &req)?;
-    let resp = target.forward(req).await?;
-    if resp.status() == StatusCode::NO_CONTENT {
-        monitor::changed_state(&target.engine, &target.container, "running", "Up Less than a second").await;
-    }
-    Ok(resp)
-}
-
 /// `DELETE /containers/{name}`.
 pub async fn remove(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<ProxyBody>, ApiError> {
     let target = Target::of_route(ctx, &req)?;

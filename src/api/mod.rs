@@ -236,7 +236,6 @@ impl Api {
             Handler::ContainerCreate => containers::create(&ctx, req).await,
             Handler::ContainerInspect => containers::inspect(&ctx, req).await,
             Handler::Container { refresh } => containers::forward(&ctx, req, refresh).await,
-            Handler::ContainerStart => containers::start(&ctx, req).await,
             Handler::ContainerRemove => containers::remove(&ctx, req).await,
             Handler::ContainerRename => containers::rename(&ctx, req).await,
             Handler::ExecCreate => containers::exec_create(&ctx, req).await,

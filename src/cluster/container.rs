@@ -77,7 +77,7 @@ pub struct Port {
 /// One container on one engine.
 ///
 /// Immutable: a refresh replaces the whole `Arc<Container>`.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Container {
     /// Full 64-hex ID as the engine reports it.
     pub id: String,
@@ -223,21 +223,6 @@ impl Container {
     /// Docker lists paused and restarting containers as running ones.
     pub fn is_running(&self) -> bool {
         matches!(self.state.as_str(), "running" | "paused" | "restarting")
-    }
-
-    /// The same container in another state (`status` is the list's
-    /// `Status` text), as the manager knows it right after changing it,
-    /// before the engine's event brings the engine's own entry.
-    pub fn with_state(&self, state: &str, status: &str) -> Container {
-        let rendered = match serde_json::from_slice::<Value>(&self.rendered) {
-            Ok(Value::Object(mut entry)) => {
-                entry.insert("State".into(), Value::String(state.to_string()));
-                entry.insert("Status".into(), Value::String(status.to_string()));
-                Bytes::from(serde_json::to_vec(&entry).unwrap_or_default())
-            }
-            _ => self.rendered.clone(),
-        };
-        Container { state: state.to_string(), rendered, ..self.clone() }
     }
 
     /// The list entry with `Status` replaced (for `Host Down`).

@@ -594,17 +594,6 @@ fn reaction(event: &Value) -> Option<Reaction> {
     }
 }
 
-/// Caches `container` in the state an engine has just confirmed (a start
-/// answered 204), unless a refresh replaced the entry meanwhile: then the
-/// engine's own entry is newer.
-pub async fn changed_state(engine: &Engine, seen: &Arc<Container>, state: &str, status: &str) {
-    let cache = engine.lock_containers().await;
-    let current = engine.containers_where(|c| c.id == seen.id);
-    if current.first().is_some_and(|c| Arc::ptr_eq(c, seen)) {
-        cache.upsert(Arc::new(seen.with_state(state, status)));
-    }
-}
-
 /// Drops a container the engine no longer has (removed through the
 /// manager, destroyed, or rescheduled away), in order with refreshes.
 pub async fn forget_container(engine: &Engine, id: &str) {
