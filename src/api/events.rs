@@ -26,7 +26,7 @@ use crate::observe::Observed;
 /// client costs at most about a megabyte; a reader that keeps up never has
 /// more than a few waiting, and a burst of a thousand events (a stack of
 /// containers starting) still fits.
-const CLIENT_QUEUE: usize = 4096;
+const CLIENT_QUEUE: usize = 1024;
 
 const EVENT_FILTERS: [&str; 13] = [
     "config",
