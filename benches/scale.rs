@@ -294,10 +294,13 @@ fn fleet_config(engines: usize, first: std::net::Ipv4Addr) -> FleetConfig {
 }
 
 /// Measures one size; returns its rows.
-fn one_size(runtime: &tokio::runtime::Runtime, engines: usize, swarm: &str) -> Vec<Row> {
+/// Each size gets addresses of its own (`127.<20 + nth>.0.1` on): the
+/// previous fleet's sockets may still be closing.
+fn one_size(runtime: &tokio::runtime::Runtime, nth: u8, engines: usize, swarm: &str) -> Vec<Row> {
     println!("\n== {engines} engines ==");
     let t = Instant::now();
-    let fleet = runtime.block_on(Fleet::start(fleet_config(engines, std::net::Ipv4Addr::new(127, 20, 0, 1))));
+    let first = std::net::Ipv4Addr::new(127, 20u8.saturating_add(nth), 0, 1);
+    let fleet = runtime.block_on(Fleet::start(fleet_config(engines, first)));
     let fleet = fleet.expect("start the hollow fleet");
     let containers = fleet.containers();
     println!("fleet: {engines} hollow engines, {containers} containers, up in {:.1}s", t.elapsed().as_secs_f64());
@@ -551,7 +554,7 @@ fn main() {
     // The fleet's churn spawns its tasks on this runtime.
     let _in_runtime = runtime.enter();
     let began = Instant::now();
-    let mut table: Vec<(usize, Vec<Row>)> = sizes.iter().map(|&n| (n, one_size(&runtime, n, swarm))).collect();
+    let mut table: Vec<(usize, Vec<Row>)> = sizes.iter().enumerate().map(|(i, &n)| (n, one_size(&runtime, i as u8, n, swarm))).collect();
     if let Some(&largest) = sizes.iter().max() {
         if env_or("SWARM_SCALE_REPLICATED", 1) == 1 {
             table.push((largest, replicated(&runtime, largest, swarm)));
