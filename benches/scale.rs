@@ -554,7 +554,8 @@ fn main() {
     // The fleet's churn spawns its tasks on this runtime.
     let _in_runtime = runtime.enter();
     let began = Instant::now();
-    let mut table: Vec<(usize, Vec<Row>)> = sizes.iter().enumerate().map(|(i, &n)| (n, one_size(&runtime, i as u8, n, swarm))).collect();
+    let mut table: Vec<(usize, Vec<Row>)> =
+        sizes.iter().enumerate().map(|(i, &n)| (n, one_size(&runtime, i as u8, n, swarm))).collect();
     if let Some(&largest) = sizes.iter().max() {
         if env_or("SWARM_SCALE_REPLICATED", 1) == 1 {
             table.push((largest, replicated(&runtime, largest, swarm)));
