@@ -35,10 +35,15 @@ pub const POLL: Duration = Duration::from_secs(1);
 /// replicated, always primary).
 pub async fn run(cluster: Arc<Cluster>, leadership: Option<Arc<Leadership>>) {
     let mut wake_at: Option<Timestamp> = None;
+    // An engine lost or back changes where tasks may run: plan at once
+    // rather than at the next poll (a lost engine's tasks are replaced
+    // that much sooner).
+    let mut engine_signals = cluster.context.signals.subscribe();
     loop {
         let wait = wake_at.map_or(POLL, |at| at.since(now()).min(POLL));
         tokio::select! {
             _ = cluster.reconcile.notified() => {}
+            _ = engine_signals.recv() => {}
             _ = tokio::time::sleep(wait) => {}
         }
         let Some(term) = primary_term(leadership.as_deref()) else {
