@@ -257,7 +257,7 @@ fn main() {
         None,
     );
     row(
-        "lost engine: replacement after detection, less that floor",
+        "lost engine: replacement after detection, minus the floor",
         ms(replaced.saturating_sub(detected + floor)),
         "-",
         None,
