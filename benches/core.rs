@@ -8,7 +8,11 @@
 //! 3. `GET /containers/json?all=1` latency through the manager with 300
 //!    containers on the 3 engines;
 //! 4. the manager's RSS with those 300 containers;
-//! 5. inspect throughput with `wrk -t1 -c4`, direct vs through the manager.
+//! 5. inspect throughput with `wrk -t1 -c4`, direct vs through the manager,
+//!    with the CPU each process spends per request (from `/proc`), as is
+//!    and with the manager pinned to one core, wrk and dockerd to the other;
+//! 6. `POST /containers/create` latency, direct vs through the manager (the
+//!    manager's create pinned to the same engine by a constraint).
 //!
 //! Latencies come from one persistent HTTP/1.1 connection, requests sent one
 //! after the other. Direct and manager samples are taken in alternating
@@ -23,7 +27,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use swarm_testkit::bench::{
-    create_containers, percentile, requested, vm_rss_kib, wait_running, wrk, Sampler, WrkResult,
+    create_containers, percentile, pin, requested, vm_rss_kib, wait_running, wrk, wrk_on, Sampler, WrkResult,
 };
 use swarm_testkit::http::Conn;
 use swarm_testkit::manager::Manager;
@@ -119,6 +123,25 @@ fn main() {
     }
     let wrk_direct = WrkResult::combine(wrk_runs.iter().map(|r| &r.0));
     let wrk_manager = WrkResult::combine(wrk_runs.iter().map(|r| &r.1));
+    // The same with the manager on CPU 1, wrk and dockerd on CPU 0: the
+    // manager no longer takes cycles from the engine or the client.
+    let pinned = dockerd_pid.map(|dockerd| {
+        pin(manager.pid(), "1");
+        pin(dockerd, "0");
+        let mut runs = Vec::new();
+        for _ in 0..2 {
+            runs.push((
+                wrk_on(Some(0), &wrk_direct_url, wrk_secs, &watch),
+                wrk_on(Some(0), &wrk_manager_url, wrk_secs, &watch),
+            ));
+        }
+        pin(manager.pid(), "0,1");
+        pin(dockerd, "0,1");
+        (WrkResult::combine(runs.iter().map(|r| &r.0)), WrkResult::combine(runs.iter().map(|r| &r.1)))
+    });
+
+    // 6: create latency, direct vs through the manager, on the same engine.
+    let (create_direct, create_manager) = create_latencies(&engine.addr, &manager.addr, &engine.name, requests / 10);
 
     // 3 + 4: the container list with 300 containers.
     let t = Instant::now();
@@ -172,8 +195,8 @@ fn main() {
             m.errors
         );
     }
+    let show = |[user, sys]: [f64; 2]| format!("{:.1} us ({user:.1} user + {sys:.1} sys)", user + sys);
     if dockerd_pid.is_some() {
-        let show = |[user, sys]: [f64; 2]| format!("{:.0} us ({user:.0} user + {sys:.0} sys)", user + sys);
         println!("CPU per request, direct: dockerd {}", show(wrk_direct.cpu_us_per_request(1)));
         println!(
             "CPU per request, through the manager: dockerd {}, manager {}",
@@ -181,6 +204,19 @@ fn main() {
             show(wrk_manager.cpu_us_per_request(0))
         );
     }
+    if let Some((d, m)) = &pinned {
+        println!(
+            "pinned (manager on CPU 1; wrk, dockerd on CPU 0): direct {:.0} req/s, manager {:.0} req/s; \
+             CPU per request: dockerd direct {}, dockerd relayed {}, manager {}",
+            d.rps(),
+            m.rps(),
+            show(d.cpu_us_per_request(1)),
+            show(m.cpu_us_per_request(1)),
+            show(m.cpu_us_per_request(0))
+        );
+    }
+    raw("create, direct", &create_direct);
+    raw("create, through the manager (constraint:node==)", &create_manager);
     println!("manager RSS: {} KiB with {ENGINES} containers, {} KiB with {total_containers}", rss_small, rss_big);
 
     // Verdicts.
@@ -191,6 +227,15 @@ fn main() {
     let list_p50 = p50(&list_lat.1);
     let rss_mb = rss_big as f64 / 1024.0;
     let ratio = wrk_manager.rps() / wrk_direct.rps() * 100.0;
+    let cpu_us = |r: &WrkResult, i: usize| {
+        let [user, sys] = r.cpu_us_per_request(i);
+        user + sys
+    };
+    let manager_cpu = cpu_us(&wrk_manager, 0);
+    let dockerd_extra = cpu_us(&wrk_manager, 1) - cpu_us(&wrk_direct, 1);
+    let pinned_ratio = pinned.as_ref().map_or(f64::NAN, |(d, m)| m.rps() / d.rps() * 100.0);
+    let pinned_manager_cpu = pinned.as_ref().map_or(f64::NAN, |(_, m)| cpu_us(m, 0));
+    let create_added = p50(&create_manager) - p50(&create_direct);
     let figures = [
         Figure {
             name: "inspect p50 added by manager",
@@ -270,6 +315,48 @@ fn main() {
             original: "22 %",
             pass: ratio >= 80.0,
         },
+        Figure {
+            name: "inspect throughput, manager pinned",
+            measured: format!("{pinned_ratio:.0} %"),
+            target: ">= 90 %".into(),
+            original: "-",
+            pass: pinned_ratio >= 90.0,
+        },
+        Figure {
+            name: "manager CPU per relayed inspect",
+            measured: format!("{manager_cpu:.1} us"),
+            target: "<= 20 us".into(),
+            original: "-",
+            pass: manager_cpu <= 20.0,
+        },
+        Figure {
+            name: "  the same, manager pinned",
+            measured: format!("{pinned_manager_cpu:.1} us"),
+            target: "-".into(),
+            original: "-",
+            pass: true,
+        },
+        Figure {
+            name: "dockerd CPU relayed - direct",
+            measured: format!("{dockerd_extra:.1} us"),
+            target: "-".into(),
+            original: "-",
+            pass: true,
+        },
+        Figure {
+            name: "create p50 direct / manager",
+            measured: format!("{:.2}/{:.2} ms", p50(&create_direct), p50(&create_manager)),
+            target: "-".into(),
+            original: "-",
+            pass: true,
+        },
+        Figure {
+            name: "create p50 added by manager",
+            measured: format!("{create_added:.2} ms"),
+            target: "< 0.50 ms".into(),
+            original: "3.6 ms",
+            pass: create_added < 0.5,
+        },
     ];
     println!();
     println!("{:<36} {:>14}  {:<11} {:<13} verdict", "figure", "measured", "target", "original");
@@ -295,6 +382,46 @@ fn main() {
     // Manager first, then the testbed (also what unwinding does on panic).
     drop(manager);
     drop(tb);
+}
+
+/// `POST /containers/create` latencies (ms, sorted), `n` each, direct on
+/// the engine at `engine` and through the manager pinned to that engine
+/// (`node`), alternating; every container made is removed afterwards.
+fn create_latencies(engine: &str, manager: &str, node: &str, n: usize) -> (Vec<f64>, Vec<f64>) {
+    let direct_body = br#"{"Image":"busybox","Cmd":["true"],"Labels":{"swarm-bench-create":"1"}}"#.to_vec();
+    let manager_body = format!(
+        r#"{{"Image":"busybox","Cmd":["true"],"Labels":{{"swarm-bench-create":"1"}},"Env":["constraint:node=={node}"]}}"#
+    )
+    .into_bytes();
+    let mut direct = Conn::connect(engine);
+    let mut through = Conn::connect(manager);
+    let path = format!("{API}/containers/create");
+    let mut made = Vec::new();
+    let mut create = |conn: &mut Conn, body: &[u8], out: &mut Vec<f64>| {
+        let t = Instant::now();
+        let status = conn.request("POST", &path, Some(body)).expect("create");
+        out.push(t.elapsed().as_secs_f64() * 1000.0);
+        assert_eq!(status, 201, "create: {}", String::from_utf8_lossy(conn.body()));
+        let answer: serde_json::Value = serde_json::from_slice(conn.body()).unwrap_or_default();
+        made.push(answer["Id"].as_str().unwrap_or_default().to_string());
+    };
+    let (mut d, mut m) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    // A few unmeasured first (connections, caches).
+    let mut warmup = Vec::new();
+    for _ in 0..5 {
+        create(&mut direct, &direct_body, &mut warmup);
+        create(&mut through, &manager_body, &mut warmup);
+    }
+    for _ in 0..n {
+        create(&mut direct, &direct_body, &mut d);
+        create(&mut through, &manager_body, &mut m);
+    }
+    for id in made {
+        let _ = direct.request("DELETE", &format!("{API}/containers/{id}?force=1"), None);
+    }
+    d.sort_by(f64::total_cmp);
+    m.sort_by(f64::total_cmp);
+    (d, m)
 }
 
 /// CPU count and load, since the figures depend on them.

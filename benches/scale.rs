@@ -333,38 +333,15 @@ fn one_size(runtime: &tokio::runtime::Runtime, nth: u8, engines: usize, swarm: &
 
     let direct_addr = addrs[0].clone();
     let direct = sample_runs(&direct_addr, 100, "direct", false);
-    // `SWARM_SCALE_PERF=FILE` records the manager's profile while it runs them.
-    let perf = std::env::var("SWARM_SCALE_PERF").ok().map(|out| {
-        std::process::Command::new("perf")
-            .args(["record", "-F", "999", "--call-graph", "dwarf", "-o", &out, "-p", &pid.to_string()])
-            .spawn()
-            .expect("perf")
-    });
+    // `SWARM_SCALE_PERF=FILE` records the manager's profile while it runs
+    // them (FILE), while it answers /info (FILE.info) and, after the idle
+    // figure, at rest (FILE.idle).
+    let perf = perf_record("", pid);
     let runs = sample_runs(&manager.addr, 200, "swarm", true);
-    let perf = perf.and_then(|mut perf| {
-        let _ = std::process::Command::new("kill").args(["-INT", &perf.id().to_string()]).status();
-        let _ = perf.wait();
-        let out = std::env::var("SWARM_SCALE_PERF").ok()?;
-        std::process::Command::new("perf")
-            .args([
-                "record",
-                "-F",
-                "999",
-                "--call-graph",
-                "dwarf",
-                "-o",
-                &format!("{out}.info"),
-                "-p",
-                &pid.to_string(),
-            ])
-            .spawn()
-            .ok()
-    });
+    perf_stop(perf);
+    let perf = perf_record(".info", pid);
     let _ = sample_get(&manager.addr, "/v1.41/info", 30);
-    if let Some(mut perf) = perf {
-        let _ = std::process::Command::new("kill").args(["-INT", &perf.id().to_string()]).status();
-        let _ = perf.wait();
-    }
+    perf_stop(perf);
     println!("docker run -d on one hollow engine p50/p90/p99 ms: {}", direct.triple());
     println!("docker run -d through the manager (constraint + affinity) p50/p90/p99 ms: {}", runs.triple());
 
@@ -428,6 +405,10 @@ fn one_size(runtime: &tokio::runtime::Runtime, nth: u8, engines: usize, swarm: &
         mib(rss),
         mib(rss_loaded)
     );
+    if let Some(perf) = perf_record(".idle", pid) {
+        std::thread::sleep(Duration::from_secs(10));
+        perf_stop(Some(perf));
+    }
     drop(manager);
     drop(fleet);
 
@@ -575,5 +556,22 @@ fn main() {
             };
             println!("{:<52} {:>7} {:>30} {:>18}  {verdict}", r.figure, engines, r.measured, r.target);
         }
+    }
+}
+
+/// With `SWARM_SCALE_PERF=FILE`, starts `perf record` of process `pid`
+/// into FILE`suffix`.
+fn perf_record(suffix: &str, pid: u32) -> Option<std::process::Child> {
+    let out = format!("{}{suffix}", std::env::var("SWARM_SCALE_PERF").ok()?);
+    std::process::Command::new("perf")
+        .args(["record", "-F", "999", "--call-graph", "dwarf", "-o", &out, "-p", &pid.to_string()])
+        .spawn()
+        .ok()
+}
+
+fn perf_stop(perf: Option<std::process::Child>) {
+    if let Some(mut perf) = perf {
+        let _ = std::process::Command::new("kill").args(["-INT", &perf.id().to_string()]).status();
+        let _ = perf.wait();
     }
 }

@@ -80,13 +80,17 @@ fn now() -> Timestamp {
 
 /// One pass; returns when the planner wants the next one at the latest.
 async fn pass(cluster: &Cluster) -> Result<Option<Timestamp>, StateError> {
+    // Without services or tasks there is nothing to observe or sweep: the
+    // sweep only judges containers of known services, and observing looks
+    // at tasks. Skipping both keeps an idle manager over thousands of
+    // containers from visiting each of them every second.
+    if cluster.state.services().is_empty() && cluster.state.tasks().is_empty() {
+        return Ok(None);
+    }
     let nodes = node_views(cluster);
     observe(cluster, &nodes).await?;
     remove_stale_containers(cluster).await;
     let services = cluster.state.services();
-    if services.is_empty() && cluster.state.tasks().is_empty() {
-        return Ok(None);
-    }
     let tasks = cluster.state.tasks();
     let plan = {
         let mut rng = rand::thread_rng();

@@ -14,7 +14,7 @@ use super::forward::healthy;
 use super::reply::{json_bytes, json_response};
 use super::{ApiError, Ctx};
 use crate::cluster::compare_versions;
-use crate::cluster::engine::{Engine, Health};
+use crate::cluster::engine::{Health, UNKNOWN_NAME};
 use crate::observe::Observed;
 use crate::services::plan::TASK_HISTORY_LIMIT;
 use crate::services::{new_id, Timestamp};
@@ -74,33 +74,6 @@ pub fn version(ctx: &Ctx<'_>) -> Result<Response<ProxyBody>, ApiError> {
     ))
 }
 
-/// One engine's containers as `docker info` counts them.
-struct Usage {
-    total: usize,
-    running: usize,
-    paused: usize,
-    reserved_cpus: i64,
-    reserved_memory: i64,
-}
-
-impl Usage {
-    fn of(engine: &Engine) -> Usage {
-        let empty = Usage { total: 0, running: 0, paused: 0, reserved_cpus: 0, reserved_memory: 0 };
-        engine.fold_containers(empty, |mut usage, c| {
-            usage.total += 1;
-            usage.running += usize::from(c.state == "running");
-            usage.paused += usize::from(c.state == "paused");
-            usage.reserved_cpus = usage.reserved_cpus.saturating_add(c.snapshot.reserved_cpus);
-            usage.reserved_memory = usage.reserved_memory.saturating_add(c.snapshot.reserved_memory);
-            usage
-        })
-    }
-
-    fn stopped(&self) -> usize {
-        self.total - self.running - self.paused
-    }
-}
-
 /// `GET /info`: totals over the cluster, and per node the status lines the
 /// CLI prints from `SystemStatus`.
 /// How stale a replica's node settings may be in its `docker info`.
@@ -131,9 +104,10 @@ pub fn info(ctx: &Ctx<'_>, req: &Request<ProxyBody>) -> Result<Response<ProxyBod
     ]);
     let (mut containers, mut running, mut paused, mut stopped) = (0, 0, 0, 0);
     let (mut cpus, mut memory) = (0i64, 0i64);
-    let mut images = HashSet::new();
+    // Each engine's image list, held so the IDs are counted without copies.
+    let mut image_lists = Vec::with_capacity(engines.len());
     for engine in &engines {
-        let usage = Usage::of(engine);
+        let usage = engine.container_usage();
         let (total, r, p, s) = (usage.total, usage.running, usage.paused, usage.stopped());
         let (reserved_cpus, reserved_memory) = (usage.reserved_cpus, usage.reserved_memory);
         let state = engine.status();
@@ -143,9 +117,9 @@ pub fn info(ctx: &Ctx<'_>, req: &Request<ProxyBody>) -> Result<Response<ProxyBod
             running += r;
             paused += p;
             stopped += s;
-            images.extend(engine.images().iter().map(|i| i.id.clone()));
+            image_lists.push(engine.images());
         }
-        let name = info.as_ref().map(|i| i.name.clone()).unwrap_or_else(|| "(unknown)".into());
+        let name = info.as_ref().map_or(UNKNOWN_NAME, |i| i.name.as_str());
         let (total_cpus, total_memory) = info.as_ref().map(|i| (i.cpus, i.memory)).unwrap_or((0, 0));
         if state.health == Health::Healthy {
             cpus += total_cpus;
@@ -180,6 +154,7 @@ pub fn info(ctx: &Ctx<'_>, req: &Request<ProxyBody>) -> Result<Response<ProxyBod
             node("  └ Availability", capitalized(availability.as_str()));
         }
     }
+    let images: HashSet<&str> = image_lists.iter().flat_map(|list| list.iter().map(|i| i.id.as_str())).collect();
     let overcommit = 1.0 + policy.overcommit();
     let hostname =
         std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default();

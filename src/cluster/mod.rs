@@ -33,7 +33,7 @@ use crate::metrics::Metrics;
 use crate::observe::Observed;
 use container::Container;
 pub use create::{set_swarm_id, CreateError, CreateRequest};
-use engine::Engine;
+use engine::{Engine, EngineInfo, UNKNOWN_NAME};
 use events::{EventBus, NodeTag};
 use monitor::MonitorConfig;
 pub use placement::PlacementPolicy;
@@ -278,9 +278,13 @@ impl Cluster {
 
     /// All engines, ordered by name then address.
     pub fn engines(&self) -> Vec<Arc<Engine>> {
-        let mut engines: Vec<(String, Arc<Engine>)> =
-            self.members.read().values().map(|m| (m.engine.name(), m.engine.clone())).collect();
-        engines.sort_by(|a, b| (&a.0, &a.1.addr).cmp(&(&b.0, &b.1.addr)));
+        // Sorted by name as `Engine::name` gives it, without copying names.
+        let mut engines: Vec<(Option<Arc<EngineInfo>>, Arc<Engine>)> =
+            self.members.read().values().map(|m| (m.engine.info(), m.engine.clone())).collect();
+        fn name(info: &Option<Arc<EngineInfo>>) -> &str {
+            info.as_ref().map_or(UNKNOWN_NAME, |i| i.name.as_str())
+        }
+        engines.sort_by(|a, b| (name(&a.0), &a.1.addr).cmp(&(name(&b.0), &b.1.addr)));
         engines.into_iter().map(|(_, e)| e).collect()
     }
 
@@ -388,12 +392,15 @@ impl Cluster {
 
     /// The highest API version every healthy engine speaks.
     pub fn api_version(&self) -> String {
-        self.healthy_engines()
+        let infos: Vec<Arc<EngineInfo>> =
+            self.engines_unordered().iter().filter(|e| e.is_healthy()).filter_map(|e| e.info()).collect();
+        infos
             .iter()
-            .filter_map(|e| e.info().map(|i| i.api_version.clone()))
+            .map(|i| i.api_version.as_str())
             .filter(|v| !v.is_empty())
             .min_by(|a, b| compare_versions(a, b))
-            .unwrap_or_else(|| DEFAULT_API_VERSION.to_string())
+            .unwrap_or(DEFAULT_API_VERSION)
+            .to_string()
     }
 }
 

@@ -148,8 +148,21 @@ pub fn cpu_seconds(pid: u32) -> [f64; 2] {
 /// `wrk -t1 -c4 -d{secs}s url`.
 /// Also notes the CPU time the `watch` processes use meanwhile.
 pub fn wrk(url: &str, secs: usize, watch: &[u32]) -> WrkResult {
+    wrk_on(None, url, secs, watch)
+}
+
+/// [`wrk`], run on CPU `cpu` only when given (`taskset -c`).
+pub fn wrk_on(cpu: Option<usize>, url: &str, secs: usize, watch: &[u32]) -> WrkResult {
     let before: Vec<[f64; 2]> = watch.iter().map(|p| cpu_seconds(*p)).collect();
-    let out = Command::new("wrk")
+    let mut command = match cpu {
+        Some(cpu) => {
+            let mut taskset = Command::new("taskset");
+            taskset.args(["-c", &cpu.to_string(), "wrk"]);
+            taskset
+        }
+        None => Command::new("wrk"),
+    };
+    let out = command
         .args(["-t1", "-c4", &format!("-d{secs}s"), url])
         .stdin(Stdio::null())
         .output()
@@ -266,4 +279,15 @@ pub fn wait_running(manager: &Manager, n: usize, within: Duration, every: Durati
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Pins every thread of process `pid` to `cpus` (a `taskset` list such as
+/// `0` or `0,1`).
+pub fn pin(pid: u32, cpus: &str) {
+    let status = Command::new("taskset")
+        .args(["-a", "-p", "-c", cpus, &pid.to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run taskset: {e}"));
+    assert!(status.success(), "taskset -a -p -c {cpus} {pid} failed");
 }
