@@ -408,6 +408,20 @@ fn main() {
     let lost: Vec<&String> = expected.difference(&listed).filter(|id| !rec.removal_unsure.contains(*id)).collect();
     let leaked: Vec<&String> = listed.difference(&rec.created).collect();
     let resurrected: Vec<&String> = listed.intersection(&rec.removed).collect();
+    // Where each of them is, asked before the clean-up below removes them.
+    let resurrected_on: Vec<Vec<String>> = resurrected
+        .iter()
+        .map(|id| {
+            ["node-01", "node-02", "node-03"]
+                .into_iter()
+                .filter_map(|node| {
+                    let state =
+                        tb.docker_ok(node, ["ps", "-a", "--format", "{{.State}}", "--filter", &format!("id={id}")]);
+                    (!state.is_empty()).then(|| format!("{node} ({})", state.trim()))
+                })
+                .collect()
+        })
+        .collect();
 
     // The level once the load is over and its containers are gone, as at
     // the end of the warm-up (when only a few existed).
@@ -509,14 +523,7 @@ fn main() {
     for id in &leaked {
         println!("leaked {}", &id[..12]);
     }
-    for id in &resurrected {
-        let on: Vec<String> = ["node-01", "node-02", "node-03"]
-            .into_iter()
-            .filter_map(|node| {
-                let state = tb.docker_ok(node, ["ps", "-a", "--format", "{{.State}}", "--filter", &format!("id={id}")]);
-                (!state.is_empty()).then(|| format!("{node} ({})", state.trim()))
-            })
-            .collect();
+    for (id, on) in resurrected.iter().zip(&resurrected_on) {
         let answer = rec.removal_answers.get(*id).map_or("?", String::as_str);
         println!("back after removal {}: removal answered at {answer}; now on {on:?}", &id[..12]);
     }

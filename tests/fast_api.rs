@@ -850,3 +850,29 @@ async fn containers_the_engine_fails_to_inspect_stay_listed() {
     let reply = client::send(c.addr, Method::DELETE, "/containers/web?force=1", "").await;
     assert_ne!(reply.status, StatusCode::NOT_FOUND, "{reply:?}");
 }
+
+#[tokio::test]
+async fn a_full_id_the_cache_does_not_hold_yet_is_looked_for_on_the_engines() {
+    let engines = two_engines().await;
+    engines[0].add_container("known", "nginx", "running", json!([]));
+    let c = Cluster::start(engines, &[]).await;
+    // Made on the engine behind the manager's back, no event: as a create
+    // through a primary that died before this manager saw it.
+    let engine = c.engine("fake-02");
+    let late = engine.add_container("late", "nginx", "running", json!([]));
+
+    let reply = client::send(c.addr, Method::DELETE, &format!("/containers/{late}?force=1"), "").await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{reply:?}");
+    assert!(engine.container("late").is_none(), "removed on its engine");
+
+    // A miss by name or by an ID nobody has still answers 404, and a name
+    // costs no engine call.
+    let lists = || engine.requests_to(Method::GET, "/containers/json").len();
+    let before = lists();
+    let reply = client::send(c.addr, Method::DELETE, "/containers/nobody?force=1", "").await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND, "{reply:?}");
+    assert_eq!(lists(), before, "a name is not looked for on the engines");
+    let unknown = "ab".repeat(32);
+    let reply = client::send(c.addr, Method::DELETE, &format!("/containers/{unknown}?force=1"), "").await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND, "{reply:?}");
+}

@@ -199,9 +199,12 @@ impl Target {
     /// a container of an Unhealthy engine is answered at once, without
     /// trying to connect (`docker rm` included: the engine cannot remove it,
     /// and forgetting it would only see it back when the engine returns).
-    fn resolve(ctx: &Ctx<'_>, name: &str, query: Option<&str>) -> Result<Target, ApiError> {
-        let (engine, container) =
-            ctx.cluster().find_container(name).ok_or_else(|| ApiError::no_such_container(name))?;
+    async fn resolve(ctx: &Ctx<'_>, name: &str, query: Option<&str>) -> Result<Target, ApiError> {
+        let found = match ctx.cluster().find_container(name) {
+            Some(found) => Some(found),
+            None => ctx.cluster().find_container_on_engines(name.trim()).await,
+        };
+        let (engine, container) = found.ok_or_else(|| ApiError::no_such_container(name))?;
         if engine.health() == Health::Unhealthy {
             return Err(ApiError::UnhealthyNode { container: name.to_string(), node: engine.name() });
         }
@@ -210,8 +213,8 @@ impl Target {
     }
 
     /// Resolves the route's own name.
-    fn of_route(ctx: &Ctx<'_>, req: &Request<ProxyBody>) -> Result<Target, ApiError> {
-        Target::resolve(ctx, &ctx.route.name, req.uri().query())
+    async fn of_route(ctx: &Ctx<'_>, req: &Request<ProxyBody>) -> Result<Target, ApiError> {
+        Target::resolve(ctx, &ctx.route.name, req.uri().query()).await
     }
 
     /// Relays the request to the container's engine, streaming.
@@ -239,7 +242,7 @@ pub async fn create(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<P
 
 /// `GET /containers/{name}/json`: the engine's inspect plus a `Node` object.
 pub async fn inspect(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<ProxyBody>, ApiError> {
-    let target = Target::of_route(ctx, &req)?;
+    let target = Target::of_route(ctx, &req).await?;
     let resp = target.forward(req).await?;
     if resp.status() != StatusCode::OK {
         return Ok(resp);
@@ -287,7 +290,7 @@ pub(super) fn insert_field(object: &[u8], key: &str, value: &impl serde::Seriali
 
 /// Relays a container route to the container's engine.
 pub async fn forward(ctx: &Ctx<'_>, req: Request<ProxyBody>, refresh: bool) -> Result<Response<ProxyBody>, ApiError> {
-    let target = Target::of_route(ctx, &req)?;
+    let target = Target::of_route(ctx, &req).await?;
     let resp = target.forward(req).await?;
     if refresh && resp.status().is_success() {
         target.refresh().await;
@@ -297,7 +300,7 @@ pub async fn forward(ctx: &Ctx<'_>, req: Request<ProxyBody>, refresh: bool) -> R
 
 /// `DELETE /containers/{name}`.
 pub async fn remove(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<ProxyBody>, ApiError> {
-    let target = Target::of_route(ctx, &req)?;
+    let target = Target::of_route(ctx, &req).await?;
     let resp = target.forward(req).await?;
     if resp.status().is_success() {
         monitor::forget_container(&target.engine, &target.container.id).await;
@@ -307,7 +310,7 @@ pub async fn remove(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<P
 
 /// `POST /containers/{name}/rename`: the new name must be free cluster-wide.
 pub async fn rename(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<ProxyBody>, ApiError> {
-    let target = Target::of_route(ctx, &req)?;
+    let target = Target::of_route(ctx, &req).await?;
     let new_name = query_get(req.uri().query(), "name").unwrap_or_default();
     let _reservation = ctx.cluster().reserve_name(&new_name)?;
     let resp = target.forward(req).await?;
@@ -319,7 +322,7 @@ pub async fn rename(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<P
 
 /// `POST /containers/{name}/exec`: remembers which engine owns the exec.
 pub async fn exec_create(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<ProxyBody>, ApiError> {
-    let target = Target::of_route(ctx, &req)?;
+    let target = Target::of_route(ctx, &req).await?;
     let resp = target.forward(req).await?;
     if resp.status() != StatusCode::CREATED {
         return Ok(resp);
@@ -361,7 +364,7 @@ async fn find_exec_owner(ctx: &Ctx<'_>, id: &str) -> Option<Arc<Engine>> {
 pub async fn commit(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<ProxyBody>, ApiError> {
     let query = req.uri().query().map(str::to_string);
     let name = query_get(query.as_deref(), "container").unwrap_or_default();
-    let mut target = Target::resolve(ctx, &name, None)?;
+    let mut target = Target::resolve(ctx, &name, None).await?;
     let query = query_set(query.as_deref(), "container", &target.container.id);
     target.path = ctx.path("/commit", Some(&query));
     let resp = target.forward(req).await?;

@@ -300,6 +300,32 @@ impl Cluster {
         })
     }
 
+    /// Looks for the container with full ID `id` on the healthy engines
+    /// themselves, for an ID the caches do not hold yet: a container made a
+    /// moment ago through a primary that died before this manager saw its
+    /// `create` event (the replica that relayed the create found it on the
+    /// engines and gave the client its ID). The container found is cached.
+    /// Only full IDs are looked for, so a miss by name, prefix or image (as
+    /// `docker inspect` tries) costs no engine call.
+    pub async fn find_container_on_engines(&self, id: &str) -> Option<(Arc<Engine>, Arc<Container>)> {
+        use futures_util::StreamExt;
+        if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let mut lookups = futures_util::stream::iter(self.healthy_engines())
+            .map(|engine| async move {
+                let found = monitor::refresh_container(&engine, id).await.ok().flatten();
+                found.map(|container| (engine, container))
+            })
+            .buffer_unordered(ENGINE_LOOKUPS_AT_ONCE);
+        while let Some(result) = lookups.next().await {
+            if result.is_some() {
+                return result;
+            }
+        }
+        None
+    }
+
     /// Finds a container the way the original does: full ID, swarm ID,
     /// name (`name`, `/name`, `node/name`), then a unique ID prefix.
     pub fn find_container(&self, key: &str) -> Option<(Arc<Engine>, Arc<Container>)> {
@@ -403,6 +429,9 @@ impl Cluster {
             .to_string()
     }
 }
+
+/// Engines asked at once when a container is looked for on the engines.
+const ENGINE_LOOKUPS_AT_ONCE: usize = 32;
 
 /// The label holding the manager's own ID for each container it created.
 pub const SWARM_ID_LABEL: &str = "com.docker.swarm.id";
