@@ -187,12 +187,15 @@ fn main() {
     println!("wrk -t1 -c4 -d{wrk_secs}s (2 runs each, alternating) of GET {inspect}");
     for (i, (d, m)) in wrk_runs.iter().enumerate() {
         println!(
-            "  run {}: direct {:>8.0} req/s ({} errors)   manager {:>8.0} req/s ({} errors)",
+            "  run {}: direct {:>8.0} req/s ({} errors, {} connections opened)   manager {:>8.0} req/s ({} errors, {} \
+             connections opened, wrk's and the manager's)",
             i + 1,
             d.rps(),
             d.errors,
+            d.connects,
             m.rps(),
-            m.errors
+            m.errors,
+            m.connects
         );
     }
     let show = |[user, sys]: [f64; 2]| format!("{:.1} us ({user:.1} user + {sys:.1} sys)", user + sys);

@@ -95,6 +95,9 @@ pub struct WrkResult {
     pub errors: u64,
     /// CPU seconds [user, system] each watched process used meanwhile.
     pub cpu: Vec<[f64; 2]>,
+    /// TCP connections opened from this network namespace meanwhile
+    /// (wrk's own included).
+    pub connects: u64,
 }
 
 impl WrkResult {
@@ -111,11 +114,12 @@ impl WrkResult {
 
     /// The sum of several runs.
     pub fn combine<'a>(runs: impl Iterator<Item = &'a WrkResult>) -> WrkResult {
-        let mut total = WrkResult { requests: 0, seconds: 0.0, errors: 0, cpu: Vec::new() };
+        let mut total = WrkResult { requests: 0, seconds: 0.0, errors: 0, cpu: Vec::new(), connects: 0 };
         for r in runs {
             total.requests += r.requests;
             total.seconds += r.seconds;
             total.errors += r.errors;
+            total.connects += r.connects;
             total.cpu.resize(total.cpu.len().max(r.cpu.len()), [0.0; 2]);
             for (sum, c) in total.cpu.iter_mut().zip(&r.cpu) {
                 sum[0] += c[0];
@@ -154,6 +158,7 @@ pub fn wrk(url: &str, secs: usize, watch: &[u32]) -> WrkResult {
 /// [`wrk`], run on CPU `cpu` only when given (`taskset -c`).
 pub fn wrk_on(cpu: Option<usize>, url: &str, secs: usize, watch: &[u32]) -> WrkResult {
     let before: Vec<[f64; 2]> = watch.iter().map(|p| cpu_seconds(*p)).collect();
+    let opens_before = tcp_active_opens();
     let mut command = match cpu {
         Some(cpu) => {
             let mut taskset = Command::new("taskset");
@@ -198,7 +203,22 @@ pub fn wrk_on(cpu: Option<usize>, url: &str, secs: usize, watch: &[u32]) -> WrkR
             [a[0] - b[0], a[1] - b[1]]
         })
         .collect();
-    WrkResult { requests, seconds, errors, cpu }
+    let connects = tcp_active_opens().saturating_sub(opens_before);
+    WrkResult { requests, seconds, errors, cpu, connects }
+}
+
+/// `ActiveOpens` of this network namespace (`/proc/net/snmp`): every TCP
+/// connection opened from it so far.
+pub fn tcp_active_opens() -> u64 {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
+    let mut tcp = snmp.lines().filter(|l| l.starts_with("Tcp:"));
+    let (Some(names), Some(values)) = (tcp.next(), tcp.next()) else { return 0 };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(name, _)| *name == "ActiveOpens")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
 }
 
 /// wrk durations: `5.00s`, `1.00m`, `900.00ms`, `12us`.
