@@ -37,8 +37,13 @@ impl std::fmt::Debug for Upstream {
     }
 }
 
-/// Idle connections kept per upstream.
-const MAX_IDLE_PER_ENGINE: usize = 4;
+/// Idle connections kept per upstream: more than a relay's usual
+/// concurrency. hyper opens a new connection whenever none is idle at the
+/// moment a request starts, even if one is about to be returned; with 4
+/// kept, 4 busy clients made the pool open and close a connection every
+/// hundred requests or so (`cargo bench --bench core` counts them). The
+/// idle timeout below still bounds what a quiet engine keeps.
+const MAX_IDLE_PER_ENGINE: usize = 32;
 /// How long an idle connection is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -63,12 +68,12 @@ impl Upstream {
         connector.set_connect_timeout(Some(connect_timeout));
         connector.set_keepalive(Some(Duration::from_secs(30)));
         let connector = UpstreamConnector { tcp: connector, tls, handshake_timeout: connect_timeout };
-        // A few idle connections per engine serve the usual concurrency; a
-        // manager over a thousand engines would hold tens of thousands of
-        // sockets and their buffers if every burst's connections stayed.
-        // Busy relays reuse theirs well within the idle timeout; a quiet
-        // engine's refreshes (every 30 s or more) open one anew, which on
-        // the engines' network costs far less than keeping thousands.
+        // A manager over a thousand engines would hold tens of thousands of
+        // sockets and their buffers if every burst's connections stayed
+        // for good: idle ones are closed after the idle timeout. Busy
+        // relays reuse theirs well within it; a quiet engine's refreshes
+        // (every 30 s or more) open one anew, which on the engines'
+        // network costs far less than keeping thousands.
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             // Without a timer, idle connections are only dropped when the
