@@ -83,6 +83,10 @@ pub enum Observed<'a> {
     StateReloadFailed { error: &'a str },
     /// A task container the desired state no longer wants was removed.
     StaleTaskContainerRemoved { task: &'a str, node: &'a str },
+    /// A container was removed that a create made although its client was
+    /// told the create failed (its answer was lost with a broken engine
+    /// connection or a dying primary).
+    LostCreateRemoved { id: &'a str, node: &'a str },
     /// A pass of the services' reconciler stopped on an error; the next
     /// pass starts over from the desired state.
     ReconcileFailed { error: &'a str },
@@ -208,6 +212,10 @@ impl Observed<'_> {
             Observed::StaleTaskContainerRemoved { task, node } => {
                 tracing::info!("Removed the container of task {task} from {node}: the task is no longer wanted there")
             }
+            Observed::LostCreateRemoved { id, node } => tracing::warn!(
+                "Removed container {id} from {node}: its create was answered as failed (the answer was lost), \
+                 so nobody knows it"
+            ),
             Observed::ReconcileFailed { error } => tracing::warn!("Reconciling services failed: {error}"),
             Observed::RequestFailed { method, path, status, error } => {
                 if *status >= 500 {
@@ -330,6 +338,7 @@ impl Observed<'_> {
             | Observed::TlsReloadRefused { .. }
             | Observed::StateReloadFailed { .. }
             | Observed::StaleTaskContainerRemoved { .. }
+            | Observed::LostCreateRemoved { .. }
             | Observed::ReconcileFailed { .. }
             | Observed::RequestFailed { .. } => {}
         }

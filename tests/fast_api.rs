@@ -876,3 +876,15 @@ async fn a_full_id_the_cache_does_not_hold_yet_is_looked_for_on_the_engines() {
     let reply = client::send(c.addr, Method::DELETE, &format!("/containers/{unknown}?force=1"), "").await;
     assert_eq!(reply.status, StatusCode::NOT_FOUND, "{reply:?}");
 }
+
+#[tokio::test]
+async fn a_create_whose_answer_the_engine_lost_is_found_by_its_swarm_id() {
+    let c = Cluster::start(vec![FakeEngine::start("fake-01", &[]).await], &[]).await;
+    let engine = c.engine("fake-01");
+    // The engine makes the container, then the connection breaks.
+    engine.lose_answers_to(Method::POST, "/containers/create");
+    let reply = client::send(c.addr, Method::POST, "/containers/create?name=lost", r#"{"Image":"busybox"}"#).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
+    let made = engine.container("lost").expect("made on the engine");
+    assert_eq!(reply.json()["Id"], made.id.as_str());
+}

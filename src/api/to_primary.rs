@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use super::request::read_body;
 use super::routes::{Handler, Matched};
 use super::{Api, ApiError};
-use crate::cluster::{set_swarm_id, SWARM_ID_LABEL};
+use crate::cluster::{lost_creates, set_swarm_id};
 
 /// Bodies up to this size are buffered so the request can be sent again
 /// after a refused connection; larger ones are streamed once.
@@ -151,6 +151,10 @@ async fn settle(
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    // The client hears that the create failed; should it still land (an
+    // engine restoring or overloaded), the container is removed.
+    let cluster = api.cluster.clone();
+    lost_creates::undo(swarm_id.to_string(), move || cluster.healthy_engines());
     ApiError::NoPrimary(failed).into_response()
 }
 
@@ -171,25 +175,13 @@ fn stamp_create(parts: &mut http::request::Parts, body: &mut Bytes) -> Option<St
 /// container was made: found on the engines themselves (not in a cache,
 /// which may not have caught up), by the swarm ID the replica gave it.
 async fn find_created(api: &Api, swarm_id: &str) -> Option<Response<ProxyBody>> {
-    let filters = serde_json::json!({"label": [format!("{SWARM_ID_LABEL}={swarm_id}")]}).to_string();
-    let path = format!("/containers/json?all=1&filters={}", percent_encode(&filters));
     for engine in api.cluster.healthy_engines() {
-        let Ok((status, body)) = engine.client.call(http::Method::GET, &path, None).await else { continue };
-        if !status.is_success() {
-            continue;
-        }
-        let listed: Vec<serde_json::Value> = serde_json::from_slice(&body).unwrap_or_default();
-        if let Some(id) = listed.first().and_then(|c| c.get("Id")).and_then(|v| v.as_str()) {
-            let _ = crate::cluster::monitor::refresh_container(&engine, id).await;
-            let created = serde_json::json!({"Id": id, "Warnings": []});
-            return Some(super::reply::json_response(http::StatusCode::CREATED, &created));
-        }
+        let Ok(Some(id)) = lost_creates::find_by_swarm_id(&engine, swarm_id).await else { continue };
+        let _ = crate::cluster::monitor::refresh_container(&engine, &id).await;
+        let created = serde_json::json!({"Id": id, "Warnings": []});
+        return Some(super::reply::json_response(http::StatusCode::CREATED, &created));
     }
     None
-}
-
-fn percent_encode(text: &str) -> String {
-    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
 
 /// The request for the next attempt: a copy of the buffered one, or the

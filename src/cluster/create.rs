@@ -26,7 +26,7 @@ use thiserror::Error;
 use super::container::Container;
 use super::engine::{error_message, Engine, Unreachable};
 use super::placement::cpu_shares_for_engine;
-use super::{Cluster, NameInUse, SWARM_ID_LABEL};
+use super::{lost_creates, Cluster, NameInUse, SWARM_ID_LABEL};
 use crate::observe::Observed;
 
 /// A container to create, as the client asked for it.
@@ -253,9 +253,22 @@ async fn create_on(engine: &Arc<Engine>, config: &Value, path: &str) -> Attempt 
     let mut config = config.clone();
     cpu_shares_for_engine(&mut config, engine);
     let body = Bytes::from(serde_json::to_vec(&config)?);
-    let (status, answer) =
-        engine.client.call(Method::POST, path, Some(body)).await.map_err(|e| Unreachable::new(engine, e))?;
-    Ok((engine.clone(), status, answer))
+    match engine.client.call(Method::POST, path, Some(body)).await {
+        Ok((status, answer)) => Ok((engine.clone(), status, answer)),
+        Err(e) if e.is_connect() => Err(Unreachable::new(engine, e).into()),
+        // The create reached the engine, which may have made the container
+        // without the answer coming back.
+        Err(e) => {
+            let swarm_id = config["Labels"][SWARM_ID_LABEL].as_str().unwrap_or_default().to_string();
+            if let Ok(Some(id)) = lost_creates::find_by_swarm_id(engine, &swarm_id).await {
+                let answer = serde_json::json!({"Id": id, "Warnings": []}).to_string();
+                return Ok((engine.clone(), StatusCode::CREATED, Bytes::from(answer)));
+            }
+            let on = engine.clone();
+            lost_creates::undo(swarm_id, move || vec![on.clone()]);
+            Err(Unreachable::new(engine, e).into())
+        }
+    }
 }
 
 fn is_missing_image(attempt: &Attempt) -> bool {

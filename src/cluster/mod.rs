@@ -8,6 +8,7 @@ pub mod container;
 mod create;
 pub mod engine;
 pub mod events;
+pub mod lost_creates;
 pub mod monitor;
 pub mod networks;
 mod placement;

@@ -85,6 +85,9 @@ struct Forced {
 
 #[derive(Default)]
 struct State {
+    /// Requests (method, unversioned path) the engine handles, then drops
+    /// the connection instead of answering, as a dockerd that dies would.
+    lost_answers: Vec<(Method, String)>,
     containers: Vec<FakeContainer>,
     images: Vec<Value>,
     networks: Vec<Value>,
@@ -223,6 +226,12 @@ impl FakeEngine {
     }
 
     /// Answers `method path` (path without version prefix) with `status` and `body` from now on.
+    /// From now on, handles `method path` but closes the connection
+    /// instead of answering.
+    pub fn lose_answers_to(&self, method: Method, path: &str) {
+        self.state.lock().lost_answers.push((method, path.to_string()));
+    }
+
     pub fn force(&self, method: Method, path: &str, status: StatusCode, body: Value) {
         self.state.lock().forced.push(Forced { method, path: path.to_string(), status, body });
     }
@@ -369,7 +378,7 @@ async fn handle(
     identity: Arc<Identity>,
     state: Arc<Mutex<State>>,
     mut req: Request<Incoming>,
-) -> Result<Response<Body>, Infallible> {
+) -> Result<Response<Body>, AnswerLost> {
     if req.headers().contains_key(http::header::UPGRADE) {
         return Ok(hijack(&state, &mut req));
     }
@@ -385,8 +394,25 @@ async fn handle(
     }
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    Ok(route(&identity, &mut state, &method, &segments, &query, &body))
+    let answer = route(&identity, &mut state, &method, &segments, &query, &body);
+    if state.lost_answers.iter().any(|(m, p)| *m == method && *p == path) {
+        // hyper closes a connection whose service fails, without answering.
+        return Err(AnswerLost);
+    }
+    Ok(answer)
 }
+
+/// The error a request whose answer is lost fails with.
+#[derive(Debug)]
+pub struct AnswerLost;
+
+impl std::fmt::Display for AnswerLost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the engine died before answering")
+    }
+}
+
+impl std::error::Error for AnswerLost {}
 
 /// Takes over the connection (attach, exec) and answers, once the client
 /// has shut its side, `echo:` followed by everything it sent.
@@ -467,13 +493,18 @@ fn route(
             reply(StatusCode::OK, json!({key: [format!("{}-pruned", identity.name)], "SpaceReclaimed": 10}))
         }
         ("GET", ["containers", "json"]) => {
-            let wanted_id = query_value(query, "filters")
-                .and_then(|f| serde_json::from_str::<Value>(&f).ok())
-                .and_then(|f| f["id"][0].as_str().map(str::to_string));
+            let filters = query_value(query, "filters").and_then(|f| serde_json::from_str::<Value>(&f).ok());
+            let wanted_id = filters.as_ref().and_then(|f| f["id"][0].as_str().map(str::to_string));
+            let wanted_label = filters
+                .as_ref()
+                .and_then(|f| f["label"][0].as_str())
+                .and_then(|l| l.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()));
             let listed: Vec<Value> = state
                 .containers
                 .iter()
                 .filter(|c| wanted_id.as_ref().is_none_or(|id| c.id.starts_with(id.as_str())))
+                .filter(|c| wanted_label.as_ref().is_none_or(|(k, v)| c.labels[k.as_str()] == v.as_str()))
                 .map(FakeContainer::summary)
                 .collect();
             reply(StatusCode::OK, Value::Array(listed))
