@@ -20,6 +20,8 @@ PACKAGES=(
   iptables           # dockerd inside each namespace
   util-linux         # unshare, nsenter
   procps             # ps, pkill-free process checks
+  make               # jemalloc's build (the manager's allocator)
+  gcc                # crates that build C (jemalloc)
   protobuf-compiler  # etcd-client build
   libprotobuf-dev    # protobuf well-known types (descriptor.proto) for etcd-client
   etcd-server        # KV store for discovery/leadership tests
