@@ -199,7 +199,10 @@ async fn update_needs_the_current_version_and_rollback_returns_to_the_previous_s
     assert_eq!(service["Spec"], spec("web", 3));
     assert_eq!(service["PreviousSpec"], scaled);
     assert_eq!(service["Version"]["Index"], 4);
-    assert_eq!(service["UpdateStatus"]["State"], "rollback_started");
+    // Fake engines start the rolled-back tasks within milliseconds, so the
+    // reconciler may already have completed the rollback.
+    let state = service["UpdateStatus"]["State"].as_str().unwrap_or_default();
+    assert!(["rollback_started", "rollback_completed"].contains(&state), "{service}");
 
     let mut renamed = spec("other", 3);
     renamed["Name"] = json!("other");
