@@ -861,7 +861,7 @@ async fn a_full_id_the_cache_does_not_hold_yet_is_looked_for_on_the_engines() {
     let engine = c.engine("fake-02");
     let late = engine.add_container("late", "nginx", "running", json!([]));
 
-    let reply = client::send(c.addr, Method::DELETE, &format!("/containers/{late}?force=1"), "").await;
+    let reply = client::delete(c.addr, &format!("/containers/{late}?force=1")).await;
     assert_eq!(reply.status, StatusCode::NO_CONTENT, "{reply:?}");
     assert!(engine.container("late").is_none(), "removed on its engine");
 
@@ -869,11 +869,11 @@ async fn a_full_id_the_cache_does_not_hold_yet_is_looked_for_on_the_engines() {
     // costs no engine call.
     let lists = || engine.requests_to(Method::GET, "/containers/json").len();
     let before = lists();
-    let reply = client::send(c.addr, Method::DELETE, "/containers/nobody?force=1", "").await;
+    let reply = client::delete(c.addr, "/containers/nobody?force=1").await;
     assert_eq!(reply.status, StatusCode::NOT_FOUND, "{reply:?}");
     assert_eq!(lists(), before, "a name is not looked for on the engines");
     let unknown = "ab".repeat(32);
-    let reply = client::send(c.addr, Method::DELETE, &format!("/containers/{unknown}?force=1"), "").await;
+    let reply = client::delete(c.addr, &format!("/containers/{unknown}?force=1")).await;
     assert_eq!(reply.status, StatusCode::NOT_FOUND, "{reply:?}");
 }
 

@@ -195,7 +195,8 @@ struct Target {
 }
 
 impl Target {
-    /// Resolves `name` (ID, name, `node/name`, ID prefix) or answers 404;
+    /// Resolves `name` (ID, name, `node/name`, ID prefix; a full ID the
+    /// caches miss is asked of the engines) or answers 404;
     /// a container of an Unhealthy engine is answered at once, without
     /// trying to connect (`docker rm` included: the engine cannot remove it,
     /// and forgetting it would only see it back when the engine returns).

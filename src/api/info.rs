@@ -74,11 +74,11 @@ pub fn version(ctx: &Ctx<'_>) -> Result<Response<ProxyBody>, ApiError> {
     ))
 }
 
-/// `GET /info`: totals over the cluster, and per node the status lines the
-/// CLI prints from `SystemStatus`.
 /// How stale a replica's node settings may be in its `docker info`.
 const REPLICA_NODES_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// `GET /info`: totals over the cluster, and per node the status lines the
+/// CLI prints from `SystemStatus`.
 pub fn info(ctx: &Ctx<'_>, req: &Request<ProxyBody>) -> Result<Response<ProxyBody>, ApiError> {
     if ctx.api.leadership.as_ref().is_some_and(|l| !l.is_primary()) {
         // A replica's copy of the node settings is the primary's business:

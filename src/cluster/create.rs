@@ -259,13 +259,14 @@ async fn create_on(engine: &Arc<Engine>, config: &Value, path: &str) -> Attempt 
         // The create reached the engine, which may have made the container
         // without the answer coming back.
         Err(e) => {
-            let swarm_id = config["Labels"][SWARM_ID_LABEL].as_str().unwrap_or_default().to_string();
-            if let Ok(Some(id)) = lost_creates::find_by_swarm_id(engine, &swarm_id).await {
-                let answer = serde_json::json!({"Id": id, "Warnings": []}).to_string();
-                return Ok((engine.clone(), StatusCode::CREATED, Bytes::from(answer)));
+            if let Some(swarm_id) = config["Labels"][SWARM_ID_LABEL].as_str().filter(|id| !id.is_empty()) {
+                if let Ok(Some(id)) = lost_creates::find_by_swarm_id(engine, swarm_id).await {
+                    let answer = serde_json::json!({"Id": id, "Warnings": []}).to_string();
+                    return Ok((engine.clone(), StatusCode::CREATED, Bytes::from(answer)));
+                }
+                let on = engine.clone();
+                lost_creates::undo(swarm_id.to_string(), move || vec![on.clone()]);
             }
-            let on = engine.clone();
-            lost_creates::undo(swarm_id, move || vec![on.clone()]);
             Err(Unreachable::new(engine, e).into())
         }
     }
