@@ -18,8 +18,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use http::{Method, StatusCode};
 use swarm_leadership::Leadership;
 
+use crate::cluster::container::Container;
 use crate::cluster::engine::{error_message, Engine, Health};
-use crate::cluster::monitor;
+use crate::cluster::{lost_creates, monitor};
 use crate::cluster::{Cluster, CreateError, CreateRequest};
 use crate::observe::Observed;
 use crate::services::labels::{create_path, task_container, SERVICE_ID_LABEL, TASK_ID_LABEL};
@@ -230,7 +231,14 @@ async fn remove_stale_containers(cluster: &Cluster) {
             }
             let stale = match cluster.state.task(&identity.task_id) {
                 None => true,
-                Some(record) => !record.wanted() && record.task.status.state == TaskState::Shutdown,
+                Some(record) => {
+                    let recorded = record.task.status.container_status.as_ref().map(|c| c.container_id.as_str());
+                    (!record.wanted() && record.task.status.state == TaskState::Shutdown)
+                        // A second container of a live task: a previous
+                        // primary's create that landed after the task was
+                        // placed again.
+                        || (record.wanted() && recorded.is_some_and(|id| id != container.id))
+                }
             };
             if !stale {
                 continue;
@@ -326,6 +334,11 @@ async fn start_task(cluster: &Cluster, mut record: TaskRecord, nodes: &[NodeView
     place_and_start(cluster, record, nodes).await
 }
 
+/// How long a task whose container name is taken waits for the container
+/// holding it to show up (a create a previous primary left in flight, on a
+/// loaded engine) before it is rejected.
+const NAME_IN_USE_WAIT: Duration = Duration::from_secs(60);
+
 /// Creates and starts the container of a task that has none; a task that
 /// cannot be placed stays pending with the reason (written only when the
 /// reason changes, so an unplaceable task costs no store traffic), one the
@@ -353,6 +366,27 @@ async fn place_and_start(cluster: &Cluster, mut record: TaskRecord, nodes: &[Nod
                 return Ok(());
             }
             set_status(&mut record, TaskState::Pending, "no suitable node", reason);
+            return cluster.state.put_task(record).await;
+        }
+        // The task's name is taken: a previous primary made its container,
+        // or is still making it (dockerd holds a name from the start of a
+        // create, before the container is listed). Adopted once listed,
+        // rather than made twice; the task waits for that, for a while.
+        Err(e @ (CreateError::NameInUse(_) | CreateError::Refused { status: StatusCode::CONFLICT, .. })) => {
+            if let Some((engine, container)) = find_task_container_on_engines(cluster, &record.task.id).await {
+                return adopt(cluster, record, engine, &container).await;
+            }
+            let reason = Some(e.to_string());
+            let status = &record.task.status;
+            let waiting = status.state == TaskState::Pending && status.err == reason;
+            if !waiting {
+                set_status(&mut record, TaskState::Pending, "container name in use", reason);
+                return cluster.state.put_task(record).await;
+            }
+            if now() < status.timestamp + NAME_IN_USE_WAIT {
+                return Ok(());
+            }
+            set_status(&mut record, TaskState::Rejected, "rejected", reason);
             return cluster.state.put_task(record).await;
         }
         Err(e) => {
@@ -418,14 +452,45 @@ async fn start_container(
 /// or one a previous primary stopped working on (it died between storing
 /// the task, creating its container and starting it). A container already
 /// made for the task is adopted, never made twice.
-async fn resume_task(cluster: &Cluster, mut record: TaskRecord, nodes: &[NodeView]) -> Result<(), StateError> {
-    let made = cluster.engines().into_iter().find_map(|engine| {
-        let found = engine.containers_where(|c| c.labels.get(TASK_ID_LABEL) == Some(&record.task.id));
-        found.into_iter().next().map(|container| (engine, container))
-    });
-    let Some((engine, container)) = made else {
+async fn resume_task(cluster: &Cluster, record: TaskRecord, nodes: &[NodeView]) -> Result<(), StateError> {
+    let recorded = record.task.status.container_status.as_ref().map(|c| c.container_id.as_str());
+    let mut made: Vec<(Arc<Engine>, Arc<Container>)> = cluster
+        .engines()
+        .into_iter()
+        .flat_map(|engine| {
+            let found = engine.containers_where(|c| c.labels.get(TASK_ID_LABEL) == Some(&record.task.id));
+            found.into_iter().map(move |container| (engine.clone(), container))
+        })
+        .collect();
+    // Two of them (a previous primary's create that landed late elsewhere):
+    // the recorded one stays, the sweep removes the other.
+    made.sort_by_key(|(_, c)| Some(c.id.as_str()) != recorded);
+    let Some((engine, container)) = made.into_iter().next() else {
         return place_and_start(cluster, record, nodes).await;
     };
+    adopt(cluster, record, engine, &container).await
+}
+
+/// Looks on the healthy engines themselves for the container of task
+/// `task_id`, and brings it into the cache.
+async fn find_task_container_on_engines(cluster: &Cluster, task_id: &str) -> Option<(Arc<Engine>, Arc<Container>)> {
+    for engine in cluster.healthy_engines() {
+        let Ok(Some(id)) = lost_creates::find_labelled(&engine, TASK_ID_LABEL, task_id).await else { continue };
+        if let Ok(Some(container)) = monitor::refresh_container(&engine, &id).await {
+            return Some((engine, container));
+        }
+    }
+    None
+}
+
+/// Makes `container` the task's own: records it (and its node) if another
+/// was recorded, and starts it if it was only created.
+async fn adopt(
+    cluster: &Cluster,
+    mut record: TaskRecord,
+    engine: Arc<Engine>,
+    container: &Container,
+) -> Result<(), StateError> {
     let recorded = record.task.status.container_status.as_ref().map(|c| c.container_id.as_str());
     if recorded != Some(container.id.as_str()) {
         record.task.node_id = engine.info().map(|info| info.node_id()).unwrap_or_default();

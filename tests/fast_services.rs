@@ -4,6 +4,8 @@
 
 mod fast;
 
+use std::time::Duration;
+
 use http::StatusCode;
 use serde_json::{json, Value};
 
@@ -294,6 +296,73 @@ async fn tasks_are_listed_filtered_and_inspected() {
 
     let missing = get(c.addr, "/v1.41/tasks/nope").await;
     assert_eq!((missing.status, missing.message()), (StatusCode::NOT_FOUND, "task nope not found".to_string()));
+}
+
+/// A task's create finds its name taken: a previous primary's create of the
+/// same task came first, out of this manager's sight. The container is
+/// adopted and started; the task is neither rejected nor made twice.
+#[tokio::test]
+async fn a_task_whose_container_was_made_out_of_sight_adopts_it() {
+    a_task_adopts_a_container_made_out_of_sight(Duration::ZERO).await;
+}
+
+/// As above, with that other create still running: the container is not
+/// listed yet when the name is found taken (dockerd holds a name from the
+/// start of a create). The task waits for it.
+#[tokio::test]
+async fn a_task_waits_for_a_container_whose_create_is_still_running_elsewhere() {
+    a_task_adopts_a_container_made_out_of_sight(Duration::from_millis(1500)).await;
+}
+
+async fn a_task_adopts_a_container_made_out_of_sight(unlisted_for: Duration) {
+    let c = Cluster::start(vec![FakeEngine::start("fake-01", &[]).await], &[]).await;
+    let engine = c.engine("fake-01");
+    engine.conflict_after_creating(unlisted_for);
+    create(&c, spec("web", 1)).await;
+    let path = format!("/v1.41/tasks?filters={}", filters(json!({"service": ["web"]})));
+    wait_until("the task runs", || async {
+        get(c.addr, &path).await.json().as_array().is_some_and(|t| t.iter().any(|t| t["Status"]["State"] == "running"))
+    })
+    .await;
+    let tasks = get(c.addr, &path).await.json();
+    let tasks = tasks.as_array().unwrap();
+    assert_eq!(tasks.len(), 1, "no task was rejected: {tasks:#?}");
+    let containers = engine.containers();
+    assert_eq!(containers.len(), 1, "{containers:#?}");
+    assert_eq!(containers[0].state, "running");
+    assert_eq!(tasks[0]["Status"]["ContainerStatus"]["ContainerID"], containers[0].id.as_str());
+}
+
+/// A previous primary's create of a task lands on another engine after the
+/// task was placed again: that second container is removed, the recorded
+/// one keeps running.
+#[tokio::test]
+async fn a_second_container_of_a_task_is_removed() {
+    let c = cluster().await;
+    create(&c, spec("web", 1)).await;
+    let path = format!("/v1.41/tasks?filters={}", filters(json!({"service": ["web"]})));
+    let running = || async {
+        let tasks = get(c.addr, &path).await.json();
+        let task = tasks.as_array().and_then(|t| t.iter().find(|t| t["Status"]["State"] == "running")).cloned();
+        task.and_then(|t| t["Status"]["ContainerStatus"]["ContainerID"].as_str().map(str::to_string))
+    };
+    wait_until("the task runs", || async { running().await.is_some() }).await;
+    let recorded = running().await.unwrap();
+    let (holder, other) = match c.engine("fake-01").containers().iter().any(|x| x.id == recorded) {
+        true => (c.engine("fake-01"), c.engine("fake-02")),
+        false => (c.engine("fake-02"), c.engine("fake-01")),
+    };
+    let original = holder.containers().into_iter().find(|x| x.id == recorded).unwrap();
+    let copy = other.add_copy(&original);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as i64;
+    other.emit_event(json!({
+        "Type": "container", "Action": "create", "status": "create", "id": copy,
+        "Actor": {"ID": copy, "Attributes": {"name": original.name}},
+        "scope": "local", "time": now / 1_000_000_000, "timeNano": now,
+    }));
+    wait_until("the second container is removed", || async { other.containers().iter().all(|x| x.id != copy) }).await;
+    assert_eq!(running().await, Some(recorded.clone()));
+    assert!(holder.containers().iter().any(|x| x.id == recorded && x.state == "running"));
 }
 
 #[tokio::test]

@@ -326,7 +326,13 @@ fn new_primaries_finish_a_scale_and_a_rolling_update_the_killed_ones_started() {
     alive[0].docker_ok(["service", "scale", "--detach", &format!("{name}=6")]);
     old.signal("KILL");
     let p = primary_among(&alive);
-    alive[p].wait_until(Duration::from_secs(40), "6/6 under the new primary", |m| replicas(m, &name) == "6/6");
+    let show = |m: &Manager| service_state(m, &name);
+    alive[p].wait_until_showing(
+        Duration::from_secs(40),
+        "6/6 under the new primary",
+        |m| replicas(m, &name) == "6/6",
+        show,
+    );
     assert_one_running_task_per_slot(alive[p], &name, 6);
 
     // A rolling update, two tasks at a time; its primary dies mid-way.
@@ -343,7 +349,12 @@ fn new_primaries_finish_a_scale_and_a_rolling_update_the_killed_ones_started() {
     survivor.wait_until(Duration::from_secs(20), "the survivor becomes primary", |m| {
         m.role().is_some_and(|(role, _)| role == "primary")
     });
-    survivor.wait_until(Duration::from_secs(60), "the update completes", |m| update_state(m, &name) == "completed");
+    survivor.wait_until_showing(
+        Duration::from_secs(60),
+        "the update completes",
+        |m| update_state(m, &name) == "completed",
+        show,
+    );
     assert_one_running_task_per_slot(survivor, &name, 6);
     let tasks = tasks_of(survivor, &name);
     for slot in 1..=6 {
@@ -433,6 +444,19 @@ fn tasks_of(m: &Manager, name: &str) -> Vec<Task> {
 
 fn image_of(task: &Task) -> &str {
     task.spec.container_spec.as_ref().map_or("", |c| c.image.as_str())
+}
+
+/// The service's update status and its tasks, as a failed wait shows them.
+fn service_state(m: &Manager, name: &str) -> String {
+    let status = m.docker(["service", "inspect", "-f", "{{json .UpdateStatus}}", name]);
+    let format = "{{.ID}} {{.Name}} {{.Node}} {{.DesiredState}} {{.CurrentState}} {{.Error}}";
+    let ps = m.docker(["service", "ps", "--no-trunc", "--format", format, name]);
+    format!(
+        "update status: {}\ntasks:\n{}{}",
+        String::from_utf8_lossy(&status.stdout),
+        String::from_utf8_lossy(&ps.stdout),
+        String::from_utf8_lossy(&ps.stderr)
+    )
 }
 
 fn update_state(m: &Manager, name: &str) -> String {

@@ -28,7 +28,13 @@ const EVERY: Duration = Duration::from_secs(2);
 
 /// The ID of the container stamped `swarm_id` on `engine`, if it has one.
 pub async fn find_by_swarm_id(engine: &Engine, swarm_id: &str) -> Result<Option<String>, EngineError> {
-    let filters = serde_json::json!({"label": [format!("{SWARM_ID_LABEL}={swarm_id}")]}).to_string();
+    find_labelled(engine, SWARM_ID_LABEL, swarm_id).await
+}
+
+/// The ID of a container labelled `key=value` on `engine`, asked of the
+/// engine itself (its create may not have reached the cache yet).
+pub async fn find_labelled(engine: &Engine, key: &str, value: &str) -> Result<Option<String>, EngineError> {
+    let filters = serde_json::json!({"label": [format!("{key}={value}")]}).to_string();
     let path = format!(
         "/containers/json?all=1&filters={}",
         percent_encoding::utf8_percent_encode(&filters, percent_encoding::NON_ALPHANUMERIC)

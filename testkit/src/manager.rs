@@ -203,6 +203,24 @@ impl Manager {
         }
     }
 
+    /// As [`Manager::wait_until`], and on timeout the panic also shows what
+    /// `show` reads then (the state the check was waiting on).
+    pub fn wait_until_showing(
+        &self,
+        within: Duration,
+        what: &str,
+        check: impl Fn(&Manager) -> bool,
+        show: impl Fn(&Manager) -> String,
+    ) {
+        if !poll(within, Duration::from_millis(100), || check(self)) {
+            panic!(
+                "timed out after {within:?} waiting until {what}\nlast seen:\n{}\nmanager log:\n{}",
+                show(self),
+                self.log()
+            );
+        }
+    }
+
     /// Waits (up to 30 s) until `/info` shows `n` healthy nodes.
     pub fn wait_healthy(&self, n: usize) {
         self.wait_healthy_within(n, Duration::from_secs(30));

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
@@ -52,6 +52,9 @@ pub struct FakeContainer {
     /// List-form ports (`IP`, `PrivatePort`, `PublicPort`, `Type`).
     pub ports: Value,
     pub created: i64,
+    /// Not listed before this instant: a create still in progress, whose
+    /// name dockerd already holds.
+    pub listed_from: Option<Instant>,
 }
 
 impl FakeContainer {
@@ -88,6 +91,9 @@ struct State {
     /// Requests (method, unversioned path) the engine handles, then drops
     /// the connection instead of answering, as a dockerd that dies would.
     lost_answers: Vec<(Method, String)>,
+    /// See [`FakeEngine::conflict_after_creating`]: how long the container
+    /// made stays unlisted.
+    conflict_after_create: Option<Duration>,
     containers: Vec<FakeContainer>,
     images: Vec<Value>,
     networks: Vec<Value>,
@@ -182,8 +188,17 @@ impl FakeEngine {
             labels: json!({}),
             ports,
             created: now(),
+            listed_from: None,
         };
         self.state.lock().containers.push(container);
+        id
+    }
+
+    /// Puts a copy of `container` (its name, labels and state) here under a
+    /// new ID, telling nobody; returns that ID.
+    pub fn add_copy(&self, container: &FakeContainer) -> String {
+        let id = random_hex(32);
+        self.state.lock().containers.push(FakeContainer { id: id.clone(), created: now(), ..container.clone() });
         id
     }
 
@@ -225,13 +240,26 @@ impl FakeEngine {
         self.state.lock().volumes.iter().any(|v| v["Name"] == name)
     }
 
-    /// Answers `method path` (path without version prefix) with `status` and `body` from now on.
     /// From now on, handles `method path` but closes the connection
     /// instead of answering.
     pub fn lose_answers_to(&self, method: Method, path: &str) {
         self.state.lock().lost_answers.push((method, path.to_string()));
     }
 
+    /// From now on, a create makes its container but answers that the name
+    /// is taken, as when another manager's create of the same name came
+    /// just before; nothing tells a manager about that container, which is
+    /// listed only after `unlisted_for` (that other create still running).
+    pub fn conflict_after_creating(&self, unlisted_for: Duration) {
+        self.state.lock().conflict_after_create = Some(unlisted_for);
+    }
+
+    /// Every container the engine holds.
+    pub fn containers(&self) -> Vec<FakeContainer> {
+        self.state.lock().containers.clone()
+    }
+
+    /// Answers `method path` (path without version prefix) with `status` and `body` from now on.
     pub fn force(&self, method: Method, path: &str, status: StatusCode, body: Value) {
         self.state.lock().forced.push(Forced { method, path: path.to_string(), status, body });
     }
@@ -503,6 +531,7 @@ fn route(
             let listed: Vec<Value> = state
                 .containers
                 .iter()
+                .filter(|c| c.listed_from.is_none_or(|from| Instant::now() >= from))
                 .filter(|c| wanted_id.as_ref().is_none_or(|id| c.id.starts_with(id.as_str())))
                 .filter(|c| wanted_label.as_ref().is_none_or(|(k, v)| c.labels[k.as_str()] == v.as_str()))
                 .map(FakeContainer::summary)
@@ -523,7 +552,14 @@ fn route(
                 labels: body["Labels"].clone(),
                 ports: json!([]),
                 created: now(),
+                listed_from: None,
             });
+            if let Some(unlisted_for) = state.conflict_after_create {
+                if let Some(made) = state.containers.last_mut() {
+                    made.listed_from = Some(Instant::now() + unlisted_for);
+                }
+                return reply(StatusCode::CONFLICT, json!({"message": "name in use"}));
+            }
             reply(StatusCode::CREATED, json!({"Id": id, "Warnings": []}))
         }
         ("POST", ["containers", id, "exec"]) => {
