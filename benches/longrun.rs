@@ -59,6 +59,11 @@ struct Record {
     sent: BTreeMap<&'static str, u64>,
     /// IDs returned by creates.
     created: BTreeSet<String>,
+    /// Names of creates that got no answer (the client timed out, or the
+    /// manager's connection broke): the container may exist. Like a Docker
+    /// client, the run finds such a container by its name; it is the
+    /// client's, and removed at the end.
+    create_unsure: BTreeSet<String>,
     /// IDs a `DELETE` removed (204, or 404 after a failover).
     removed: BTreeSet<String>,
     /// How each removal of `removed` was answered: when (s), the status and
@@ -91,6 +96,11 @@ fn error_kind(op: &str, status: Option<u16>, message: &str) -> (String, bool) {
     (format!("{op}: {} {class}", status.map_or("io".to_string(), |s| s.to_string())), documented)
 }
 
+/// The name of client `n`'s `made`th container.
+fn container_name(n: usize, made: u64) -> String {
+    format!("lr-{n}-{made}")
+}
+
 /// One client's loop until `stop`.
 /// Held (shared) by a client for each request and its follow-up; taken
 /// (exclusive) by the controller to read its counts and `/metrics` with no
@@ -110,7 +120,7 @@ fn client(n: usize, target: Arc<RwLock<String>>, record: Arc<Mutex<Record>>, sto
             (0..=24, _) | (_, None) => {
                 made += 1;
                 let body = json!({"Image": "busybox", "Cmd": ["sh", "-c", "echo started; sleep 3600"], "Labels": {LABEL: "1"}});
-                ("create", "POST", format!("/v1.41/containers/create?name=lr-{n}-{made}"), Some(body))
+                ("create", "POST", format!("/v1.41/containers/create?name={}", container_name(n, made)), Some(body))
             }
             (25..=39, Some(id)) => ("inspect", "GET", format!("/v1.41/containers/{id}/json"), None),
             (40..=49, Some(id)) => ("logs", "GET", format!("/v1.41/containers/{id}/logs?stdout=1&tail=5"), None),
@@ -150,6 +160,9 @@ fn client(n: usize, target: Arc<RwLock<String>>, record: Arc<Mutex<Record>>, sto
                 conn = None;
                 let mut rec = record.lock().expect("record");
                 outcome(None, &e.to_string(), false, &mut rec);
+                if op == "create" {
+                    rec.create_unsure.insert(container_name(n, made));
+                }
             }
             Ok((status, body)) => {
                 let text = String::from_utf8_lossy(&body).into_owned();
@@ -287,11 +300,17 @@ fn main() {
     assert!(swarm.contains("/release/"), "the manager must be the release build, got {swarm}");
 
     let tb = Testbed::start(3, &[], false);
+    // The managers' logs carry wall-clock times; the run prints seconds.
+    let clock = std::process::Command::new("date").args(["-u", "+%H:%M:%S"]).output();
+    let clock = clock.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
+    println!("{:>4}s is {clock} UTC", since_began());
     let store = EtcdServer::start();
     let url = store.url("longrun");
     let _joins: Vec<SwarmProcess> = SwarmProcess::join_all(&tb.addrs(), "3s", &url);
     let mut managers: Vec<Manager> =
-        (0..3).map(|_| Manager::builder(&url).binary(swarm).replicated().start()).collect();
+        // At debug level, so the history of a container that ends up lost,
+        // leaked or back can be told from the logs (printed at the end).
+        (0..3).map(|_| Manager::builder(&url).binary(swarm).replicated().args(&["--log-level", "debug"]).start()).collect();
     for m in &managers {
         m.wait_healthy(3);
     }
@@ -407,15 +426,24 @@ fn main() {
         url::form_urlencoded::byte_serialize(filters.as_bytes()).collect::<String>()
     );
     let (_, listed) = http::get(&managers[p].addr, &path, Duration::from_secs(30)).expect("the final list");
-    let listed: BTreeSet<String> = serde_json::from_str::<Vec<Value>>(&listed)
+    // ID → name (the manager lists `/node/name`).
+    let listed_names: BTreeMap<String, String> = serde_json::from_str::<Vec<Value>>(&listed)
         .unwrap_or_default()
         .iter()
-        .filter_map(|c| c["Id"].as_str().map(str::to_string))
+        .filter_map(|c| {
+            let name = c["Names"][0].as_str().and_then(|n| n.rsplit('/').next()).unwrap_or_default();
+            Some((c["Id"].as_str()?.to_string(), name.to_string()))
+        })
         .collect();
+    let listed: BTreeSet<String> = listed_names.keys().cloned().collect();
     let rec = record.lock().expect("record");
     let expected: BTreeSet<String> = rec.created.difference(&rec.removed).cloned().collect();
     let lost: Vec<&String> = expected.difference(&listed).filter(|id| !rec.removal_unsure.contains(*id)).collect();
-    let leaked: Vec<&String> = listed.difference(&rec.created).collect();
+    let found_by_name: Vec<&String> = listed
+        .difference(&rec.created)
+        .filter(|id| listed_names.get(*id).is_some_and(|name| rec.create_unsure.contains(name)))
+        .collect();
+    let leaked: Vec<&String> = listed.difference(&rec.created).filter(|id| !found_by_name.contains(id)).collect();
     let resurrected: Vec<&String> = listed.intersection(&rec.removed).collect();
     // Where each of them is, asked before the clean-up below removes them.
     let resurrected_on: Vec<Vec<String>> = resurrected
@@ -510,6 +538,11 @@ fn main() {
         lost.is_empty(),
     );
     row("containers leaked (listed, never returned)", leaked.len().to_string(), "0", leaked.is_empty());
+    println!(
+        "({} creates got no answer; {} of them made a container, found by its name as a Docker client would)",
+        rec.create_unsure.len(),
+        found_by_name.len()
+    );
     row("containers back after their removal", resurrected.len().to_string(), "0", resurrected.is_empty());
     row("undocumented errors", undocumented.to_string(), "0", undocumented == 0);
     row(
@@ -553,5 +586,14 @@ fn main() {
     for (id, on) in resurrected.iter().zip(&resurrected_on) {
         let answer = rec.removal_answers.get(*id).map_or("?", String::as_str);
         println!("back after removal {}: removal answered at {answer}; now on {on:?}", &id[..12]);
+    }
+    let logs: Vec<String> = managers.iter().map(Manager::log).collect();
+    for id in lost.iter().chain(&leaked).chain(&resurrected) {
+        println!("what the managers logged about {}:", &id[..12]);
+        for (m, log) in logs.iter().enumerate() {
+            for line in log.lines().filter(|l| l.contains(id.as_str())).take(30) {
+                println!("  manager {m}: {line}");
+            }
+        }
     }
 }

@@ -102,6 +102,9 @@ pub enum Observed<'a> {
     ConnectionClosed,
     /// A container was created.
     ContainerCreated { id: &'a str, node: &'a str },
+    /// A container left an engine's cache: `why` says which answer of the
+    /// engine (or which removal) dropped it.
+    ContainerDropped { id: &'a str, node: &'a str, why: &'static str },
     /// A create was refused or failed; `reason` is its class, a metric label.
     CreateFailed { reason: &'static str, error: &'a str },
     /// A read or write of the desired state failed in its store (the
@@ -235,6 +238,9 @@ impl Observed<'_> {
             Observed::ConnectionOpened => tracing::trace!("connection opened"),
             Observed::ConnectionClosed => tracing::trace!("connection closed"),
             Observed::ContainerCreated { id, node } => tracing::debug!(node = %node, "Created container {id}"),
+            Observed::ContainerDropped { id, node, why } => {
+                tracing::debug!(node = %node, "Container {id} dropped from the cache: {why}")
+            }
             Observed::CreateFailed { reason, error } => {
                 tracing::debug!(reason = %reason, "Container not created: {error}")
             }
@@ -338,6 +344,7 @@ impl Observed<'_> {
             | Observed::TlsReloadRefused { .. }
             | Observed::StateReloadFailed { .. }
             | Observed::StaleTaskContainerRemoved { .. }
+            | Observed::ContainerDropped { .. }
             | Observed::LostCreateRemoved { .. }
             | Observed::ReconcileFailed { .. }
             | Observed::RequestFailed { .. } => {}

@@ -238,3 +238,19 @@ fn placement_labels_that_are_not_json_arrays_are_refused() {
     assert_eq!(status, 400, "{body}");
     assert!(!m.docker_ok(["volume", "ls", "--format", "{{.Name}}"]).contains("capi-vol-bad"));
 }
+
+/// A container made on an engine directly is found through the manager by
+/// its full ID at once, also before the engine's event reached the cache
+/// (a full ID the caches miss is asked of the engines).
+#[test]
+fn a_container_made_on_an_engine_is_found_by_its_full_id_at_once() {
+    let tb = Testbed::shared();
+    let m = shared_manager();
+    for n in 0..5 {
+        let name = format!("capi-direct-{n}-{}", std::process::id());
+        let id = tb.docker_ok("node-03", ["create", "--name", &name, "busybox", "true"]).trim().to_string();
+        let seen = m.docker_ok(["inspect", "-f", "{{.Id}} {{.Node.Name}}", &id]);
+        assert_eq!(seen.trim(), format!("{id} node-03"));
+        m.docker_ok(["rm", &id]);
+    }
+}

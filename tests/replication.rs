@@ -185,8 +185,9 @@ fn kill_loop_on<S: StoreFixture>() {
 per_store!(kill_loop_on: kill_loop_on_etcd => EtcdServer, kill_loop_on_consul => ConsulServer, kill_loop_on_zookeeper => ZkServer);
 
 /// 10 consecutive kills of the primary while a client creates containers
-/// through a replica: no container is lost or exists twice, and every
-/// failed request got a clear error.
+/// through a replica: no container is lost or exists twice, every failed
+/// request got a clear error, and a create that failed leaves no container
+/// (one the dying primary made is found by its swarm ID and removed).
 fn kill_loop(url: &str, join_ttl: &str, tag: &str) {
     let mut r = start(url, join_ttl);
     let mut created = Vec::new();
@@ -226,8 +227,17 @@ fn kill_loop(url: &str, join_ttl: &str, tag: &str) {
         eprintln!("{tag} kill {kill}: {} created, {} failed so far", created.len(), failures.len());
     }
     let p = r.primary();
-    let listed =
-        r.managers[p].docker_ok(["ps", "-a", "--filter", &format!("name=loop-{tag}-"), "--format", "{{.Names}}"]);
+    let list =
+        |m: &Manager| m.docker_ok(["ps", "-a", "--filter", &format!("name=loop-{tag}-"), "--format", "{{.Names}}"]);
+    let only_created =
+        |listed: &str| listed.lines().filter_map(|l| l.split('/').nth(1)).all(|name| created.iter().any(|c| c == name));
+    r.managers[p].wait_until_showing(
+        Duration::from_secs(30),
+        "only containers whose create succeeded are listed",
+        |m| only_created(&list(m)),
+        |m| format!("listed:\n{}\ncreated: {created:?}\nfailures: {failures:#?}", list(m)),
+    );
+    let listed = list(&r.managers[p]);
     let mut names: Vec<&str> = listed.lines().filter_map(|l| l.split('/').nth(1)).collect();
     names.sort();
     let before = names.len();

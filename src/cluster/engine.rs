@@ -16,6 +16,7 @@ use thiserror::Error;
 use tokio::sync::Notify;
 
 use super::container::Container;
+use crate::observe::Observed;
 
 /// Where an engine stands, as `docker info` shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -375,8 +376,20 @@ pub struct RefreshGuard<'a> {
 }
 
 impl RefreshGuard<'_> {
+    /// Puts `containers` in place of the cache: a full refresh, where an
+    /// entry the engine did not list is gone.
     pub fn replace_all(&self, containers: HashMap<String, Arc<Container>>) {
-        self.engine.state_mut().containers = containers;
+        let old = std::mem::replace(&mut self.engine.state_mut().containers, containers);
+        let dropped: Vec<String> = {
+            let state = self.engine.state.read();
+            old.into_keys().filter(|id| !state.containers.contains_key(id)).collect()
+        };
+        if !dropped.is_empty() {
+            let node = self.engine.name();
+            for id in &dropped {
+                Observed::ContainerDropped { id, node: &node, why: "not in the engine's full list" }.emit();
+            }
+        }
     }
 
     pub fn upsert(&self, container: Arc<Container>) {
@@ -389,8 +402,12 @@ impl RefreshGuard<'_> {
         self.engine.state_mut().containers.entry(container.id.clone()).or_insert(container);
     }
 
-    pub fn remove(&self, id: &str) {
-        self.engine.state_mut().containers.remove(id);
+    /// Drops `id` from the cache; `why` is logged (at debug level) if it
+    /// was there.
+    pub fn remove(&self, id: &str, why: &'static str) {
+        if self.engine.state_mut().containers.remove(id).is_some() {
+            Observed::ContainerDropped { id, node: &self.engine.name(), why }.emit();
+        }
     }
 }
 

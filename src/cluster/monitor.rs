@@ -342,7 +342,7 @@ pub async fn refresh_container(engine: &Engine, id: &str) -> Result<Option<Arc<C
         _ => None,
     });
     let Some(summary) = summary else {
-        cache.remove(id);
+        cache.remove(id, "not listed by the engine");
         return Ok(None);
     };
     let inspect = engine.get_json(&format!("/containers/{id}/json")).await?;
@@ -547,7 +547,7 @@ async fn refresh_batch(engine: &Engine, ids: &[String]) -> Result<(), EngineErro
         }
     }
     for id in ids.iter().filter(|id| !kept.contains(id)) {
-        cache.remove(id);
+        cache.remove(id, "not listed by the engine after an event");
     }
     Ok(())
 }
@@ -597,7 +597,7 @@ fn reaction(event: &Value) -> Option<Reaction> {
 /// Drops a container the engine no longer has (removed through the
 /// manager, destroyed, or rescheduled away), in order with refreshes.
 pub async fn forget_container(engine: &Engine, id: &str) {
-    engine.lock_containers().await.remove(id);
+    engine.lock_containers().await.remove(id, "removed or destroyed");
 }
 
 #[cfg(test)]
