@@ -12,7 +12,10 @@
 //!    with the CPU each process spends per request (from `/proc`), as is
 //!    and with the manager pinned to one core, wrk and dockerd to the other;
 //! 6. `POST /containers/create` latency, direct vs through the manager (the
-//!    manager's create pinned to the same engine by a constraint).
+//!    manager's create pinned to the same engine by a constraint);
+//! 7. the floor under 5: the same wrk runs through a byte relay (blocking
+//!    threads copying bytes, no HTTP: what any relay must do), with its CPU
+//!    per request and dockerd's, as is and pinned like the manager.
 //!
 //! Latencies come from one persistent HTTP/1.1 connection, requests sent one
 //! after the other. Direct and manager samples are taken in alternating
@@ -27,7 +30,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use swarm_testkit::bench::{
-    create_containers, percentile, pin, requested, vm_rss_kib, wait_running, wrk, wrk_on, Sampler, WrkResult,
+    create_containers, percentile, pin, requested, vm_rss_kib, wait_running, wrk, wrk_on, ByteRelay, Sampler, WrkResult,
 };
 use swarm_testkit::http::Conn;
 use swarm_testkit::manager::Manager;
@@ -140,6 +143,23 @@ fn main() {
         (WrkResult::combine(runs.iter().map(|r| &r.0)), WrkResult::combine(runs.iter().map(|r| &r.1)))
     });
 
+    // 7: the floor, through a byte relay in this process (its CPU counters
+    // are the relay's: the main thread only waits for wrk meanwhile).
+    let relay = ByteRelay::start(&engine.addr);
+    let relay_url = format!("http://{}{inspect}", relay.addr);
+    let relay_watch: Vec<u32> = [Some(std::process::id()), dockerd_pid].into_iter().flatten().collect();
+    wrk(&relay_url, 1, &[]);
+    let relay_runs: Vec<WrkResult> = (0..2).map(|_| wrk(&relay_url, wrk_secs, &relay_watch)).collect();
+    let relayed = WrkResult::combine(relay_runs.iter());
+    let relay_pinned = dockerd_pid.map(|dockerd| {
+        pin(std::process::id(), "1");
+        pin(dockerd, "0");
+        let runs: Vec<WrkResult> = (0..2).map(|_| wrk_on(Some(0), &relay_url, wrk_secs, &relay_watch)).collect();
+        pin(std::process::id(), "0,1");
+        pin(dockerd, "0,1");
+        WrkResult::combine(runs.iter())
+    });
+
     // 6: create latency, direct vs through the manager, on the same engine.
     let (create_direct, create_manager) = create_latencies(&engine.addr, &manager.addr, &engine.name, requests / 10);
 
@@ -218,6 +238,22 @@ fn main() {
             show(m.cpu_us_per_request(0))
         );
     }
+    println!(
+        "byte relay (the floor): {:.0} req/s; CPU per request: relay {}, dockerd {}",
+        relayed.rps(),
+        show(relayed.cpu_us_per_request(0)),
+        show(relayed.cpu_us_per_request(1))
+    );
+    if let (Some(r), Some((d, _))) = (&relay_pinned, &pinned) {
+        println!(
+            "byte relay pinned like the manager: {:.0} req/s ({:.0} % of direct pinned); CPU per request: relay {}, \
+             dockerd {}",
+            r.rps(),
+            r.rps() / d.rps() * 100.0,
+            show(r.cpu_us_per_request(0)),
+            show(r.cpu_us_per_request(1))
+        );
+    }
     raw("create, direct", &create_direct);
     raw("create, through the manager (constraint:node==)", &create_manager);
     println!("manager RSS: {} KiB with {ENGINES} containers, {} KiB with {total_containers}", rss_small, rss_big);
@@ -239,6 +275,13 @@ fn main() {
     let pinned_ratio = pinned.as_ref().map_or(f64::NAN, |(d, m)| m.rps() / d.rps() * 100.0);
     let pinned_manager_cpu = pinned.as_ref().map_or(f64::NAN, |(_, m)| cpu_us(m, 0));
     let create_added = p50(&create_manager) - p50(&create_direct);
+    let relay_cpu = cpu_us(&relayed, 0);
+    let relay_ratio = relayed.rps() / wrk_direct.rps() * 100.0;
+    let relay_pinned_ratio = match (&relay_pinned, &pinned) {
+        (Some(r), Some((d, _))) => r.rps() / d.rps() * 100.0,
+        _ => f64::NAN,
+    };
+    let relay_dockerd_extra = cpu_us(&relayed, 1) - cpu_us(&wrk_direct, 1);
     let figures = [
         Figure {
             name: "inspect p50 added by manager",
@@ -342,6 +385,34 @@ fn main() {
         Figure {
             name: "dockerd CPU relayed - direct",
             measured: format!("{dockerd_extra:.1} us"),
+            target: "-".into(),
+            original: "-",
+            pass: true,
+        },
+        Figure {
+            name: "floor: byte relay CPU per request",
+            measured: format!("{relay_cpu:.1} us"),
+            target: "-".into(),
+            original: "-",
+            pass: true,
+        },
+        Figure {
+            name: "floor: byte relay throughput",
+            measured: format!("{relay_ratio:.0} %"),
+            target: "-".into(),
+            original: "-",
+            pass: true,
+        },
+        Figure {
+            name: "floor: byte relay throughput pinned",
+            measured: format!("{relay_pinned_ratio:.0} %"),
+            target: "-".into(),
+            original: "-",
+            pass: true,
+        },
+        Figure {
+            name: "floor: dockerd CPU via relay - direct",
+            measured: format!("{relay_dockerd_extra:.1} us"),
             target: "-".into(),
             original: "-",
             pass: true,

@@ -311,3 +311,40 @@ pub fn pin(pid: u32, cpus: &str) {
         .unwrap_or_else(|e| panic!("cannot run taskset: {e}"));
     assert!(status.success(), "taskset -a -p -c {cpus} {pid} failed");
 }
+
+/// A relay that copies bytes between each client connection and its own
+/// connection to an upstream, two blocking threads per connection: a read
+/// and a write each way per request, the least any relay can do. Run in the
+/// bench's own process, whose CPU counters then measure it: the floor under
+/// the manager's per-request cost on this machine.
+pub struct ByteRelay {
+    /// `127.0.0.1:port` it listens on.
+    pub addr: String,
+}
+
+impl ByteRelay {
+    /// Listens on a free loopback port and relays every connection to
+    /// `upstream` (`ip:port`) until the process ends.
+    pub fn start(upstream: &str) -> ByteRelay {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port for the relay");
+        let addr = listener.local_addr().expect("the relay's address").to_string();
+        let upstream = upstream.to_string();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = std::net::TcpStream::connect(&upstream) else { continue };
+                let (Ok(client_in), Ok(server_in)) = (client.try_clone(), server.try_clone()) else { continue };
+                let _ = (client.set_nodelay(true), server.set_nodelay(true));
+                std::thread::spawn(move || copy_until_closed(client_in, server));
+                std::thread::spawn(move || copy_until_closed(server_in, client));
+            }
+        });
+        ByteRelay { addr }
+    }
+}
+
+/// Copies `from` into `to` until `from` ends or either fails, then shuts
+/// `to` down so the other direction ends too.
+fn copy_until_closed(mut from: std::net::TcpStream, mut to: std::net::TcpStream) {
+    let _ = std::io::copy(&mut from, &mut to);
+    let _ = to.shutdown(std::net::Shutdown::Both);
+}
