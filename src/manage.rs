@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 use crate::api::{self, Api, ClientLimits};
 use crate::cli::{self, Cli, ClusterOpts, Command, Listen, ManageArgs};
 use crate::cluster::monitor::MonitorConfig;
-use crate::cluster::{Cluster, PlacementPolicy};
+use crate::cluster::{lost_creates, Cluster, PlacementPolicy};
 use crate::metrics::Metrics;
 use crate::observe::Observed;
 use crate::state::backend::{Backend, FileBackend, KvBackend};
@@ -227,7 +227,11 @@ fn wire(
     let discovery = tokio::spawn(cluster.clone().run_discovery(settings.backend.clone(), settings.heartbeat));
     let rescheduling = tokio::spawn(reschedule::run(cluster.clone(), leadership.clone()));
     let reconciling = tokio::spawn(reconcile::run(cluster.clone(), leadership.clone()));
-    tasks.extend([discovery, rescheduling, reconciling]);
+    let sweeping = tokio::spawn({
+        let leadership = leadership.clone();
+        lost_creates::sweep(cluster.clone(), move || reconcile::primary_term(leadership.as_deref()).is_some())
+    });
+    tasks.extend([discovery, rescheduling, reconciling, sweeping]);
     let api = Arc::new(Api {
         cluster,
         cors: settings.cors,

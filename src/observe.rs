@@ -87,6 +87,9 @@ pub enum Observed<'a> {
     /// told the create failed (its answer was lost with a broken engine
     /// connection or a dying primary).
     LostCreateRemoved { id: &'a str, node: &'a str },
+    /// A create answered as failed could not be put on record as lost
+    /// (the store failed): should its container land, nobody removes it.
+    LostCreateNotRecorded { swarm_id: &'a str, error: &'a str },
     /// A pass of the services' reconciler stopped on an error; the next
     /// pass starts over from the desired state.
     ReconcileFailed { error: &'a str },
@@ -215,6 +218,10 @@ impl Observed<'_> {
             Observed::StaleTaskContainerRemoved { task, node } => {
                 tracing::info!("Removed the container of task {task} from {node}: the task is no longer wanted there")
             }
+            Observed::LostCreateNotRecorded { swarm_id, error } => tracing::warn!(
+                "A failed create (swarm ID {swarm_id}) could not be put on record to be undone: {error}; should its \
+                 container land, it stays"
+            ),
             Observed::LostCreateRemoved { id, node } => tracing::warn!(
                 "Removed container {id} from {node}: its create was answered as failed (the answer was lost), \
                  so nobody knows it"
@@ -345,6 +352,7 @@ impl Observed<'_> {
             | Observed::StateReloadFailed { .. }
             | Observed::StaleTaskContainerRemoved { .. }
             | Observed::ContainerDropped { .. }
+            | Observed::LostCreateNotRecorded { .. }
             | Observed::LostCreateRemoved { .. }
             | Observed::ReconcileFailed { .. }
             | Observed::RequestFailed { .. } => {}

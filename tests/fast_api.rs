@@ -3,6 +3,8 @@
 
 mod fast;
 
+use std::time::Duration;
+
 use http::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -887,4 +889,19 @@ async fn a_create_whose_answer_the_engine_lost_is_found_by_its_swarm_id() {
     assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
     let made = engine.container("lost").expect("made on the engine");
     assert_eq!(reply.json()["Id"], made.id.as_str());
+}
+
+/// The same, with the container listed only after the manager looked for
+/// it: the client hears that the create failed, and the container is
+/// removed once it shows up, so nothing the client does not know exists.
+#[tokio::test]
+async fn a_create_whose_answer_the_engine_lost_and_that_lands_late_is_undone() {
+    let c = Cluster::start(vec![FakeEngine::start("fake-01", &[]).await], &[]).await;
+    let engine = c.engine("fake-01");
+    engine.lose_answers_to(Method::POST, "/containers/create");
+    engine.list_new_containers_after(Duration::from_millis(1500));
+    let reply = client::send(c.addr, Method::POST, "/containers/create?name=late", r#"{"Image":"busybox"}"#).await;
+    assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR, "{reply:?}");
+    assert!(engine.container("late").is_some(), "made on the engine, not listed yet");
+    manager::wait_until("the container is removed", || async { engine.container("late").is_none() }).await;
 }

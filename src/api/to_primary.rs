@@ -153,8 +153,7 @@ async fn settle(
     }
     // The client hears that the create failed; should it still land (an
     // engine restoring or overloaded), the container is removed.
-    let cluster = api.cluster.clone();
-    lost_creates::undo(swarm_id.to_string(), move || cluster.healthy_engines());
+    lost_creates::undo(&api.cluster, swarm_id, Vec::new()).await;
     ApiError::NoPrimary(failed).into_response()
 }
 

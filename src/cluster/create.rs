@@ -136,11 +136,11 @@ impl Cluster {
         set_swarm_id(&mut config);
 
         let mut placement = self.place(&spec)?;
-        let mut attempt = create_on(&placement.ranked[0], &config, &path).await;
+        let mut attempt = create_on(self, &placement.ranked[0], &config, &path).await;
         if is_missing_image(&attempt) && !spec.has_node_constraint() && self.has_image(&spec.image) {
             spec.add_affinity(&format!("image=={}", spec.image))?;
             placement = self.place(&spec)?;
-            attempt = create_on(&placement.ranked[0], &config, &path).await;
+            attempt = create_on(self, &placement.ranked[0], &config, &path).await;
         }
         let mut next = 1;
         while next <= self.policy.create_retry() as usize && next < placement.ranked.len() && is_retryable(&attempt) {
@@ -149,7 +149,7 @@ impl Cluster {
                 .record(self.metrics());
             placement.reservation =
                 Some(self.reserve_pending(&engine.addr, ContainerSnapshot::pending_from_request(&spec)));
-            attempt = create_on(engine, &config, &path).await;
+            attempt = create_on(self, engine, &config, &path).await;
             next += 1;
         }
         let (engine, status, answer) = attempt?;
@@ -249,7 +249,7 @@ pub fn random_id() -> String {
     (0..32).map(|_| format!("{:02x}", rng.gen::<u8>())).collect()
 }
 
-async fn create_on(engine: &Arc<Engine>, config: &Value, path: &str) -> Attempt {
+async fn create_on(cluster: &Cluster, engine: &Arc<Engine>, config: &Value, path: &str) -> Attempt {
     let mut config = config.clone();
     cpu_shares_for_engine(&mut config, engine);
     let body = Bytes::from(serde_json::to_vec(&config)?);
@@ -264,8 +264,7 @@ async fn create_on(engine: &Arc<Engine>, config: &Value, path: &str) -> Attempt 
                     let answer = serde_json::json!({"Id": id, "Warnings": []}).to_string();
                     return Ok((engine.clone(), StatusCode::CREATED, Bytes::from(answer)));
                 }
-                let on = engine.clone();
-                lost_creates::undo(swarm_id.to_string(), move || vec![on.clone()]);
+                lost_creates::undo(cluster, swarm_id, vec![engine.addr.clone()]).await;
             }
             Err(Unreachable::new(engine, e).into())
         }

@@ -62,6 +62,18 @@ pub struct NodeSettings {
     pub labels: BTreeMap<String, String>,
 }
 
+/// A create answered as failed whose container may still land on an
+/// engine (its answer was lost, or the primary died making it): the
+/// primary looks for it by its swarm ID, and removes it should it show up,
+/// until `until`. On record here so that a new primary carries on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LostCreate {
+    /// Addresses of the engines it may be on; empty: any engine.
+    pub engines: Vec<String>,
+    /// Unix seconds after which it is no longer looked for.
+    pub until: u64,
+}
+
 /// A document and its version index.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Versioned<T> {
@@ -106,6 +118,10 @@ impl<T: Clone + Serialize + DeserializeOwned> Collection<T> {
 
     fn all(&self) -> Vec<T> {
         self.items.read().values().map(|(doc, _)| doc.clone()).collect()
+    }
+
+    fn entries(&self) -> Vec<(String, T)> {
+        self.items.read().iter().map(|(id, (doc, _))| (id.clone(), doc.clone())).collect()
     }
 
     /// Writes `doc` if the backend still holds what this copy last saw of
@@ -187,6 +203,9 @@ pub struct DesiredState {
     services: Collection<Service>,
     /// Tasks by ID, with what they were created with.
     tasks: Collection<TaskRecord>,
+    /// Lost creates by swarm ID; read by the primary's sweep only, which
+    /// reads them from the backend each time (replicas add to them).
+    lost_creates: Collection<LostCreate>,
     /// The primary term (`Leadership::primary_term`; 0 without replication)
     /// in which the copies were last read whole; `None` before the first
     /// read. Until then the copies may be empty for want of reading, or
@@ -213,6 +232,7 @@ impl DesiredState {
             nodes: Collection::new("nodes"),
             services: Collection::new("services"),
             tasks: Collection::new("tasks"),
+            lost_creates: Collection::new("lost_creates"),
             read_in_term: parking_lot::Mutex::new(None),
             reloading: tokio::sync::Mutex::new(()),
             nodes_read_at: parking_lot::Mutex::new(None),
@@ -320,6 +340,22 @@ impl DesiredState {
     pub async fn remove_task(&self, id: &str) -> Result<(), StateError> {
         self.tasks.delete(&self.backend, id).await
     }
+
+    /// Puts the create stamped `swarm_id` on record as lost.
+    pub async fn record_lost_create(&self, swarm_id: &str, record: LostCreate) -> Result<(), StateError> {
+        self.lost_creates.put(&self.backend, swarm_id, record).await
+    }
+
+    /// The lost creates on record, read from the backend.
+    pub async fn lost_creates(&self) -> Result<Vec<(String, LostCreate)>, StateError> {
+        self.lost_creates.reload(&self.backend).await?;
+        Ok(self.lost_creates.entries())
+    }
+
+    /// Takes a lost create off the record (found and removed, or given up).
+    pub async fn forget_lost_create(&self, swarm_id: &str) -> Result<(), StateError> {
+        self.lost_creates.delete(&self.backend, swarm_id).await
+    }
 }
 
 /// Now, as RFC 3339 with nanoseconds (Docker's timestamps).
@@ -362,5 +398,19 @@ mod tests {
         assert_eq!(state.node("n1").index, 1, "read once per term");
         state.refresh_for(2).await.unwrap();
         assert_eq!(state.node("n1").doc.availability, Availability::Drain);
+    }
+
+    #[tokio::test]
+    async fn lost_creates_are_read_from_the_backend_each_time() {
+        let state = DesiredState::new(Backend::memory(), Arc::new(Metrics::new()));
+        state.record_lost_create("a", LostCreate { engines: Vec::new(), until: 10 }).await.unwrap();
+        // A replica's record, which this copy never saw.
+        let theirs = LostCreate { engines: vec!["10.0.0.1:2375".into()], until: 20 };
+        state.backend.put_if("lost_creates/b", &serde_json::to_vec(&theirs).unwrap(), None).await.unwrap().unwrap();
+        let read = state.lost_creates().await.unwrap();
+        assert_eq!(read.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(read[1].1, theirs);
+        state.forget_lost_create("b").await.unwrap();
+        assert_eq!(state.lost_creates().await.unwrap().len(), 1);
     }
 }

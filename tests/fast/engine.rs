@@ -94,6 +94,8 @@ struct State {
     /// See [`FakeEngine::conflict_after_creating`]: how long the container
     /// made stays unlisted.
     conflict_after_create: Option<Duration>,
+    /// See [`FakeEngine::list_new_containers_after`].
+    new_containers_unlisted_for: Option<Duration>,
     containers: Vec<FakeContainer>,
     images: Vec<Value>,
     networks: Vec<Value>,
@@ -252,6 +254,13 @@ impl FakeEngine {
     /// listed only after `unlisted_for` (that other create still running).
     pub fn conflict_after_creating(&self, unlisted_for: Duration) {
         self.state.lock().conflict_after_create = Some(unlisted_for);
+    }
+
+    /// From now on, a container created is listed only `unlisted_for`
+    /// later, as one whose create is still running (dockerd lists it when
+    /// its create is done).
+    pub fn list_new_containers_after(&self, unlisted_for: Duration) {
+        self.state.lock().new_containers_unlisted_for = Some(unlisted_for);
     }
 
     /// Every container the engine holds.
@@ -552,7 +561,7 @@ fn route(
                 labels: body["Labels"].clone(),
                 ports: json!([]),
                 created: now(),
-                listed_from: None,
+                listed_from: state.new_containers_unlisted_for.map(|d| Instant::now() + d),
             });
             if let Some(unlisted_for) = state.conflict_after_create {
                 if let Some(made) = state.containers.last_mut() {
