@@ -15,7 +15,8 @@
 //!    manager's create pinned to the same engine by a constraint);
 //! 7. the floor under 5: the same wrk runs through a byte relay (blocking
 //!    threads copying bytes, no HTTP: what any relay must do), with its CPU
-//!    per request and dockerd's, as is and pinned like the manager.
+//!    per request and dockerd's, as is and pinned like the manager; and
+//!    dockerd's CPU per request direct at lower rates (`wrk -c1`, `-c2`).
 //!
 //! Latencies come from one persistent HTTP/1.1 connection, requests sent one
 //! after the other. Direct and manager samples are taken in alternating
@@ -30,7 +31,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use swarm_testkit::bench::{
-    create_containers, percentile, pin, requested, vm_rss_kib, wait_running, wrk, wrk_on, ByteRelay, Sampler, WrkResult,
+    create_containers, percentile, pin, requested, vm_rss_kib, wait_running, wrk, wrk_on, wrk_with, ByteRelay, Sampler,
+    WrkResult,
 };
 use swarm_testkit::http::Conn;
 use swarm_testkit::manager::Manager;
@@ -160,6 +162,12 @@ fn main() {
         WrkResult::combine(runs.iter())
     });
 
+    // dockerd's CPU per request direct at lower request rates (fewer
+    // connections): whether what it spends more behind a relay comes with
+    // the lower rate rather than with what the relay sends.
+    let slower: Vec<(usize, WrkResult)> =
+        [1, 2].into_iter().map(|c| (c, wrk_with(None, c, &wrk_direct_url, wrk_secs, &watch))).collect();
+
     // 6: create latency, direct vs through the manager, on the same engine.
     let (create_direct, create_manager) = create_latencies(&engine.addr, &manager.addr, &engine.name, requests / 10);
 
@@ -253,6 +261,15 @@ fn main() {
             show(r.cpu_us_per_request(0)),
             show(r.cpu_us_per_request(1))
         );
+    }
+    if dockerd_pid.is_some() {
+        for (connections, r) in &slower {
+            println!(
+                "direct with -c{connections}: {:.0} req/s; dockerd CPU per request {}",
+                r.rps(),
+                show(r.cpu_us_per_request(1))
+            );
+        }
     }
     raw("create, direct", &create_direct);
     raw("create, through the manager (constraint:node==)", &create_manager);

@@ -157,6 +157,11 @@ pub fn wrk(url: &str, secs: usize, watch: &[u32]) -> WrkResult {
 
 /// [`wrk`], run on CPU `cpu` only when given (`taskset -c`).
 pub fn wrk_on(cpu: Option<usize>, url: &str, secs: usize, watch: &[u32]) -> WrkResult {
+    wrk_with(cpu, 4, url, secs, watch)
+}
+
+/// [`wrk_on`] with `connections` connections (`-c`).
+pub fn wrk_with(cpu: Option<usize>, connections: usize, url: &str, secs: usize, watch: &[u32]) -> WrkResult {
     let before: Vec<[f64; 2]> = watch.iter().map(|p| cpu_seconds(*p)).collect();
     let opens_before = tcp_active_opens();
     let mut command = match cpu {
@@ -168,7 +173,7 @@ pub fn wrk_on(cpu: Option<usize>, url: &str, secs: usize, watch: &[u32]) -> WrkR
         None => Command::new("wrk"),
     };
     let out = command
-        .args(["-t1", "-c4", &format!("-d{secs}s"), url])
+        .args(["-t1", &format!("-c{connections}"), &format!("-d{secs}s"), url])
         .stdin(Stdio::null())
         .output()
         .unwrap_or_else(|e| panic!("cannot run wrk (apt-get install wrk): {e}"));
