@@ -307,14 +307,22 @@ pub fn wait_running(manager: &Manager, n: usize, within: Duration, every: Durati
 }
 
 /// Pins every thread of process `pid` to `cpus` (a `taskset` list such as
-/// `0` or `0,1`).
+/// `0` or `0,1`). `taskset -a` fails when a thread ends while it goes
+/// through them (a [`ByteRelay`]'s, as wrk hangs up): tried a few times.
 pub fn pin(pid: u32, cpus: &str) {
-    let status = Command::new("taskset")
-        .args(["-a", "-p", "-c", cpus, &pid.to_string()])
-        .stdout(Stdio::null())
-        .status()
-        .unwrap_or_else(|e| panic!("cannot run taskset: {e}"));
-    assert!(status.success(), "taskset -a -p -c {cpus} {pid} failed");
+    for _ in 0..10 {
+        let status = Command::new("taskset")
+            .args(["-a", "-p", "-c", cpus, &pid.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run taskset: {e}"));
+        if status.success() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("taskset -a -p -c {cpus} {pid} failed ten times");
 }
 
 /// A relay that copies bytes between each client connection and its own
