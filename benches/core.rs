@@ -13,10 +13,12 @@
 //!    and with the manager pinned to one core, wrk and dockerd to the other;
 //! 6. `POST /containers/create` latency, direct vs through the manager (the
 //!    manager's create pinned to the same engine by a constraint);
-//! 7. the floor under 5: the same wrk runs through a byte relay (blocking
-//!    threads copying bytes, no HTTP: what any relay must do), with its CPU
+//! 7. a reference for 5: the same wrk runs through a byte relay (blocking
+//!    threads copying bytes, no HTTP), with its CPU
 //!    per request and dockerd's, as is and pinned like the manager; and
-//!    dockerd's CPU per request direct at lower rates (`wrk -c1`, `-c2`).
+//!    dockerd's CPU per request direct at lower rates (`wrk -c1`, `-c2`);
+//! 8. 5 again through a second manager whose runtime has one worker thread
+//!    (`TOKIO_WORKER_THREADS=1`) instead of one per core.
 //!
 //! Latencies come from one persistent HTTP/1.1 connection, requests sent one
 //! after the other. Direct and manager samples are taken in alternating
@@ -145,7 +147,7 @@ fn main() {
         (WrkResult::combine(runs.iter().map(|r| &r.0)), WrkResult::combine(runs.iter().map(|r| &r.1)))
     });
 
-    // 7: the floor, through a byte relay in this process (its CPU counters
+    // 7: a reference relay, a byte relay in this process (its CPU counters
     // are the relay's: the main thread only waits for wrk meanwhile).
     let relay = ByteRelay::start(&engine.addr);
     let relay_url = format!("http://{}{inspect}", relay.addr);
@@ -161,6 +163,16 @@ fn main() {
         pin(dockerd, "0,1");
         WrkResult::combine(runs.iter())
     });
+
+    // 8: a manager with one runtime worker: no hand-over between workers.
+    let one_worker = Manager::builder(&discovery).binary(swarm).default_refresh().workers(1).start();
+    one_worker.wait_healthy_within(ENGINES, Duration::from_secs(60));
+    let one_worker_url = format!("http://{}{inspect}", one_worker.addr);
+    let one_worker_watch: Vec<u32> = [Some(one_worker.pid()), dockerd_pid].into_iter().flatten().collect();
+    wrk(&one_worker_url, 1, &[]);
+    let one_worker_runs: Vec<WrkResult> = (0..2).map(|_| wrk(&one_worker_url, wrk_secs, &one_worker_watch)).collect();
+    let one_worker_wrk = WrkResult::combine(one_worker_runs.iter());
+    drop(one_worker);
 
     // dockerd's CPU per request direct at lower request rates (fewer
     // connections): whether what it spends more behind a relay comes with
@@ -247,7 +259,7 @@ fn main() {
         );
     }
     println!(
-        "byte relay (the floor): {:.0} req/s; CPU per request: relay {}, dockerd {}",
+        "byte relay (reference): {:.0} req/s; CPU per request: relay {}, dockerd {}",
         relayed.rps(),
         show(relayed.cpu_us_per_request(0)),
         show(relayed.cpu_us_per_request(1))
@@ -262,6 +274,12 @@ fn main() {
             show(r.cpu_us_per_request(1))
         );
     }
+    println!(
+        "manager with one runtime worker: {:.0} req/s; CPU per request: manager {}, dockerd {}",
+        one_worker_wrk.rps(),
+        show(one_worker_wrk.cpu_us_per_request(0)),
+        show(one_worker_wrk.cpu_us_per_request(1))
+    );
     if dockerd_pid.is_some() {
         for (connections, r) in &slower {
             println!(
@@ -299,6 +317,8 @@ fn main() {
         _ => f64::NAN,
     };
     let relay_dockerd_extra = cpu_us(&relayed, 1) - cpu_us(&wrk_direct, 1);
+    let one_worker_cpu = cpu_us(&one_worker_wrk, 0);
+    let one_worker_ratio = one_worker_wrk.rps() / wrk_direct.rps() * 100.0;
     let figures = [
         Figure {
             name: "inspect p50 added by manager",
@@ -407,28 +427,42 @@ fn main() {
             pass: true,
         },
         Figure {
-            name: "floor: byte relay CPU per request",
+            name: "one worker: manager CPU per request",
+            measured: format!("{one_worker_cpu:.1} us"),
+            target: "-".into(),
+            original: "-",
+            pass: true,
+        },
+        Figure {
+            name: "one worker: throughput",
+            measured: format!("{one_worker_ratio:.0} %"),
+            target: "-".into(),
+            original: "-",
+            pass: true,
+        },
+        Figure {
+            name: "byte relay: CPU per request",
             measured: format!("{relay_cpu:.1} us"),
             target: "-".into(),
             original: "-",
             pass: true,
         },
         Figure {
-            name: "floor: byte relay throughput",
+            name: "byte relay: throughput",
             measured: format!("{relay_ratio:.0} %"),
             target: "-".into(),
             original: "-",
             pass: true,
         },
         Figure {
-            name: "floor: byte relay throughput pinned",
+            name: "byte relay: throughput pinned",
             measured: format!("{relay_pinned_ratio:.0} %"),
             target: "-".into(),
             original: "-",
             pass: true,
         },
         Figure {
-            name: "floor: dockerd CPU via relay - direct",
+            name: "byte relay: dockerd CPU - direct",
             measured: format!("{relay_dockerd_extra:.1} us"),
             target: "-".into(),
             original: "-",

@@ -327,9 +327,10 @@ pub fn pin(pid: u32, cpus: &str) {
 
 /// A relay that copies bytes between each client connection and its own
 /// connection to an upstream, two blocking threads per connection: a read
-/// and a write each way per request, the least any relay can do. Run in the
-/// bench's own process, whose CPU counters then measure it: the floor under
-/// the manager's per-request cost on this machine.
+/// and a write each way per request, and no HTTP. Run in the bench's own
+/// process, whose CPU counters then measure it: a reference for the
+/// manager's per-request cost on this machine (an event loop serving
+/// several connections per wake-up can spend less).
 pub struct ByteRelay {
     /// `127.0.0.1:port` it listens on.
     pub addr: String,

@@ -63,6 +63,8 @@ pub struct ManagerBuilder {
     tls: Option<PathBuf>,
     /// Further arguments, before the discovery URL.
     extra: Vec<String>,
+    /// Worker threads of the manager's runtime; `None`: one per core.
+    workers: Option<usize>,
 }
 
 impl ManagerBuilder {
@@ -82,6 +84,13 @@ impl ManagerBuilder {
     /// Adds arguments before the discovery URL.
     pub fn args(mut self, extra: &[&str]) -> ManagerBuilder {
         self.extra.extend(extra.iter().map(|s| s.to_string()));
+        self
+    }
+
+    /// Runs the manager's runtime with `n` worker threads (tokio's
+    /// `TOKIO_WORKER_THREADS`) instead of one per core.
+    pub fn workers(mut self, n: usize) -> ManagerBuilder {
+        self.workers = Some(n);
         self
     }
 
@@ -129,9 +138,18 @@ impl ManagerBuilder {
         args.extend(self.extra);
         args.push(self.discovery);
         let dir = temp_dir("swarm-mgr-");
-        let child = spawn_manager(&self.binary, &dir, &args, self.netns.as_deref());
-        let mut manager =
-            Manager { child, addr: self.addr, dir, binary: self.binary, args, netns: self.netns, tls: self.tls, link };
+        let child = spawn_manager(&self.binary, &dir, &args, self.netns.as_deref(), self.workers);
+        let mut manager = Manager {
+            child,
+            addr: self.addr,
+            dir,
+            binary: self.binary,
+            args,
+            netns: self.netns,
+            tls: self.tls,
+            link,
+            workers: self.workers,
+        };
         manager.wait_started();
         manager
     }
@@ -157,6 +175,8 @@ pub struct Manager {
     pub tls: Option<PathBuf>,
     /// How its requests reach it: plain, or TLS with the files of `tls`.
     pub link: http::Link,
+    /// Worker threads of its runtime, for `restart`; `None`: one per core.
+    workers: Option<usize>,
 }
 
 impl Manager {
@@ -172,6 +192,7 @@ impl Manager {
             replicated: false,
             tls: None,
             extra: Vec::new(),
+            workers: None,
         }
     }
 
@@ -390,7 +411,7 @@ impl Manager {
     /// still runs); the log continues.
     pub fn restart(&mut self) {
         self.child.kill();
-        self.child = spawn_manager(&self.binary, &self.dir, &self.args, self.netns.as_deref());
+        self.child = spawn_manager(&self.binary, &self.dir, &self.args, self.netns.as_deref(), self.workers);
         self.wait_started();
     }
 
@@ -438,7 +459,13 @@ fn parse_role(body: &str) -> Option<(String, String)> {
     Some((role, primary))
 }
 
-fn spawn_manager(binary: &Path, dir: &tempfile::TempDir, args: &[String], netns: Option<&str>) -> OwnedChild {
+fn spawn_manager(
+    binary: &Path,
+    dir: &tempfile::TempDir,
+    args: &[String],
+    netns: Option<&str>,
+    workers: Option<usize>,
+) -> OwnedChild {
     // nsenter execs the manager, so the child's PID is the manager's.
     let mut command = match netns {
         Some(netns) => {
@@ -449,6 +476,9 @@ fn spawn_manager(binary: &Path, dir: &tempfile::TempDir, args: &[String], netns:
         None => Command::new(binary),
     };
     command.args(args);
+    if let Some(n) = workers {
+        command.env("TOKIO_WORKER_THREADS", n.to_string());
+    }
     OwnedChild::spawn(&mut command, &dir.path().join("manager.log"), "swarm")
         .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()))
 }
