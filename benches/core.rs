@@ -258,12 +258,17 @@ fn main() {
             show(m.cpu_us_per_request(0))
         );
     }
-    println!(
-        "byte relay (reference): {:.0} req/s; CPU per request: relay {}, dockerd {}",
-        relayed.rps(),
-        show(relayed.cpu_us_per_request(0)),
-        show(relayed.cpu_us_per_request(1))
-    );
+    // A run through something other than the manager: its rate, and the
+    // CPU per request of the process in front (`who`) and of dockerd.
+    let in_front = |what: &str, who: &str, r: &WrkResult| {
+        println!(
+            "{what}: {:.0} req/s; CPU per request: {who} {}, dockerd {}",
+            r.rps(),
+            show(r.cpu_us_per_request(0)),
+            show(r.cpu_us_per_request(1))
+        );
+    };
+    in_front("byte relay (reference)", "relay", &relayed);
     if let (Some(r), Some((d, _))) = (&relay_pinned, &pinned) {
         println!(
             "byte relay pinned like the manager: {:.0} req/s ({:.0} % of direct pinned); CPU per request: relay {}, \
@@ -274,12 +279,7 @@ fn main() {
             show(r.cpu_us_per_request(1))
         );
     }
-    println!(
-        "manager with one runtime worker: {:.0} req/s; CPU per request: manager {}, dockerd {}",
-        one_worker_wrk.rps(),
-        show(one_worker_wrk.cpu_us_per_request(0)),
-        show(one_worker_wrk.cpu_us_per_request(1))
-    );
+    in_front("manager with one runtime worker", "manager", &one_worker_wrk);
     if dockerd_pid.is_some() {
         for (connections, r) in &slower {
             println!(
