@@ -171,6 +171,8 @@ pub struct Conn {
     link: Link,
     /// The open connection; replaced when the server announces `Connection: close`.
     stream: Box<dyn Stream>,
+    /// I/O timeout of the connection and of its reconnections.
+    timeout: Duration,
     /// Bytes read but not consumed yet (the start of the next response).
     buf: Vec<u8>,
     /// Body of the last response (de-chunked).
@@ -192,9 +194,16 @@ impl Conn {
 
     /// Connects over `link` (with nodelay and 30 s I/O timeouts).
     pub fn connect_over(addr: &str, link: Link) -> io::Result<Conn> {
+        Self::connect_within(addr, link, CONN_TIMEOUT)
+    }
+
+    /// Connects over `link` with nodelay and `timeout` on every read and
+    /// write: a client that waits as long as the server may take.
+    pub fn connect_within(addr: &str, link: Link, timeout: Duration) -> io::Result<Conn> {
         Ok(Conn {
             addr: addr.to_string(),
-            stream: link.connect(addr, CONN_TIMEOUT)?,
+            stream: link.connect(addr, timeout)?,
+            timeout,
             link,
             buf: Vec::with_capacity(1 << 20),
             body: Vec::with_capacity(1 << 20),
@@ -215,7 +224,7 @@ impl Conn {
         self.stream.write_all(&out)?;
         let (status, close) = self.read_response(method == "HEAD")?;
         if close {
-            self.stream = self.link.connect(&self.addr, CONN_TIMEOUT)?;
+            self.stream = self.link.connect(&self.addr, self.timeout)?;
             self.buf.clear();
         }
         Ok(status)
