@@ -11,6 +11,7 @@
 mod body;
 mod error;
 mod forward;
+mod pool;
 mod tls;
 mod upstream;
 
@@ -18,5 +19,6 @@ pub use body::{empty, full, BoxError, ProxyBody};
 pub use error::ProxyError;
 pub use forward::{forward, forward_with_upgrade, is_upgrade_request, strip_hop_headers};
 pub use hyper::upgrade::OnUpgrade;
+pub use pool::UpstreamBody;
 pub use tls::{FilesStamp, TlsConfigs, TlsError, TlsFiles};
 pub use upstream::Upstream;

@@ -6,12 +6,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::client::legacy::connect::HttpConnector;
 
 use crate::body::{empty, ProxyBody};
 use crate::error::ProxyError;
+use crate::forward::is_upgrade_request;
+use crate::pool::{Pool, SendError, UpstreamBody};
 use crate::tls::{TlsConfigs, UpstreamConnector};
 
 /// How long a plain (non-streaming) API call may take before it is abandoned.
@@ -28,7 +28,7 @@ pub struct Upstream {
     host_header: HeaderValue,
     /// Pooled connections (TLS ones when the manager has TLS); idle ones
     /// are reused by later requests.
-    client: Client<UpstreamConnector, ProxyBody>,
+    pool: Pool,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -36,16 +36,6 @@ impl std::fmt::Debug for Upstream {
         f.debug_struct("Upstream").field("addr", &self.addr).finish()
     }
 }
-
-/// Idle connections kept per upstream: more than a relay's usual
-/// concurrency. hyper opens a new connection whenever none is idle at the
-/// moment a request starts, even if one is about to be returned; with 4
-/// kept, 4 busy clients made the pool open and close a connection every
-/// hundred requests or so (`cargo bench --bench core` counts them). The
-/// idle timeout below still bounds what a quiet engine keeps.
-const MAX_IDLE_PER_ENGINE: usize = 32;
-/// How long an idle connection is kept.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(15);
 
 impl Upstream {
     /// A client for `addr` (`host:port`), over TLS when `tls` is given.
@@ -61,27 +51,15 @@ impl Upstream {
         connect_timeout: Duration,
         tls: Option<Arc<TlsConfigs>>,
     ) -> Result<Upstream, ProxyError> {
-        let host_header = HeaderValue::from_str(addr)
-            .map_err(|e| ProxyError::Invalid { addr: addr.to_string(), reason: e.to_string() })?;
+        let invalid = |reason: String| ProxyError::Invalid { addr: addr.to_string(), reason };
+        let host_header = HeaderValue::from_str(addr).map_err(|e| invalid(e.to_string()))?;
+        let connect_uri = format!("http://{addr}").parse::<http::Uri>().map_err(|e| invalid(e.to_string()))?;
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(connect_timeout));
         connector.set_keepalive(Some(Duration::from_secs(30)));
         let connector = UpstreamConnector { tcp: connector, tls, handshake_timeout: connect_timeout };
-        // A manager over a thousand engines would hold tens of thousands of
-        // sockets and their buffers if every burst's connections stayed
-        // for good: idle ones are closed after the idle timeout. Busy
-        // relays reuse theirs well within it; a quiet engine's refreshes
-        // (every 30 s or more) open one anew, which on the engines'
-        // network costs far less than keeping thousands.
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            // Without a timer, idle connections are only dropped when the
-            // pool is next used: a quiet engine's would stay open.
-            .pool_timer(TokioTimer::new())
-            .pool_max_idle_per_host(MAX_IDLE_PER_ENGINE)
-            .build(connector);
-        Ok(Upstream { addr: addr.to_string(), host_header, client })
+        Ok(Upstream { addr: addr.to_string(), host_header, pool: Pool::new(connector, connect_uri) })
     }
 
     /// The `host:port` this client talks to.
@@ -90,20 +68,24 @@ impl Upstream {
     }
 
     /// Sends `req`, whose URI holds only a path and query, and returns the
-    /// response head with its body still streaming.
-    pub async fn send(&self, mut req: Request<ProxyBody>) -> Result<Response<Incoming>, ProxyError> {
-        let path_and_query = req.uri().path_and_query().map(|pq| pq.as_str()).unwrap_or("/");
-        let uri = format!("http://{}{}", self.addr, path_and_query)
-            .parse::<http::Uri>()
-            .map_err(|e| ProxyError::Invalid { addr: self.addr.clone(), reason: e.to_string() })?;
-        *req.uri_mut() = uri;
+    /// response head with its body still streaming. A request asking for an
+    /// upgrade gets a connection of its own, which the upgrade takes over.
+    pub async fn send(&self, mut req: Request<ProxyBody>) -> Result<Response<UpstreamBody>, ProxyError> {
+        if req.uri().scheme().is_some() || req.uri().authority().is_some() {
+            let path_and_query = req.uri().path_and_query().map(|pq| pq.as_str()).unwrap_or("/");
+            *req.uri_mut() = path_and_query.parse().map_err(|e: http::uri::InvalidUri| ProxyError::Invalid {
+                addr: self.addr.clone(),
+                reason: e.to_string(),
+            })?;
+        }
         req.headers_mut().insert(header::HOST, self.host_header.clone());
-        self.client.request(req).await.map_err(|e| {
-            if e.is_connect() {
-                ProxyError::Connect { addr: self.addr.clone(), reason: root_cause(&e), refused: was_refused(&e) }
-            } else {
-                ProxyError::Request { addr: self.addr.clone(), reason: root_cause(&e) }
+        let sent = if is_upgrade_request(&req) { self.pool.send_upgrade(req).await } else { self.pool.send(req).await };
+        sent.map_err(|e| match e {
+            SendError::Connect(e) => {
+                let e: &(dyn std::error::Error + 'static) = &*e;
+                ProxyError::Connect { addr: self.addr.clone(), reason: root_cause(e), refused: was_refused(e) }
             }
+            SendError::Request(e) => ProxyError::Request { addr: self.addr.clone(), reason: root_cause(&e) },
         })
     }
 

@@ -13,7 +13,8 @@
 use bytes::{Bytes, BytesMut};
 use http::{header, HeaderValue, Method, Request, Response};
 use http_body_util::{BodyExt, StreamBody};
-use hyper::body::{Frame, Incoming};
+use hyper::body::Frame;
+use swarm_proxy::UpstreamBody;
 use swarm_proxy::{BoxError, ProxyBody};
 use tokio::sync::mpsc;
 
@@ -131,7 +132,7 @@ struct Relay {
 }
 
 impl Relay {
-    async fn run(self, mut body: Incoming) {
+    async fn run(self, mut body: UpstreamBody) {
         let mut pending = BytesMut::new();
         while let Some(Ok(frame)) = body.frame().await {
             let Ok(data) = frame.into_data() else { continue };
