@@ -255,36 +255,33 @@ pub async fn inspect(ctx: &Ctx<'_>, req: Request<ProxyBody>) -> Result<Response<
         .await
         .map_err(|e| ApiError::Internal(format!("{} ({}): {e}", engine.name(), engine.addr)))?
         .to_bytes();
-    let node = node_json(engine);
-    let patched = insert_field(&body, "Node", &node).unwrap_or(body);
+    let patched = insert_field(&body, "Node", &node_json(engine)).unwrap_or(body);
     parts.headers.remove(http::header::CONTENT_LENGTH);
     Ok(Response::from_parts(parts, swarm_proxy::full(patched)))
 }
 
-/// The `Node` object the original adds to inspect answers.
-fn node_json(engine: &Engine) -> Value {
+/// The `Node` object the original adds to inspect answers, serialized.
+fn node_json(engine: &Engine) -> Bytes {
     match engine.info() {
-        Some(info) => json!({
-            "ID": info.id, "IP": engine.ip, "Addr": engine.addr, "Name": info.name,
-            "Cpus": info.cpus, "Memory": info.memory, "Labels": info.labels,
-        }),
-        None => json!({"IP": engine.ip, "Addr": engine.addr}),
+        Some(info) => info.inspect_node(),
+        None => Bytes::from(json!({"IP": engine.ip, "Addr": engine.addr}).to_string()),
     }
 }
 
-/// Adds `"key": value` at the end of a serialized JSON object without
-/// re-encoding the rest (inspect answers are relayed byte for byte).
-pub(super) fn insert_field(object: &[u8], key: &str, value: &impl serde::Serialize) -> Option<Bytes> {
+/// Adds `"key": value` (`value` serialized JSON) at the end of a serialized
+/// JSON object without re-encoding the rest (inspect answers are relayed
+/// byte for byte).
+pub(super) fn insert_field(object: &[u8], key: &str, value: &[u8]) -> Option<Bytes> {
     let end = object.iter().rposition(|b| *b == b'}')?;
     let body_is_empty = object[..end].iter().rev().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
-    let mut out = Vec::with_capacity(object.len() + 256);
+    let mut out = Vec::with_capacity(object.len() + key.len() + value.len() + 4);
     out.extend_from_slice(&object[..end]);
     if !body_is_empty {
         out.push(b',');
     }
     out.extend_from_slice(serde_json::to_string(key).ok()?.as_bytes());
     out.push(b':');
-    out.extend_from_slice(&serde_json::to_vec(value).ok()?);
+    out.extend_from_slice(value);
     out.extend_from_slice(&object[end..]);
     Some(Bytes::from(out))
 }
@@ -410,12 +407,12 @@ mod tests {
 
     #[test]
     fn inserts_node_without_reencoding() {
-        let out = insert_field(br#"{"Id":"x","Name":"/web"}"#, "Node", &json!({"Name": "node-01"})).unwrap();
+        let out = insert_field(br#"{"Id":"x","Name":"/web"}"#, "Node", br#"{"Name":"node-01"}"#).unwrap();
         let v: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["Node"]["Name"], "node-01");
         assert_eq!(v["Name"], "/web");
-        let empty = insert_field(b"{}\n", "Node", &json!(1)).unwrap();
+        let empty = insert_field(b"{}\n", "Node", b"1").unwrap();
         assert_eq!(&empty[..], b"{\"Node\":1}\n");
-        assert!(insert_field(b"not json", "Node", &json!(1)).is_none());
+        assert!(insert_field(b"not json", "Node", b"1").is_none());
     }
 }

@@ -200,7 +200,10 @@ pub fn info(ctx: &Ctx<'_>, req: &Request<ProxyBody>) -> Result<Response<ProxyBod
         "SecurityOptions": [],
     });
     let rest = serde_json::to_vec(&rest).unwrap_or_default();
-    let body = super::containers::insert_field(&rest, "SystemStatus", &status).unwrap_or_else(|| Bytes::from(rest));
+    let status = serde_json::to_vec(&status).ok();
+    let body = status
+        .and_then(|status| super::containers::insert_field(&rest, "SystemStatus", &status))
+        .unwrap_or_else(|| Bytes::from(rest));
     Ok(json_bytes(StatusCode::OK, body))
 }
 

@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
 use http::{Method, StatusCode};
 use parking_lot::RwLock;
 use serde::de::DeserializeOwned;
@@ -102,6 +103,15 @@ pub struct EngineInfo {
     /// [`node_id`] of `id`, computed once: placements and `docker info`
     /// read it for every engine.
     node_id: String,
+    /// The `Node` object the original adds to inspect answers (`ID`, `IP`,
+    /// `Addr`, `Name`, `Cpus`, `Memory`, `Labels`), serialized once: every
+    /// relayed inspect carries it.
+    inspect_node: Bytes,
+}
+
+/// The host part of `host:port` (without an IPv6 address's brackets).
+fn host_of(addr: &str) -> String {
+    addr.rsplit_once(':').map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']')).unwrap_or(addr).to_string()
 }
 
 /// Swarm mode's IDs are 25 lowercase base-36 characters.
@@ -129,6 +139,11 @@ impl EngineInfo {
         self.node_id.clone()
     }
 
+    /// The engine as inspect answers' `Node` object, serialized.
+    pub fn inspect_node(&self) -> Bytes {
+        self.inspect_node.clone()
+    }
+
     /// Builds the engine's identity from its `/info` and `/version` answers.
     pub fn from_answers(addr: &str, info: &Value, version: &Value) -> Result<EngineInfo, EngineError> {
         let text = |v: &Value, key: &str| v[key].as_str().unwrap_or_default().to_string();
@@ -152,10 +167,16 @@ impl EngineInfo {
         labels.insert("ostype".into(), text(info, "OSType"));
         labels.insert("storagedriver".into(), text(info, "Driver"));
         let id = format!("{}|{}", text(info, "ID"), addr);
+        let name = text(info, "Name");
+        let inspect_node = serde_json::json!({
+            "ID": id, "IP": host_of(addr), "Addr": addr, "Name": name,
+            "Cpus": cpus, "Memory": memory, "Labels": labels,
+        });
         Ok(EngineInfo {
             node_id: node_id(&id),
+            inspect_node: Bytes::from(inspect_node.to_string()),
             id,
-            name: text(info, "Name"),
+            name,
             labels,
             cpus,
             memory,
@@ -414,14 +435,9 @@ impl RefreshGuard<'_> {
 impl Engine {
     /// An engine at `addr`, reached over TLS when `tls` is given.
     pub fn new(addr: &str, tls: Option<Arc<swarm_proxy::TlsConfigs>>) -> Result<Engine, ProxyError> {
-        let ip = addr
-            .rsplit_once(':')
-            .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']'))
-            .unwrap_or(addr)
-            .to_string();
         Ok(Engine {
             addr: addr.to_string(),
-            ip,
+            ip: host_of(addr),
             client: Upstream::new(addr, tls)?,
             state: RwLock::new(EngineState {
                 health: Health::Pending,
