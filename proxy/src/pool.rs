@@ -23,19 +23,27 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tower_service::Service;
 
 use crate::body::{BoxError, ProxyBody};
 use crate::tls::{UpstreamConnector, UpstreamStream};
 
-/// Idle connections kept per upstream: more than a relay's usual
+/// Idle connections kept per upstream at most: more than a relay's usual
 /// concurrency, so that busy clients find one rather than open their own.
 const MAX_IDLE: usize = 32;
-/// How long an idle connection is kept; the reaper looks every
-/// [`REAP_EVERY`], so one may stay up to their sum.
+/// How long the most recently used idle connection is kept.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(15);
-const REAP_EVERY: Duration = Duration::from_secs(5);
+/// How long the other idle connections are kept. A burst's extra
+/// connections are reused while it lasts, and closed soon after: a manager
+/// starting over 1,000 engines refreshes each with several requests at once,
+/// and kept for [`IDLE_TIMEOUT`] those connections held about 5,700 sockets
+/// and 70 MiB of buffers (`cargo bench --bench scale`).
+const SURPLUS_IDLE_TIMEOUT: Duration = Duration::from_secs(1);
+/// The reaper's passes are at least this far apart, so that connections
+/// expiring close together are closed together.
+const REAP_GRANULARITY: Duration = Duration::from_millis(250);
 
 type Connection = http1::Connection<TokioIo<UpstreamStream>, ProxyBody>;
 
@@ -78,6 +86,10 @@ struct Shared {
     /// `http://host:port` of the upstream, what the connector is given.
     connect_uri: http::Uri,
     idle: Mutex<Idle>,
+    /// Wakes the reaper when a connection is returned while another is
+    /// idle: the older one now expires after [`SURPLUS_IDLE_TIMEOUT`],
+    /// which may be before the reaper's next pass.
+    surplus: Notify,
 }
 
 struct Idle {
@@ -88,12 +100,15 @@ struct Idle {
     /// True while a reaper task runs for this pool; it runs while `conns`
     /// is not empty.
     reaping: bool,
+    /// When the reaper's current sleep ends; `None` while it is awake (or
+    /// has been woken early), so that it is woken once, not at every return.
+    reaper_wake: Option<Instant>,
 }
 
 impl Pool {
     pub(crate) fn new(connector: UpstreamConnector, connect_uri: http::Uri) -> Pool {
-        let idle = Mutex::new(Idle { conns: VecDeque::new(), reaping: false });
-        Pool { shared: Arc::new(Shared { connector, connect_uri, idle }) }
+        let idle = Mutex::new(Idle { conns: VecDeque::new(), reaping: false, reaper_wake: None });
+        Pool { shared: Arc::new(Shared { connector, connect_uri, idle, surplus: Notify::new() }) }
     }
 
     /// Sends `req` (origin-form URI) and returns the response head; its body
@@ -202,40 +217,88 @@ impl Shared {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let dropped = {
+        let (dropped, surplus) = {
             let mut idle = self.idle.lock();
             let dropped = if idle.conns.len() >= MAX_IDLE { idle.conns.pop_front() } else { None };
             idle.conns.push_back((driven, Instant::now()));
             if !idle.reaping {
                 idle.reaping = true;
-                runtime.spawn(reap(Arc::downgrade(self)));
+                runtime.spawn(reap(self.clone()));
             }
-            dropped
+            // The connection returned before this one is now surplus: wake
+            // the reaper if it sleeps past that one's deadline.
+            let len = idle.conns.len();
+            let surplus_deadline = (len > 1).then(|| deadline(0, len, idle.conns[len - 2].1));
+            let wake = match (surplus_deadline, idle.reaper_wake) {
+                (Some(due), Some(planned)) => planned > due + REAP_GRANULARITY,
+                _ => false,
+            };
+            if wake {
+                idle.reaper_wake = None;
+            }
+            (dropped, wake)
         };
+        if surplus {
+            self.surplus.notify_one();
+        }
         drop(dropped);
     }
 }
 
-/// Closes the connections of `pool` that have been idle for
-/// [`IDLE_TIMEOUT`]; ends when none is left (or the pool is gone).
-async fn reap(pool: Weak<Shared>) {
-    loop {
-        tokio::time::sleep(REAP_EVERY).await;
-        let Some(shared) = pool.upgrade() else {
-            return;
-        };
-        let expired: Vec<(Driven, Instant)> = {
-            let mut idle = shared.idle.lock();
-            let fresh = idle.conns.iter().position(|(_, since)| since.elapsed() < IDLE_TIMEOUT);
-            let expired_count = fresh.unwrap_or(idle.conns.len());
-            let expired = idle.conns.drain(..expired_count).collect();
-            if idle.conns.is_empty() {
-                idle.reaping = false;
-                return;
+/// When an idle connection returned at `since`, at `index` of `len` idle
+/// ones (0 = returned first), is to be closed: the newest after
+/// [`IDLE_TIMEOUT`], the others after [`SURPLUS_IDLE_TIMEOUT`].
+fn deadline(index: usize, len: usize, since: Instant) -> Instant {
+    since + if index + 1 == len { IDLE_TIMEOUT } else { SURPLUS_IDLE_TIMEOUT }
+}
+
+impl Idle {
+    /// Takes out the connections whose deadline has passed at `now`.
+    fn take_expired(&mut self, now: Instant) -> Vec<Driven> {
+        let len = self.conns.len();
+        let mut expired = Vec::new();
+        let mut kept = VecDeque::with_capacity(len);
+        for (index, (driven, since)) in std::mem::take(&mut self.conns).into_iter().enumerate() {
+            if now >= deadline(index, len, since) {
+                expired.push(driven);
+            } else {
+                kept.push_back((driven, since));
             }
-            expired
+        }
+        self.conns = kept;
+        expired
+    }
+
+    /// The earliest deadline, if any connection is idle.
+    fn next_deadline(&self) -> Option<Instant> {
+        let len = self.conns.len();
+        self.conns.iter().enumerate().map(|(index, (_, since))| deadline(index, len, *since)).min()
+    }
+}
+
+/// Closes the connections of a pool as their idle time runs out; ends when
+/// none is left. It holds the pool meanwhile, at most [`IDLE_TIMEOUT`]
+/// after its last use.
+async fn reap(shared: Arc<Shared>) {
+    loop {
+        let wake = {
+            let mut idle = shared.idle.lock();
+            let now = Instant::now();
+            let expired = idle.take_expired(now);
+            let wake = idle.next_deadline().map(|next| next.max(now + REAP_GRANULARITY));
+            idle.reaper_wake = wake;
+            idle.reaping = wake.is_some();
+            drop(idle);
+            drop(expired);
+            match wake {
+                Some(wake) => wake,
+                None => return,
+            }
         };
-        drop(expired);
+        tokio::select! {
+            () = tokio::time::sleep_until(wake) => {}
+            () = shared.surplus.notified() => {}
+        }
     }
 }
 
@@ -426,24 +489,67 @@ mod tests {
         assert_eq!(server.accepted(), 1);
     }
 
+    /// Waits (in real time) until the server has seen `count` connections
+    /// closed by the client.
+    async fn wait_closed(server: &TestServer, count: usize) {
+        for _ in 0..200 {
+            if server.closed_by_client.load(Ordering::SeqCst) >= count {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(server.closed_by_client.load(Ordering::SeqCst), count);
+    }
+
     #[tokio::test]
-    async fn idle_connections_are_closed_after_the_idle_timeout() {
+    async fn an_idle_connection_is_closed_after_the_idle_timeout() {
         let server = TestServer::start(false).await;
         let pool = server.pool();
         assert_eq!(get(&pool).await, "ok");
         tokio::time::pause();
         tokio::time::advance(IDLE_TIMEOUT - Duration::from_secs(1)).await;
         assert_eq!(pool.shared.idle.lock().conns.len(), 1, "closed before its time");
-        tokio::time::advance(REAP_EVERY + Duration::from_secs(1)).await;
+        tokio::time::advance(Duration::from_secs(2)).await;
         tokio::time::resume();
-        for _ in 0..200 {
-            if server.closed_by_client.load(Ordering::SeqCst) == 1 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert_eq!(server.closed_by_client.load(Ordering::SeqCst), 1);
+        wait_closed(&server, 1).await;
         assert!(pool.shared.idle.lock().conns.is_empty());
         assert!(!pool.shared.idle.lock().reaping);
+    }
+
+    #[tokio::test]
+    async fn a_bursts_extra_connections_are_closed_soon_after_it() {
+        let server = TestServer::start(false).await;
+        let pool = server.pool();
+        let burst = [open(&pool).await, open(&pool).await, open(&pool).await];
+        for resp in burst {
+            assert_eq!(resp.into_body().collect().await.expect("body").to_bytes(), "ok");
+        }
+        assert_eq!((server.accepted(), pool.shared.idle.lock().conns.len()), (3, 3));
+        tokio::time::pause();
+        tokio::time::advance(SURPLUS_IDLE_TIMEOUT + REAP_GRANULARITY).await;
+        tokio::time::resume();
+        wait_closed(&server, 2).await;
+        assert_eq!(pool.shared.idle.lock().conns.len(), 1, "the most recently used one is kept");
+        assert_eq!(get(&pool).await, "ok");
+        assert_eq!(server.accepted(), 3, "and reused");
+    }
+
+    #[tokio::test]
+    async fn a_connection_made_surplus_while_the_reaper_sleeps_is_closed_on_time() {
+        let server = TestServer::start(false).await;
+        let pool = server.pool();
+        assert_eq!(get(&pool).await, "ok");
+        // The reaper's first pass plans its next for the idle timeout.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(pool.shared.idle.lock().reaper_wake.is_some());
+        let pair = [open(&pool).await, open(&pool).await];
+        for resp in pair {
+            assert_eq!(resp.into_body().collect().await.expect("body").to_bytes(), "ok");
+        }
+        tokio::time::pause();
+        tokio::time::advance(SURPLUS_IDLE_TIMEOUT + REAP_GRANULARITY).await;
+        tokio::time::resume();
+        wait_closed(&server, 1).await;
+        assert_eq!(pool.shared.idle.lock().conns.len(), 1);
     }
 }
