@@ -397,6 +397,36 @@ impl Manager {
         self.child.id()
     }
 
+    /// How many established TCP connections the manager holds to `addr`
+    /// (`a.b.c.d:port`), from its sockets and its network namespace's
+    /// `/proc/PID/net/tcp`.
+    pub fn connections_to(&self, addr: &str) -> usize {
+        let pid = self.pid();
+        let Some(remote) = proc_tcp_address(addr) else {
+            panic!("not an IPv4 address with a port: {addr}");
+        };
+        let sockets: std::collections::HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|dir| {
+                dir.flatten()
+                    .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+                    .filter_map(|target| {
+                        let target = target.to_string_lossy().into_owned();
+                        Some(target.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let table = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).unwrap_or_default();
+        table
+            .lines()
+            .skip(1)
+            .map(|line| line.split_whitespace().collect::<Vec<_>>())
+            .filter(|fields| {
+                fields.len() > 9 && fields[2] == remote && fields[3] == "01" && sockets.contains(fields[9])
+            })
+            .count()
+    }
+
     /// Sends `signal` (`KILL`, `TERM`, `STOP`, `CONT`) to the manager.
     pub fn signal(&self, signal: &str) {
         self.child.signal(signal);
@@ -553,4 +583,13 @@ pub fn swarm_output(args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// `a.b.c.d:port` as `/proc/net/tcp` writes it: the address as a
+/// little-endian 32-bit hex number, the port in hex.
+fn proc_tcp_address(addr: &str) -> Option<String> {
+    let (ip, port) = addr.rsplit_once(':')?;
+    let ip: std::net::Ipv4Addr = ip.parse().ok()?;
+    let port: u16 = port.parse().ok()?;
+    Some(format!("{:08X}:{port:04X}", u32::from_le_bytes(ip.octets())))
 }
