@@ -149,6 +149,24 @@ fn a_bursts_engine_connections_are_closed_soon_after_it() {
     m.docker_ok(["rm", "-f", &name]);
 }
 
+/// `docker run -d` asks the engine to `wait` for the container's exit
+/// before it starts it, then exits. The manager ends that request when the
+/// CLI's connection goes, instead of holding the client's socket and an
+/// engine connection until the container exits.
+#[test]
+fn a_detached_run_leaves_no_request_behind_once_the_cli_has_gone() {
+    let tb = Testbed::shared();
+    let m = Manager::builder(&tb.addrs().join(",")).default_refresh().start();
+    m.wait_healthy(3);
+    let name = format!("hardening-detached-{}", std::process::id());
+    m.docker_ok(["run", "-d", "--name", &name, "-e", "constraint:node==node-02", "busybox", "sleep", "300"]);
+    let engine = &tb.engine("node-02").addr;
+    m.wait_until(Duration::from_secs(5), "only the events stream and an idle connection to node-02", |m| {
+        m.connections_to(engine) <= 2
+    });
+    m.docker_ok(["rm", "-f", &name]);
+}
+
 /// A 50 MiB JSON create gets a 413 without the manager holding it, while
 /// a 200 MiB `docker cp` and a 200 MiB `docker load` still stream through.
 #[test]

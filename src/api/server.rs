@@ -226,11 +226,15 @@ where
         let response = api.clone().handle(req);
         async move { Ok::<_, Infallible>(response.await) }
     });
-    // Clients of hijacked attach/exec shut their write side as soon as stdin
-    // ends; without half-close support the output would be cut off.
+    // No half-close: a client's end-of-file while its answer is pending ends
+    // the connection, and with it the request to the engine. `docker run -d`
+    // leaves a `wait` that the engine answers only when the container exits;
+    // kept open, each held a client socket and an engine connection until
+    // then. Hijacked attach/exec clients shut their write side only after
+    // the upgrade, when the bytes are no longer HTTP.
     let conn = http1::Builder::new()
         .keep_alive(true)
-        .half_close(true)
+        .half_close(false)
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
         .serve_connection(TokioIo::new(stream), service)
