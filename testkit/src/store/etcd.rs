@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use super::{ServerProcess, StoreFixture, StoreProfile};
-use crate::process::free_port;
+use crate::process::free_tcp_udp_ports;
 use crate::INSTALL_HINT;
 
 // TestCa lives in `crate::certs` now; re-exported so `store::TestCa` (and
@@ -95,13 +95,17 @@ impl EtcdServer {
     }
 
     fn launch(ca: Option<&TestCa>, ip: &str) -> EtcdServer {
-        let addr = format!("{ip}:{}", free_port());
+        // Chosen together: two `free_port()`s in a row can return the same
+        // port, and etcd then fails to bind its second listener.
+        let ports = free_tcp_udp_ports(2);
+        let (client_port, peer_port) = (ports[0], ports[1]);
+        let addr = format!("{ip}:{client_port}");
         let scheme = if ca.is_some() { "https" } else { "http" };
         let mut server = EtcdServer {
             url: format!("{scheme}://{addr}"),
             process: ServerProcess::new("etcd", addr.clone()),
             addr,
-            peer_port: free_port(),
+            peer_port,
             server_tls: ca.map(|ca| (ca.server_cert.clone(), ca.server_key.clone(), ca.ca.clone())),
             client_tls: ca.map(|ca| ClientTls {
                 ca: ca.ca.clone(),
